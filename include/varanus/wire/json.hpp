@@ -1,0 +1,35 @@
+// varanus::wire — a fast BSON -> relaxed Extended JSON writer.
+//
+// Walks the document with bson_iter straight into an output string, compact
+// (no padding spaces), and bounds the output while writing: once `maxLength`
+// characters of JSON have been produced it stops, closes every open
+// string/array/object so the result is still valid JSON, and never cuts a
+// UTF-8 code point. ~10x faster than bson_as_relaxed_extended_json.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "varanus/wire/bson_view.hpp"
+
+namespace varanus::wire {
+
+struct JsonOptions {
+  std::size_t maxLength = 0;  ///< 0 = unlimited; else budget in characters of JSON text
+};
+
+struct JsonResult {
+  bool truncated = false;  ///< the document was cut to fit maxLength
+  bool valid = true;       ///< false if the BSON could not be walked (output is then "{}")
+};
+
+/// Appends the relaxed Extended JSON of `doc` to `out`. Values follow
+/// libbson's relaxed form (numbers plain, {"$oid":..}, {"$date":"ISO"},
+/// {"$numberDecimal":..}, {"$binary":{"base64":..,"subType":..}}, ...).
+JsonResult append_relaxed_json(std::string& out, BsonView doc, const JsonOptions& options = {});
+
+/// Appends `s` as a JSON string literal (quotes and escapes), replacing
+/// invalid UTF-8 with U+FFFD.
+void append_json_string(std::string& out, std::string_view s);
+
+}  // namespace varanus::wire
