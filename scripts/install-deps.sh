@@ -2,7 +2,10 @@
 # Installs every Debian package varanus needs to build, test and benchmark.
 # Used by the README quick start, .ci/run and the Dockerfile, so the three
 # can never disagree about dependencies. Safe to run again (apt-get is
-# idempotent); pass --runtime for only the shared libraries the binary needs.
+# idempotent).
+#   (no argument)  everything: build, tests, benchmarks
+#   --build        what building varanus needs (the Dockerfile's build stage)
+#   --runtime      only the shared libraries the binary needs (the Dockerfile's final stage)
 set -euo pipefail
 
 SUDO=""
@@ -33,9 +36,12 @@ test_pkgs=(
 )
 
 pkgs=("${runtime_pkgs[@]}")
-if [ "${1:-}" != "--runtime" ]; then
-  pkgs+=("${build_pkgs[@]}" "${test_pkgs[@]}")
-fi
+case "${1:-}" in
+  --runtime) ;;
+  --build) pkgs+=("${build_pkgs[@]}") ;;
+  "") pkgs+=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+  *) echo "usage: $0 [--build|--runtime]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,0 +1,98 @@
+// varanus::monitor — the events varanus publishes, as values.
+//
+// An Event is built on an I/O thread by the Tracker and consumed on a sink
+// thread. It holds raw BSON copies (never JSON: rendering happens on the
+// sink side) and a shared, immutable snapshot of its connection's metadata.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "varanus/wire/bson_view.hpp"
+#include "varanus/wire/message.hpp"
+
+namespace varanus::monitor {
+
+enum class EventType : std::uint8_t {
+  commandStarted,
+  commandSucceeded,
+  commandFailed,
+  connectionOpened,
+  connectionClosed,
+};
+/// "commandStarted", ... — the `event` key of an event line.
+std::string_view to_string(EventType type) noexcept;
+
+/// Hellos that drivers do not publish as commands, labelled so users can filter them.
+enum class HelloKind : std::uint8_t {
+  none,       ///< an ordinary command
+  handshake,  ///< the connection's first hello/isMaster
+  heartbeat,  ///< a later hello on the same connection (SDAM monitoring; awaited when streaming)
+};
+std::string_view to_string(HelloKind kind) noexcept;  ///< "", "handshake", "heartbeat"
+
+/// What is known about one client connection. Immutable once published:
+/// the Tracker swaps in a new snapshot when the handshake reveals more.
+struct ConnectionInfo {
+  std::uint64_t connectionId = 0;                  ///< varanus's own number, from 1
+  std::string client;                              ///< "host:port" of the driver
+  std::string server;                              ///< "host:port" of the upstream
+  std::string appName;                             ///< handshake client.application.name
+  std::string driver;                              ///< handshake client.driver "name version"
+  std::optional<std::int64_t> serverConnectionId;  ///< upstream hello reply's connectionId
+};
+using ConnectionInfoPtr = std::shared_ptr<const ConnectionInfo>;
+
+struct Event {
+  EventType type = EventType::commandStarted;
+  std::chrono::system_clock::time_point time;  ///< wall clock when the tracker saw it (`t`)
+  ConnectionInfoPtr connection;
+
+  // Commands.
+  std::int32_t requestId = 0;
+  std::string commandName;
+  std::string databaseName;
+  /// started: the command (kind-1 sequences merged as arrays); succeeded: the
+  /// reply; failed: the reply of a server error (empty for a network failure).
+  /// Empty document when redacted (the spec's `{}`), reduced to code/codeName/
+  /// errorLabels for a redacted server error.
+  wire::BsonBytes document;
+  std::int64_t durationMicros = 0;  ///< succeeded/failed: request read -> reply read, monotonic
+  HelloKind hello = HelloKind::none;
+  bool unacknowledged = false;  ///< moreToCome request (w:0) or legacy write: no reply comes
+  bool exhaust = false;         ///< part of an exhaust stream (request or streamed reply)
+  bool awaited = false;         ///< streaming hello (topologyVersion + maxAwaitTimeMS)
+  bool redacted = false;        ///< a sensitive command: documents emptied
+  std::optional<wire::Compressor> compressor;
+
+  /// failed: the network failure ("connection closed by client", ...).
+  /// connectionClosed: the reason. Empty otherwise.
+  std::string message;
+
+  // connectionClosed.
+  std::uint64_t bytesFromClient = 0;
+  std::uint64_t bytesFromServer = 0;
+  std::uint64_t commands = 0;
+
+  bool isCommand() const noexcept {
+    return type == EventType::commandStarted || type == EventType::commandSucceeded ||
+           type == EventType::commandFailed;
+  }
+  bool networkFailure() const noexcept {
+    return type == EventType::commandFailed && document.empty();
+  }
+};
+
+/// Where the Tracker sends events. The sinks' Dispatcher implements it; it
+/// must never block (an I/O thread calls it) and may drop, counting drops.
+class EventOutput {
+ public:
+  virtual ~EventOutput() = default;
+  virtual void publish(Event&& event) = 0;
+};
+
+}  // namespace varanus::monitor

@@ -1,0 +1,61 @@
+// varanus::monitor — every process-wide counter, declared in one table with
+// its help text, away from the logic that bumps it. Lock-free (relaxed
+// atomics): I/O threads increment, the admin endpoint and the Prometheus
+// sink read. Tests assert counters by name (Stats::find).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string_view>
+
+namespace varanus::monitor {
+
+// X(member, prometheus name, type, help)
+#define VARANUS_STATS(X)                                                                      \
+  X(connectionsAccepted, "varanus_connections_total", counter, "Client connections accepted") \
+  X(connectionsActive, "varanus_connections_active", gauge, "Client connections open now")    \
+  X(upstreamConnectFailures, "varanus_upstream_connect_failures_total", counter,              \
+    "Upstream connection attempts that failed")                                               \
+  X(bytesFromClient, "varanus_client_bytes_total", counter, "Bytes read from clients")        \
+  X(bytesFromServer, "varanus_server_bytes_total", counter, "Bytes read from the upstream")   \
+  X(frames, "varanus_frames_total", counter, "Wire frames inspected (both directions)")       \
+  X(decodeErrors, "varanus_decode_errors_total", counter,                                     \
+    "Frames that failed to decode; inspection of that connection stopped, relaying went on")  \
+  X(oversizedFrames, "varanus_oversized_frames_total", counter,                               \
+    "Frames over the maximum message size; inspection stopped, relaying went on")             \
+  X(commands, "varanus_commands_started_total", counter, "Command started events emitted")    \
+  X(eventsPublished, "varanus_events_published_total", counter, "Events handed to the sinks") \
+  X(eventsDropped, "varanus_events_dropped_total", counter,                                   \
+    "Events dropped because a sink queue was full (all sinks)")
+
+struct Stats {
+#define VARANUS_STATS_MEMBER(member, name, type, help) std::atomic<std::int64_t> member{0};
+  VARANUS_STATS(VARANUS_STATS_MEMBER)
+#undef VARANUS_STATS_MEMBER
+
+  void add(std::atomic<std::int64_t>& counter, std::int64_t n = 1) noexcept {
+    counter.fetch_add(n, std::memory_order_relaxed);
+  }
+
+  /// Visits every counter: f(std::string_view name, std::string_view type,
+  /// std::string_view help, std::int64_t value).
+  template <class F>
+  void for_each(F&& f) const {
+#define VARANUS_STATS_VISIT(member, name, type, help)                        \
+  f(std::string_view(name), std::string_view(#type), std::string_view(help), \
+    member.load(std::memory_order_relaxed));
+    VARANUS_STATS(VARANUS_STATS_VISIT)
+#undef VARANUS_STATS_VISIT
+  }
+
+  /// Value of the counter with that Prometheus name, or -1.
+  std::int64_t find(std::string_view name) const {
+    std::int64_t out = -1;
+    for_each([&](std::string_view n, std::string_view, std::string_view, std::int64_t v) {
+      if (n == name) out = v;
+    });
+    return out;
+  }
+};
+
+}  // namespace varanus::monitor

@@ -1,0 +1,118 @@
+// varanus::monitor — the Tracker: one per client connection, pure (no I/O).
+//
+// The proxy hands it every byte read from either side, as read. The Tracker
+// frames each direction (wire::FrameReader), decodes complete frames and
+// pairs each reply with its request by responseTo == requestID; any number
+// of requests may be outstanding.
+//
+// Exhaust: a request with exhaustAllowed (OP_MSG getMore/hello) or an
+// OP_QUERY with the Exhaust flag may get a reply stream. Each streamed reply
+// has a new requestID and responseTo = the previous reply's requestID; the
+// chain stays open while replies carry moreToCome (OP_MSG) or, for a legacy
+// exhaust query, while cursorId != 0. Each further reply becomes its own
+// synthetic started + succeeded/failed pair (getMore or hello) timed from
+// the previous reply, with requestId = the previous reply's requestID.
+//
+// Every started event gets exactly one terminal event: a reply, the
+// unacknowledged shortcut (moreToCome requests), or a network failure when
+// the connection closes or inspection stops.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "varanus/monitor/event.hpp"
+#include "varanus/wire/frame.hpp"
+
+namespace varanus::monitor {
+
+struct TrackerOptions {
+  std::int32_t maxMessageSize = wire::kDefaultMaxMessageSize;
+  /// Copy command/reply documents into events. Off when no sink renders documents.
+  bool captureDocuments = true;
+};
+
+struct Clock {
+  std::chrono::steady_clock::time_point mono;  ///< for durations
+  std::chrono::system_clock::time_point wall;  ///< for `t`
+  static Clock now() noexcept {
+    return {std::chrono::steady_clock::now(), std::chrono::system_clock::now()};
+  }
+};
+
+struct TrackerStats {
+  std::uint64_t commands = 0;      ///< started events emitted
+  std::uint64_t decodeErrors = 0;  ///< frames that failed to decode (inspection then stops)
+};
+
+class Tracker {
+ public:
+  Tracker(ConnectionInfoPtr info, EventOutput& out, TrackerOptions options = {});
+
+  /// Emits connectionOpened.
+  void opened(Clock now);
+  /// Bytes read from the client (requests), in any chunking.
+  void client_data(std::span<const std::uint8_t> bytes, Clock now);
+  /// Bytes read from the upstream (replies), in any chunking.
+  void server_data(std::span<const std::uint8_t> bytes, Clock now);
+  /// The connection ended: fails every pending request with `reason` as a
+  /// network failure, then emits connectionClosed. Idempotent.
+  void closed(std::string_view reason, Clock now);
+
+  /// False once a frame failed to decode or framing failed: the proxy keeps
+  /// relaying, the tracker ignores further bytes. `why` names the cause.
+  bool inspecting() const noexcept { return inspecting_; }
+  const std::string& stop_reason() const noexcept { return stopReason_; }
+  const TrackerStats& stats() const noexcept { return stats_; }
+  const ConnectionInfoPtr& info() const noexcept { return info_; }
+
+ private:
+  /// A request waiting for its reply (or the next reply of an exhaust chain).
+  struct Pending {
+    std::string commandName;
+    std::string databaseName;
+    std::chrono::steady_clock::time_point start;
+    HelloKind hello = HelloKind::none;
+    bool exhaustAllowed = false;  ///< the request allowed an exhaust reply stream
+    bool exhaust = false;         ///< this is a streamed continuation
+    bool awaited = false;
+    bool redacted = false;
+    std::optional<wire::Compressor> compressor;
+    /// Legacy OP_QUERY/OP_GET_MORE: the OP_REPLY is upconverted to a cursor reply.
+    enum class Legacy : std::uint8_t { none, command, find, getMore } legacy = Legacy::none;
+    std::string ns;                 ///< "db.coll": legacy cursor replies, exhaust getMore chains
+    wire::BsonBytes streamCommand;  ///< hello exhaust chains: the command shown on synthetic starts
+    std::uint64_t seq = 0;          ///< arrival order, so closing fails requests in order
+  };
+  void on_request(std::span<const std::uint8_t> frame, Clock now);
+  void on_reply(std::span<const std::uint8_t> frame, Clock now);
+  void stop(std::string why, Clock now);
+  Event make_event(EventType type, Clock now) const;
+  void start_command(Pending p, std::int32_t requestId, wire::BsonBytes command, bool unacked,
+                     wire::BsonBytes impliedReply, Clock now);
+  void fail_all(std::string_view message, Clock now);
+  void learn_handshake(wire::BsonView body);
+  void learn_server_connection_id(wire::BsonView reply);
+  std::uint64_t seq_ = 0;
+
+  ConnectionInfoPtr info_;
+  EventOutput& out_;
+  TrackerOptions options_;
+  wire::FrameReader fromClient_;
+  wire::FrameReader fromServer_;
+  bool inspecting_ = true;
+  bool closed_ = false;
+  bool handshakeSeen_ = false;
+  std::string stopReason_;
+  TrackerStats stats_;
+  std::uint64_t bytesFromClient_ = 0;
+  std::uint64_t bytesFromServer_ = 0;
+  std::unordered_map<std::int32_t, Pending> pending_;  // keyed by the requestID a reply answers
+};
+
+}  // namespace varanus::monitor

@@ -1,0 +1,407 @@
+// The Tracker: request/reply pairing for one client connection.
+//
+// Pairing: every request that expects a reply is kept in pending_ under its
+// requestID; a reply is matched by its responseTo. Replies to unknown ids
+// (a capture that starts mid-stream, a request we could not decode) are
+// ignored. Requests with moreToCome (w:0) and legacy writes get no reply:
+// they are reported succeeded at once, as drivers report them.
+//
+// Exhaust chains: when a reply says more replies follow (OP_MSG moreToCome,
+// or an OP_REPLY with a live cursor to an OP_QUERY that set Exhaust), the
+// entry is re-keyed under that reply's requestID — the responseTo of the
+// next reply — and a synthetic started event opens the next round, timed
+// from this reply. The stream ends with a reply that does not continue it.
+#include "varanus/monitor/tracker.hpp"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "legacy.hpp"
+#include "varanus/monitor/classify.hpp"
+#include "varanus/wire/command.hpp"
+
+namespace varanus::monitor {
+namespace {
+
+std::int64_t micros_between(std::chrono::steady_clock::time_point a,
+                            std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(b - a).count();
+}
+
+std::string_view utf8_at(const bson_t* doc, const char* dotted) {
+  bson_iter_t it, child;
+  if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, dotted, &child) &&
+      BSON_ITER_HOLDS_UTF8(&child)) {
+    std::uint32_t n = 0;
+    const char* s = bson_iter_utf8(&child, &n);
+    return {s, n};
+  }
+  return {};
+}
+
+bool has_key(wire::BsonView body, const char* key) {
+  bson_t doc;
+  bson_iter_t it;
+  return body.init_static(&doc) && bson_iter_init_find(&it, &doc, key);
+}
+
+std::string string_key(wire::BsonView body, const char* key) {
+  bson_t doc;
+  bson_iter_t it;
+  if (body.init_static(&doc) && bson_iter_init_find(&it, &doc, key) && BSON_ITER_HOLDS_UTF8(&it)) {
+    std::uint32_t n = 0;
+    const char* s = bson_iter_utf8(&it, &n);
+    return std::string(s, n);
+  }
+  return {};
+}
+
+}  // namespace
+
+Tracker::Tracker(ConnectionInfoPtr info, EventOutput& out, TrackerOptions options)
+    : info_(std::move(info)),
+      out_(out),
+      options_(options),
+      fromClient_(options.maxMessageSize),
+      fromServer_(options.maxMessageSize) {}
+
+Event Tracker::make_event(EventType type, Clock now) const {
+  Event e;
+  e.type = type;
+  e.time = now.wall;
+  e.connection = info_;
+  return e;
+}
+
+void Tracker::opened(Clock now) {
+  out_.publish(make_event(EventType::connectionOpened, now));
+}
+
+void Tracker::client_data(std::span<const std::uint8_t> bytes, Clock now) {
+  bytesFromClient_ += bytes.size();
+  if (!inspecting_ || closed_) return;
+  fromClient_.feed(bytes);
+  for (;;) {
+    auto next = fromClient_.next();
+    if (next.status == wire::FrameStatus::need_more) return;
+    if (next.status == wire::FrameStatus::error) {
+      return stop("client framing: " + next.error->message(), now);
+    }
+    on_request(next.frame, now);
+    if (!inspecting_) return;
+  }
+}
+
+void Tracker::server_data(std::span<const std::uint8_t> bytes, Clock now) {
+  bytesFromServer_ += bytes.size();
+  if (!inspecting_ || closed_) return;
+  fromServer_.feed(bytes);
+  for (;;) {
+    auto next = fromServer_.next();
+    if (next.status == wire::FrameStatus::need_more) return;
+    if (next.status == wire::FrameStatus::error) {
+      return stop("upstream framing: " + next.error->message(), now);
+    }
+    on_reply(next.frame, now);
+    if (!inspecting_) return;
+  }
+}
+
+void Tracker::start_command(Pending p, std::int32_t requestId, wire::BsonBytes command,
+                            bool unacked, wire::BsonBytes impliedReply, Clock now) {
+  ++stats_.commands;
+  Event started = make_event(EventType::commandStarted, now);
+  started.requestId = requestId;
+  started.commandName = p.commandName;
+  started.databaseName = p.databaseName;
+  started.hello = p.hello;
+  started.exhaust = p.exhaust || p.exhaustAllowed;
+  started.awaited = p.awaited;
+  started.redacted = p.redacted;
+  started.unacknowledged = unacked;
+  started.compressor = p.compressor;
+  if (options_.captureDocuments)
+    started.document = p.redacted ? detail::empty_document() : std::move(command);
+  out_.publish(std::move(started));
+
+  if (unacked) {
+    Event done = make_event(EventType::commandSucceeded, now);
+    done.requestId = requestId;
+    done.commandName = std::move(p.commandName);
+    done.databaseName = std::move(p.databaseName);
+    done.hello = p.hello;
+    done.redacted = p.redacted;
+    done.unacknowledged = true;
+    done.compressor = p.compressor;
+    if (options_.captureDocuments)
+      done.document = p.redacted ? detail::empty_document() : std::move(impliedReply);
+    out_.publish(std::move(done));
+    return;
+  }
+  p.start = now.mono;
+  p.seq = ++seq_;
+  auto [it, inserted] = pending_.try_emplace(requestId, std::move(p));
+  if (!inserted) {
+    // A driver reused a requestID before its reply: the older request can no
+    // longer be paired. Fail it so it still gets its one terminal event.
+    Pending old = std::exchange(it->second, Pending{});
+    Event failed = make_event(EventType::commandFailed, now);
+    failed.requestId = requestId;
+    failed.commandName = std::move(old.commandName);
+    failed.databaseName = std::move(old.databaseName);
+    failed.durationMicros = micros_between(old.start, now.mono);
+    failed.message = "requestID reused by the client before a reply came";
+    out_.publish(std::move(failed));
+    it->second = std::move(p);
+  }
+}
+
+void Tracker::learn_handshake(wire::BsonView body) {
+  bson_t doc;
+  if (!body.init_static(&doc)) return;
+  auto app = utf8_at(&doc, "client.application.name");
+  auto name = utf8_at(&doc, "client.driver.name");
+  auto version = utf8_at(&doc, "client.driver.version");
+  if (app.empty() && name.empty()) return;
+  auto next = std::make_shared<ConnectionInfo>(*info_);
+  next->appName = std::string(app);
+  next->driver = std::string(name);
+  if (!version.empty()) {
+    next->driver += ' ';
+    next->driver += version;
+  }
+  info_ = std::move(next);
+}
+
+void Tracker::learn_server_connection_id(wire::BsonView reply) {
+  bson_t doc;
+  bson_iter_t it;
+  if (!reply.init_static(&doc) || !bson_iter_init_find(&it, &doc, "connectionId") ||
+      !BSON_ITER_HOLDS_NUMBER(&it))
+    return;
+  std::int64_t id = bson_iter_as_int64(&it);
+  if (info_->serverConnectionId == id) return;
+  auto next = std::make_shared<ConnectionInfo>(*info_);
+  next->serverConnectionId = id;
+  info_ = std::move(next);
+}
+
+void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
+  wire::DecodeOptions opts;
+  opts.maxMessageSize = options_.maxMessageSize;
+  opts.validateBson = false;  // iterators bound-check; a full walk costs per byte
+  auto decoded = wire::decode(frame, opts);
+  if (!decoded) return stop("client message: " + decoded.error().message(), now);
+  const wire::Message& msg = *decoded;
+  const std::int32_t requestId = msg.header.requestId;
+
+  Pending p;
+  p.compressor = msg.compressor;
+
+  if (auto view = wire::command_view(msg); view.ok()) {
+    p.commandName = std::string(view->name);
+    p.databaseName = std::string(view->database);
+    p.exhaustAllowed = view->exhaustAllowed;
+    p.redacted = should_redact(view->name, view->body);
+    if (msg.opCode == static_cast<std::int32_t>(wire::OpCode::query))
+      p.legacy = Pending::Legacy::command;
+    if (is_hello(view->name)) {
+      if (!handshakeSeen_) {
+        p.hello = HelloKind::handshake;
+        learn_handshake(view->body);
+      } else {
+        p.hello = HelloKind::heartbeat;
+      }
+      p.awaited = has_key(view->body, "topologyVersion") && has_key(view->body, "maxAwaitTimeMS");
+    }
+    handshakeSeen_ = true;
+    if (p.exhaustAllowed && p.commandName == "getMore")
+      p.ns = p.databaseName + "." + string_key(view->body, "collection");
+    wire::BsonBytes command;
+    if (options_.captureDocuments && !p.redacted) {
+      command = wire::merged_command(*view);
+      if (p.exhaustAllowed && p.hello != HelloKind::none) p.streamCommand = command;
+    }
+    return start_command(std::move(p), requestId, std::move(command), view->moreToCome,
+                         detail::ok_reply(), now);
+  }
+
+  // Legacy opcodes, upconverted to the commands drivers report for them.
+  const bool docs = options_.captureDocuments;
+  if (auto* q = std::get_if<wire::OpQuery>(&msg.body)) {
+    p.commandName = "find";
+    p.databaseName = std::string(q->database());
+    p.legacy = Pending::Legacy::find;
+    p.ns = std::string(q->fullCollectionName);
+    p.exhaustAllowed = q->exhaust();
+    handshakeSeen_ = true;
+    return start_command(std::move(p), requestId,
+                         docs ? detail::find_from_query(*q) : wire::BsonBytes{}, false, {}, now);
+  }
+  if (auto* g = std::get_if<wire::OpGetMore>(&msg.body)) {
+    p.commandName = "getMore";
+    p.ns = std::string(g->fullCollectionName);
+    p.databaseName = p.ns.substr(0, p.ns.find('.'));
+    p.legacy = Pending::Legacy::getMore;
+    return start_command(std::move(p), requestId,
+                         docs ? detail::getmore_from_op(*g) : wire::BsonBytes{}, false, {}, now);
+  }
+  if (auto* k = std::get_if<wire::OpKillCursors>(&msg.body)) {
+    p.commandName = "killCursors";
+    return start_command(std::move(p), requestId,
+                         docs ? detail::killcursors_from_op(*k) : wire::BsonBytes{}, true,
+                         docs ? detail::killcursors_reply(*k) : wire::BsonBytes{}, now);
+  }
+  auto legacy_write = [&](const char* name, std::string_view ns, wire::BsonBytes command) {
+    p.commandName = name;
+    p.databaseName = std::string(ns.substr(0, ns.find('.')));
+    start_command(std::move(p), requestId, std::move(command), true, detail::ok_reply(), now);
+  };
+  if (auto* ins = std::get_if<wire::OpInsert>(&msg.body))
+    return legacy_write("insert", ins->fullCollectionName,
+                        docs ? detail::insert_from_op(*ins) : wire::BsonBytes{});
+  if (auto* up = std::get_if<wire::OpUpdate>(&msg.body))
+    return legacy_write("update", up->fullCollectionName,
+                        docs ? detail::update_from_op(*up) : wire::BsonBytes{});
+  if (auto* del = std::get_if<wire::OpDelete>(&msg.body))
+    return legacy_write("delete", del->fullCollectionName,
+                        docs ? detail::delete_from_op(*del) : wire::BsonBytes{});
+  // Anything else from a client (a reply opcode, an unknown opcode) is
+  // relayed but is not a command; nothing to pair.
+}
+
+void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
+  wire::DecodeOptions opts;
+  opts.maxMessageSize = options_.maxMessageSize;
+  opts.validateBson = false;
+  auto decoded = wire::decode(frame, opts);
+  if (!decoded) return stop("upstream message: " + decoded.error().message(), now);
+  const wire::Message& msg = *decoded;
+
+  const bool isReply = std::holds_alternative<wire::OpMsg>(msg.body) ||
+                       std::holds_alternative<wire::OpReply>(msg.body) ||
+                       std::holds_alternative<wire::OpCommandReply>(msg.body);
+  auto found = pending_.find(msg.header.responseTo);
+  if (!isReply || found == pending_.end()) return;  // unpaired: nothing we can report
+  Pending p = std::move(found->second);
+  pending_.erase(found);
+
+  // The reply document, whether it succeeded, and whether the stream goes on.
+  wire::BsonView replyDoc;
+  wire::BsonBytes built;  // when the reply is upconverted
+  bool succeeded = false;
+  bool more = false;
+  std::int64_t cursorId = 0;
+  if (auto* m = std::get_if<wire::OpMsg>(&msg.body)) {
+    replyDoc = m->body;
+    succeeded = reply_succeeded(replyDoc);
+    more = m->moreToCome();
+    if (more) cursorId = detail::reply_cursor_id(replyDoc);
+  } else if (auto* r = std::get_if<wire::OpReply>(&msg.body)) {
+    const bool cursorOp = p.legacy == Pending::Legacy::find || p.legacy == Pending::Legacy::getMore;
+    if (r->queryFailure() || !cursorOp) {
+      if (!r->documents.empty()) replyDoc = r->documents.front();
+      succeeded = !r->queryFailure() && reply_succeeded(replyDoc);
+    } else {
+      succeeded = true;
+      if (options_.captureDocuments) {
+        built = detail::cursor_reply(*r, p.ns, p.legacy == Pending::Legacy::find);
+        replyDoc = wire::BsonView{built.data(), static_cast<std::uint32_t>(built.size())};
+      }
+      more = p.exhaustAllowed && r->cursorId != 0;
+      cursorId = r->cursorId;
+    }
+  } else {
+    replyDoc = std::get<wire::OpCommandReply>(msg.body).commandReply;
+    succeeded = reply_succeeded(replyDoc);
+  }
+
+  if (p.hello != HelloKind::none && succeeded) learn_server_connection_id(replyDoc);
+
+  Event done = make_event(succeeded ? EventType::commandSucceeded : EventType::commandFailed, now);
+  done.requestId = msg.header.responseTo;
+  done.commandName = p.commandName;
+  done.databaseName = p.databaseName;
+  done.durationMicros = micros_between(p.start, now.mono);
+  done.hello = p.hello;
+  done.exhaust = p.exhaust || more;
+  done.awaited = p.awaited;
+  done.redacted = p.redacted;
+  done.compressor = msg.compressor;
+  if (options_.captureDocuments) {
+    if (p.redacted)
+      done.document = succeeded ? detail::empty_document() : detail::redacted_failure(replyDoc);
+    else if (!built.empty() && replyDoc.data == built.data())
+      done.document = std::move(built);
+    else
+      done.document = detail::copy_of(replyDoc);
+  } else if (!succeeded) {
+    // Failure details are needed even without documents.
+    done.document = p.redacted ? detail::redacted_failure(replyDoc) : detail::copy_of(replyDoc);
+  }
+  out_.publish(std::move(done));
+
+  if (!more) return;
+  // The stream continues: open the next round, keyed by this reply's id.
+  Pending next = std::move(p);
+  next.exhaust = true;
+  next.exhaustAllowed = true;
+  next.compressor = msg.compressor;
+  wire::BsonBytes command;
+  if (next.hello != HelloKind::none) {
+    command = next.streamCommand;
+  } else {
+    if (next.legacy == Pending::Legacy::find) next.legacy = Pending::Legacy::getMore;
+    next.commandName = "getMore";
+    auto dot = next.ns.find('.');
+    std::string_view coll =
+        dot == std::string::npos ? std::string_view{} : std::string_view(next.ns).substr(dot + 1);
+    if (options_.captureDocuments) command = detail::getmore_command(cursorId, coll);
+  }
+  start_command(std::move(next), msg.header.requestId, std::move(command), false, {}, now);
+}
+
+void Tracker::fail_all(std::string_view message, Clock now) {
+  std::vector<std::pair<std::int32_t, Pending*>> order;
+  order.reserve(pending_.size());
+  for (auto& [id, p] : pending_) order.emplace_back(id, &p);
+  std::sort(order.begin(), order.end(),
+            [](const auto& a, const auto& b) { return a.second->seq < b.second->seq; });
+  for (auto& [id, p] : order) {
+    Event failed = make_event(EventType::commandFailed, now);
+    failed.requestId = id;
+    failed.commandName = std::move(p->commandName);
+    failed.databaseName = std::move(p->databaseName);
+    failed.durationMicros = micros_between(p->start, now.mono);
+    failed.hello = p->hello;
+    failed.exhaust = p->exhaust;
+    failed.awaited = p->awaited;
+    failed.redacted = p->redacted;
+    failed.message = std::string(message);
+    out_.publish(std::move(failed));
+  }
+  pending_.clear();
+}
+
+void Tracker::stop(std::string why, Clock now) {
+  if (!inspecting_) return;
+  inspecting_ = false;
+  ++stats_.decodeErrors;
+  stopReason_ = std::move(why);
+  fail_all("inspection stopped: " + stopReason_, now);
+}
+
+void Tracker::closed(std::string_view reason, Clock now) {
+  if (closed_) return;
+  closed_ = true;
+  fail_all(reason, now);
+  Event e = make_event(EventType::connectionClosed, now);
+  e.message = std::string(reason);
+  e.bytesFromClient = bytesFromClient_;
+  e.bytesFromServer = bytesFromServer_;
+  e.commands = stats_.commands;
+  out_.publish(std::move(e));
+}
+
+}  // namespace varanus::monitor

@@ -1,0 +1,446 @@
+// Tracker behaviour, driven with wire frames built in memory: no sockets.
+#include "varanus/monitor/tracker.hpp"
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "varanus/wire/builder.hpp"
+
+using namespace varanus;
+using namespace std::chrono_literals;
+using monitor::EventType;
+using monitor::HelloKind;
+using nlohmann::json;
+
+namespace {
+
+// A BSON document parsed from (relaxed) Extended JSON, owned.
+struct Doc {
+  bson_t* b = nullptr;
+  explicit Doc(const std::string& j) {
+    bson_error_t err;
+    b = bson_new_from_json(reinterpret_cast<const std::uint8_t*>(j.data()),
+                           static_cast<ssize_t>(j.size()), &err);
+    REQUIRE_MESSAGE(b != nullptr, err.message);
+  }
+  ~Doc() { bson_destroy(b); }
+  Doc(const Doc&) = delete;
+  wire::BsonView view() const { return wire::BsonView::of(b); }
+};
+
+json to_json(const wire::BsonBytes& bytes) {
+  if (bytes.empty()) return nullptr;
+  bson_t doc;
+  REQUIRE(bson_init_static(&doc, bytes.data(), bytes.size()));
+  char* s = bson_as_relaxed_extended_json(&doc, nullptr);
+  json j = json::parse(s);
+  bson_free(s);
+  return j;
+}
+
+struct Recorder : monitor::EventOutput {
+  std::vector<monitor::Event> events;
+  void publish(monitor::Event&& e) override { events.push_back(std::move(e)); }
+  std::vector<monitor::Event> commands() const {
+    std::vector<monitor::Event> out;
+    for (const auto& e : events)
+      if (e.isCommand()) out.push_back(e);
+    return out;
+  }
+};
+
+// A fake clock: tests move time by hand.
+struct FakeTime {
+  std::chrono::steady_clock::time_point mono{};
+  monitor::Clock at(std::chrono::microseconds t) const {
+    return {mono + t, std::chrono::system_clock::time_point{} + t};
+  }
+};
+
+struct Fixture {
+  Recorder out;
+  FakeTime clock;
+  monitor::Tracker tracker;
+  Fixture()
+      : tracker(std::make_shared<monitor::ConnectionInfo>(
+                    monitor::ConnectionInfo{1, "127.0.0.1:50000", "127.0.0.1:27017", "", "", {}}),
+                out) {}
+  void client(const wire::Frame& f, std::chrono::microseconds t = 0us) {
+    tracker.client_data(f, clock.at(t));
+  }
+  void server(const wire::Frame& f, std::chrono::microseconds t = 0us) {
+    tracker.server_data(f, clock.at(t));
+  }
+};
+
+wire::Frame msg(std::int32_t id, std::int32_t to, const std::string& body,
+                std::uint32_t flags = 0) {
+  Doc d(body);
+  return wire::build_op_msg(id, to, flags, d.view());
+}
+
+}  // namespace
+
+TEST_CASE("a reply is paired with its request by responseTo and timed") {
+  Fixture f;
+  f.client(msg(7, 0, R"({"ping": 1, "$db": "admin"})"), 100us);
+  f.server(msg(900, 7, R"({"ok": 1.0})"), 350us);
+  auto& ev = f.out.events;
+  REQUIRE(ev.size() == 2);
+  CHECK(ev[0].type == EventType::commandStarted);
+  CHECK(ev[0].commandName == "ping");
+  CHECK(ev[0].databaseName == "admin");
+  CHECK(ev[0].requestId == 7);
+  CHECK(to_json(ev[0].document)["ping"] == 1);
+  CHECK(ev[1].type == EventType::commandSucceeded);
+  CHECK(ev[1].requestId == 7);
+  CHECK(ev[1].durationMicros == 250);
+  CHECK(to_json(ev[1].document)["ok"] == 1.0);
+}
+
+TEST_CASE("many requests may be outstanding and replies come in any order") {
+  Fixture f;
+  for (int id = 1; id <= 5; ++id) f.client(msg(id, 0, R"({"find": "c", "$db": "d"})"));
+  for (int id = 5; id >= 1; --id) f.server(msg(100 + id, id, R"({"ok": 1})"));
+  auto& ev = f.out.events;
+  REQUIRE(ev.size() == 10);
+  for (int i = 0; i < 5; ++i) {
+    CHECK(ev[5 + i].type == EventType::commandSucceeded);
+    CHECK(ev[5 + i].requestId == 5 - i);
+  }
+}
+
+TEST_CASE("success and failure follow the command monitoring spec") {
+  Fixture f;
+  SUBCASE("ok 0 is failed and keeps the server's error") {
+    f.client(msg(1, 0, R"({"nope": 1, "$db": "d"})"));
+    f.server(msg(
+        2, 1,
+        R"({"ok": 0, "errmsg": "no such command: 'nope'", "code": 59, "codeName": "CommandNotFound"})"));
+    REQUIRE(f.out.events.size() == 2);
+    CHECK(f.out.events[1].type == EventType::commandFailed);
+    CHECK(to_json(f.out.events[1].document)["code"] == 59);
+    CHECK_FALSE(f.out.events[1].networkFailure());
+  }
+  SUBCASE("writeErrors and writeConcernError are still succeeded") {
+    f.client(msg(1, 0, R"({"insert": "c", "$db": "d"})"));
+    f.server(msg(
+        2, 1,
+        R"({"ok": 1, "n": 0, "writeErrors": [{"index": 0, "code": 11000, "errmsg": "E11000"}]})"));
+    f.client(msg(3, 0, R"({"insert": "c", "$db": "d"})"));
+    f.server(msg(4, 3, R"({"ok": 1, "n": 1, "writeConcernError": {"code": 64, "errmsg": "wc"}})"));
+    REQUIRE(f.out.events.size() == 4);
+    CHECK(f.out.events[1].type == EventType::commandSucceeded);
+    CHECK(f.out.events[3].type == EventType::commandSucceeded);
+  }
+  SUBCASE("a missing ok is failed") {
+    f.client(msg(1, 0, R"({"ping": 1, "$db": "d"})"));
+    f.server(msg(2, 1, R"({"weird": true})"));
+    CHECK(f.out.events[1].type == EventType::commandFailed);
+  }
+}
+
+TEST_CASE("an unacknowledged write succeeds at once with reply {ok: 1}") {
+  Fixture f;
+  f.client(
+      msg(1, 0, R"({"insert": "c", "$db": "d", "writeConcern": {"w": 0}})", wire::kMoreToCome));
+  auto& ev = f.out.events;
+  REQUIRE(ev.size() == 2);
+  CHECK(ev[1].type == EventType::commandSucceeded);
+  CHECK(ev[1].unacknowledged);
+  CHECK(to_json(ev[1].document) == json{{"ok", 1.0}});
+  // Nothing is left pending: closing fails nothing.
+  f.tracker.closed("client closed", f.clock.at(0us));
+  CHECK(f.out.commands().size() == 2);
+}
+
+TEST_CASE("kind-1 document sequences are merged into the command as arrays") {
+  Fixture f;
+  Doc body(R"({"insert": "coll", "$db": "db"})");
+  Doc a(R"({"_id": 1})"), b(R"({"_id": 2})");
+  wire::DocumentSequence seq{"documents", {a.view(), b.view()}};
+  f.client(wire::build_op_msg(1, 0, 0, body.view(), std::span(&seq, 1)));
+  REQUIRE(f.out.events.size() == 1);
+  auto cmd = to_json(f.out.events[0].document);
+  CHECK(cmd["insert"] == "coll");
+  CHECK(cmd["documents"] == json::array({json{{"_id", 1}}, json{{"_id", 2}}}));
+}
+
+TEST_CASE("an exhaust getMore stream becomes one started/succeeded pair per reply") {
+  Fixture f;
+  f.client(msg(10, 0, R"({"getMore": {"$numberLong": "77"}, "collection": "c", "$db": "d"})",
+               wire::kExhaustAllowed),
+           0us);
+  const std::string batch =
+      R"({"cursor": {"id": {"$numberLong": "77"}, "ns": "d.c", "nextBatch": [{"x": 1}]}, "ok": 1})";
+  f.server(msg(500, 10, batch, wire::kMoreToCome), 100us);
+  f.server(msg(501, 500, batch, wire::kMoreToCome), 250us);
+  f.server(
+      msg(502, 501,
+          R"({"cursor": {"id": {"$numberLong": "0"}, "ns": "d.c", "nextBatch": []}, "ok": 1})"),
+      300us);
+  auto ev = f.out.commands();
+  REQUIRE(ev.size() == 6);
+  std::vector<std::int32_t> ids;
+  for (const auto& e : ev) {
+    CHECK(e.commandName == "getMore");
+    CHECK(e.exhaust);
+    ids.push_back(e.requestId);
+  }
+  CHECK(ids == std::vector<std::int32_t>{10, 10, 500, 500, 501, 501});
+  CHECK(ev[1].durationMicros == 100);
+  CHECK(ev[3].durationMicros == 150);  // timed from the previous reply
+  CHECK(ev[5].durationMicros == 50);
+  CHECK(to_json(ev[2].document)["collection"] == "c");
+  CHECK(to_json(ev[2].document)["getMore"] == 77);
+  f.tracker.closed("client closed", f.clock.at(400us));
+  CHECK(f.out.commands().size() == 6);  // the stream ended: nothing pending
+}
+
+TEST_CASE("closing fails every pending request, exhaust streams included") {
+  Fixture f;
+  f.client(msg(1, 0, R"({"find": "c", "$db": "d"})"), 0us);
+  f.client(msg(2, 0, R"({"getMore": {"$numberLong": "5"}, "collection": "c", "$db": "d"})",
+               wire::kExhaustAllowed),
+           10us);
+  f.server(msg(600, 2,
+               R"({"cursor": {"id": {"$numberLong": "5"}, "ns": "d.c", "nextBatch": []}, "ok": 1})",
+               wire::kMoreToCome),
+           20us);
+  f.tracker.closed("upstream reset: Connection reset by peer", f.clock.at(50us));
+  auto ev = f.out.commands();
+  REQUIRE(ev.size() == 6);
+  CHECK(ev[4].type == EventType::commandFailed);
+  CHECK(ev[4].requestId == 1);
+  CHECK(ev[4].networkFailure());
+  CHECK(ev[4].message == "upstream reset: Connection reset by peer");
+  CHECK(ev[4].durationMicros == 50);
+  CHECK(ev[5].type == EventType::commandFailed);
+  CHECK(ev[5].requestId == 600);
+  CHECK(ev[5].exhaust);
+  auto& last = f.out.events.back();
+  CHECK(last.type == EventType::connectionClosed);
+  CHECK(last.commands == 3);
+  f.tracker.closed("again", f.clock.at(60us));  // idempotent
+  CHECK(f.out.events.back().message == "upstream reset: Connection reset by peer");
+}
+
+TEST_CASE("sensitive commands are redacted; the request decides, the reply inherits") {
+  Fixture f;
+  SUBCASE("saslStart in any case") {
+    f.client(msg(
+        1, 0,
+        R"({"SASLSTART": 1, "mechanism": "SCRAM-SHA-256", "payload": "secret", "$db": "admin"})"));
+    f.server(msg(
+        2, 1,
+        R"({"ok": 0, "errmsg": "Authentication failed.", "code": 18, "codeName": "AuthenticationFailed", "errorLabels": ["x"]})"));
+    REQUIRE(f.out.events.size() == 2);
+    CHECK(f.out.events[0].redacted);
+    CHECK(to_json(f.out.events[0].document) == json::object());
+    CHECK(f.out.events[1].type == EventType::commandFailed);
+    auto failure = to_json(f.out.events[1].document);
+    CHECK(failure ==
+          json{{"code", 18}, {"codeName", "AuthenticationFailed"}, {"errorLabels", {"x"}}});
+  }
+  SUBCASE("a hello with speculativeAuthenticate") {
+    f.client(
+        msg(1, 0, R"({"hello": 1, "speculativeAuthenticate": {"payload": "pw"}, "$db": "admin"})"));
+    f.server(msg(2, 1, R"({"ok": 1, "speculativeAuthenticate": {"payload": "server secret"}})"));
+    CHECK(f.out.events[0].redacted);
+    CHECK(to_json(f.out.events[0].document) == json::object());
+    CHECK(to_json(f.out.events[1].document) == json::object());
+  }
+  SUBCASE("a plain hello is not redacted") {
+    f.client(msg(1, 0, R"({"hello": 1, "$db": "admin"})"));
+    CHECK_FALSE(f.out.events[0].redacted);
+    CHECK(to_json(f.out.events[0].document)["hello"] == 1);
+  }
+}
+
+TEST_CASE("hellos are labelled handshake, heartbeat and awaited; metadata reaches every event") {
+  Fixture f;
+  wire::Frame hs = wire::build_op_query(
+      1, 0, 0, "admin.$cmd", 0, -1,
+      Doc(R"({"isMaster": 1, "helloOk": true, "client": {"application": {"name": "billing"}, "driver": {"name": "mongoc", "version": "1.23.1"}}})")
+          .view());
+  f.client(hs);
+  Doc isMasterReply(R"({"ismaster": true, "connectionId": 42, "ok": 1.0})");
+  wire::BsonView docs[] = {isMasterReply.view()};
+  f.server(wire::build_op_reply(2, 1, 0, 0, 0, docs));
+  f.client(msg(3, 0, R"({"hello": 1, "$db": "admin"})"));
+  f.server(msg(4, 3, R"({"isWritablePrimary": true, "ok": 1})"));
+  f.client(msg(
+      5, 0,
+      R"({"hello": 1, "topologyVersion": {"processId": {"$oid": "000000000000000000000001"}, "counter": {"$numberLong": "0"}}, "maxAwaitTimeMS": 10000, "$db": "admin"})",
+      wire::kExhaustAllowed));
+  f.server(msg(6, 5, R"({"isWritablePrimary": true, "ok": 1})", wire::kMoreToCome));
+  f.server(msg(7, 6, R"({"isWritablePrimary": true, "ok": 1})", wire::kMoreToCome));
+  f.client(msg(8, 0, R"({"ping": 1, "$db": "admin"})"));
+  auto ev = f.out.commands();
+  REQUIRE(ev.size() == 10);
+  CHECK(ev[0].hello == HelloKind::handshake);
+  CHECK(ev[0].commandName == "isMaster");
+  CHECK(ev[0].databaseName == "admin");
+  CHECK(ev[1].type == EventType::commandSucceeded);
+  CHECK(ev[1].connection->serverConnectionId == 42);
+  CHECK(ev[2].hello == HelloKind::heartbeat);
+  CHECK_FALSE(ev[2].awaited);
+  CHECK(ev[4].awaited);
+  CHECK(ev[5].awaited);
+  CHECK(ev[6].type == EventType::commandStarted);  // synthetic start of the next streamed reply
+  CHECK(ev[6].requestId == 6);
+  CHECK(ev[6].commandName == "hello");
+  CHECK(ev[6].awaited);
+  CHECK(ev[8].requestId == 7);  // and another, still open
+  CHECK(ev[9].hello == HelloKind::none);
+  CHECK(ev[9].commandName == "ping");
+  for (const auto& e : ev) {
+    CHECK(e.connection->appName == "billing");
+    CHECK(e.connection->driver == "mongoc 1.23.1");
+  }
+}
+
+TEST_CASE("bytes may arrive in any chunking") {
+  Fixture f;
+  wire::Frame a = msg(1, 0, R"({"ping": 1, "$db": "admin"})");
+  wire::Frame b = msg(2, 0, R"({"buildInfo": 1, "$db": "admin"})");
+  wire::Frame stream = a;
+  stream.insert(stream.end(), b.begin(), b.end());
+  for (std::size_t i = 0; i < stream.size(); ++i)
+    f.tracker.client_data(std::span(&stream[i], 1), f.clock.at(0us));
+  REQUIRE(f.out.events.size() == 2);
+  CHECK(f.out.events[0].commandName == "ping");
+  CHECK(f.out.events[1].commandName == "buildInfo");
+}
+
+TEST_CASE("compressed messages give the same events, with the compressor named") {
+  Fixture f;
+  auto plain = msg(1, 0, R"({"find": "c", "filter": {"a": 1}, "$db": "d"})");
+  auto z = wire::build_op_compressed(plain, wire::Compressor::zlib);
+  REQUIRE(z.ok());
+  f.client(*z);
+  auto reply = wire::build_op_compressed(msg(2, 1, R"({"ok": 1})"), wire::Compressor::zstd);
+  REQUIRE(reply.ok());
+  f.server(*reply);
+  REQUIRE(f.out.events.size() == 2);
+  CHECK(f.out.events[0].commandName == "find");
+  CHECK(f.out.events[0].compressor == wire::Compressor::zlib);
+  CHECK(to_json(f.out.events[0].document)["filter"]["a"] == 1);
+  CHECK(f.out.events[1].compressor == wire::Compressor::zstd);
+}
+
+TEST_CASE("a frame that does not decode stops inspection and fails what is pending") {
+  Fixture f;
+  f.client(msg(1, 0, R"({"ping": 1, "$db": "admin"})"));
+  SUBCASE("bad section kind") {
+    wire::Frame bad = msg(2, 0, R"({"ping": 1})");
+    bad[20] = 9;  // section kind byte
+    f.client(bad);
+  }
+  SUBCASE("length over the maximum") {
+    wire::Frame huge = {0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 0, 0, 0, 0, 0xdd, 0x07, 0, 0};
+    f.client(huge);
+  }
+  CHECK_FALSE(f.tracker.inspecting());
+  CHECK_FALSE(f.tracker.stop_reason().empty());
+  CHECK(f.tracker.stats().decodeErrors == 1);
+  auto ev = f.out.commands();
+  REQUIRE(ev.size() == 2);
+  CHECK(ev[1].type == EventType::commandFailed);
+  CHECK(ev[1].message.find("inspection stopped") == 0);
+  f.client(msg(3, 0, R"({"ping": 1, "$db": "admin"})"));  // ignored from now on
+  CHECK(f.out.commands().size() == 2);
+}
+
+TEST_CASE("legacy opcodes are reported as the commands drivers report") {
+  Fixture f;
+  SUBCASE("an exhaust OP_QUERY on a collection is a find, then getMores, until cursor 0") {
+    Doc q(R"({"$query": {"x": 1}, "$orderby": {"y": -1}, "$comment": "hi"})");
+    f.client(wire::build_op_query(1, 0, wire::kQueryExhaust, "db.coll", 5, 2, q.view()), 0us);
+    Doc d1(R"({"_id": 1})"), d2(R"({"_id": 2})");
+    wire::BsonView batch[] = {d1.view(), d2.view()};
+    f.server(wire::build_op_reply(50, 1, 0, 99, 0, batch), 10us);
+    f.server(wire::build_op_reply(51, 50, 0, 99, 2, batch), 30us);
+    f.server(wire::build_op_reply(52, 51, 0, 0, 4, std::span(batch, 1)), 60us);
+    auto ev = f.out.commands();
+    REQUIRE(ev.size() == 6);
+    auto find = to_json(ev[0].document);
+    CHECK(ev[0].commandName == "find");
+    CHECK(ev[0].databaseName == "db");
+    CHECK(find["find"] == "coll");
+    CHECK(find["filter"] == json{{"x", 1}});
+    CHECK(find["sort"] == json{{"y", -1}});
+    CHECK(find["skip"] == 5);
+    CHECK(find["batchSize"] == 2);
+    CHECK(find["comment"] == "hi");
+    auto first = to_json(ev[1].document);
+    CHECK(first["cursor"]["id"] == 99);
+    CHECK(first["cursor"]["ns"] == "db.coll");
+    CHECK(first["cursor"]["firstBatch"].size() == 2);
+    CHECK(ev[2].commandName == "getMore");
+    CHECK(ev[2].requestId == 50);
+    CHECK(to_json(ev[3].document)["cursor"]["nextBatch"].size() == 2);
+    CHECK(ev[4].requestId == 51);
+    CHECK(ev[5].durationMicros == 30);
+    CHECK(to_json(ev[5].document)["cursor"]["id"] == 0);
+  }
+  SUBCASE("a query failure is a failed find") {
+    f.client(wire::build_op_query(1, 0, 0, "db.coll", 0, 0, Doc(R"({"$where": 1})").view()));
+    Doc err(R"({"$err": "bad query", "code": 2})");
+    wire::BsonView docs[] = {err.view()};
+    f.server(wire::build_op_reply(2, 1, wire::kReplyQueryFailure, 0, 0, docs));
+    REQUIRE(f.out.events.size() == 2);
+    CHECK(f.out.events[1].type == EventType::commandFailed);
+    CHECK(to_json(f.out.events[1].document)["$err"] == "bad query");
+  }
+  SUBCASE("OP_GET_MORE, OP_KILL_CURSORS and legacy writes") {
+    f.client(wire::build_op_get_more(1, "db.coll", 10, 1234));
+    std::int64_t ids[] = {1234};
+    f.client(wire::build_op_kill_cursors(2, ids));
+    Doc doc(R"({"_id": 3})");
+    wire::BsonView docs[] = {doc.view()};
+    f.client(wire::build_op_insert(3, 0, "db.coll", docs));
+    f.client(wire::build_op_update(4, "db.coll", 1, Doc(R"({"_id": 3})").view(),
+                                   Doc(R"({"$set": {"a": 1}})").view()));
+    f.client(wire::build_op_delete(5, "db.coll", 1, Doc(R"({"_id": 3})").view()));
+    auto ev = f.out.commands();
+    REQUIRE(ev.size() == 9);  // getMore waits for its reply; the rest complete at once
+    CHECK(ev[0].commandName == "getMore");
+    CHECK(to_json(ev[0].document)["getMore"] == 1234);
+    CHECK(ev[1].commandName == "killCursors");
+    CHECK(ev[2].unacknowledged);
+    CHECK(to_json(ev[2].document)["cursorsUnknown"] == json::array({1234}));
+    CHECK(ev[3].commandName == "insert");
+    CHECK(to_json(ev[3].document)["documents"][0]["_id"] == 3);
+    CHECK(ev[4].unacknowledged);
+    CHECK(to_json(ev[5].document)["updates"][0]["upsert"] == true);
+    CHECK(ev[7].commandName == "delete");
+    CHECK(to_json(ev[7].document)["deletes"][0]["limit"] == 1);
+  }
+}
+
+TEST_CASE("every started event gets exactly one terminal event") {
+  // A mixed workload closed part-way: the invariant holds whatever state it was in.
+  Fixture f;
+  f.client(msg(1, 0, R"({"ping": 1, "$db": "a"})"));
+  f.client(msg(2, 0, R"({"insert": "c", "$db": "a"})", wire::kMoreToCome));
+  f.client(msg(3, 0, R"({"find": "c", "$db": "a"})"));
+  f.server(msg(4, 1, R"({"ok": 1})"));
+  f.server(msg(5, 999, R"({"ok": 1})"));  // unpaired reply: ignored
+  f.tracker.closed("client closed", f.clock.at(0us));
+  std::map<std::int32_t, int> started, terminal;
+  for (const auto& e : f.out.commands()) {
+    if (e.type == EventType::commandStarted)
+      ++started[e.requestId];
+    else
+      ++terminal[e.requestId];
+  }
+  CHECK(started == terminal);
+  for (auto& [id, n] : terminal) CHECK(n == 1);
+}
