@@ -1,0 +1,132 @@
+#include "handshake.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+namespace varanus::stub {
+namespace {
+
+std::int64_t now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+void negotiate_compression(CommandContext& ctx, const bson_t* req) {
+  bson_iter_t it;
+  if (!find(req, "compression", &it) || !BSON_ITER_HOLDS_ARRAY(&it)) return;
+  std::vector<wire::Compressor> agreed;
+  bson_iter_t e;
+  bson_iter_recurse(&it, &e);
+  while (bson_iter_next(&e)) {
+    auto name = as_string(e);
+    if (!name) continue;
+    auto c = wire::compressor_from_name(*name);
+    const auto& offered = ctx.state.options.compressors;
+    if (c && std::find(offered.begin(), offered.end(), *c) != offered.end() &&
+        std::find(agreed.begin(), agreed.end(), *c) == agreed.end()) {
+      agreed.push_back(*c);
+    }
+  }
+  ctx.session.compressors = std::move(agreed);
+}
+
+// mongod's electionId: 0x7fffffff followed by the term as a big-endian int64.
+bson_oid_t election_id(std::int64_t term) {
+  bson_oid_t oid;
+  oid.bytes[0] = 0x7f;
+  oid.bytes[1] = oid.bytes[2] = oid.bytes[3] = 0xff;
+  auto t = static_cast<std::uint64_t>(term);
+  for (int i = 0; i < 8; ++i) oid.bytes[4 + i] = static_cast<std::uint8_t>(t >> (8 * (7 - i)));
+  return oid;
+}
+
+void append_strings(bson_t* out, const char* key, const std::vector<std::string>& values) {
+  bson_t arr;
+  BSON_APPEND_ARRAY_BEGIN(out, key, &arr);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    append_utf8(&arr, std::to_string(i), values[i]);
+  }
+  bson_append_array_end(out, &arr);
+}
+
+}  // namespace
+
+Doc hello_reply(CommandContext& ctx, const CommandInput& in) {
+  StaticDoc req(in.body);
+  negotiate_compression(ctx, req.get());
+  const Topology& topo = ctx.state.topology;
+  Topology::MemberState st = topo.state(ctx.session.member);
+  // hello answers isWritablePrimary; the legacy isMaster answers ismaster.
+  const char* primaryField = in.name == "hello" ? "isWritablePrimary" : "ismaster";
+
+  Doc reply;
+  bson_t* r = reply.get();
+  if (get_bool(req.get(), "helloOk")) BSON_APPEND_BOOL(r, "helloOk", true);
+  bson_t tv;
+  BSON_APPEND_DOCUMENT_BEGIN(r, "topologyVersion", &tv);
+  BSON_APPEND_OID(&tv, "processId", &st.processId);
+  BSON_APPEND_INT64(&tv, "counter", st.counter);
+  bson_append_document_end(r, &tv);
+  if (topo.replica_set()) {
+    const std::string& me = topo.hosts()[static_cast<std::size_t>(ctx.session.member)];
+    append_strings(r, "hosts", topo.hosts());
+    append_utf8(r, "setName", topo.set_name());
+    BSON_APPEND_INT32(r, "setVersion", 1);
+    BSON_APPEND_BOOL(r, primaryField, st.primary);
+    BSON_APPEND_BOOL(r, "secondary", !st.primary);
+    if (!st.primaryHost.empty()) append_utf8(r, "primary", st.primaryHost);
+    append_utf8(r, "me", me);
+    if (st.primary) {
+      bson_oid_t eid = election_id(st.term);
+      BSON_APPEND_OID(r, "electionId", &eid);
+    }
+    bson_t lw;
+    bson_t op;
+    BSON_APPEND_DOCUMENT_BEGIN(r, "lastWrite", &lw);
+    BSON_APPEND_DOCUMENT_BEGIN(&lw, "opTime", &op);
+    BSON_APPEND_TIMESTAMP(&op, "ts", static_cast<std::uint32_t>(now_ms() / 1000), 1);
+    BSON_APPEND_INT64(&op, "t", st.term);
+    bson_append_document_end(&lw, &op);
+    BSON_APPEND_DATE_TIME(&lw, "lastWriteDate", now_ms() / 1000 * 1000);
+    bson_append_document_end(r, &lw);
+  } else {
+    BSON_APPEND_BOOL(r, primaryField, true);
+  }
+  BSON_APPEND_INT32(r, "maxBsonObjectSize", 16 * 1024 * 1024);
+  BSON_APPEND_INT32(r, "maxMessageSizeBytes", wire::kDefaultMaxMessageSize);
+  BSON_APPEND_INT32(r, "maxWriteBatchSize", 100000);
+  BSON_APPEND_DATE_TIME(r, "localTime", now_ms());
+  BSON_APPEND_INT32(r, "logicalSessionTimeoutMinutes", 30);
+  BSON_APPEND_INT64(r, "connectionId", ctx.session.connectionId);
+  BSON_APPEND_INT32(r, "minWireVersion", 0);
+  BSON_APPEND_INT32(r, "maxWireVersion", ctx.state.options.maxWireVersion);
+  BSON_APPEND_BOOL(r, "readOnly", false);
+  if (!ctx.session.compressors.empty()) {
+    std::vector<std::string> names;
+    for (auto c : ctx.session.compressors) names.emplace_back(wire::to_string(c));
+    append_strings(r, "compression", names);
+  }
+  BSON_APPEND_DOUBLE(r, "ok", 1.0);
+  return reply;
+}
+
+AwaitSpec await_spec(BsonView helloBody) {
+  AwaitSpec s;
+  StaticDoc body(helloBody);
+  bson_iter_t tv;
+  auto maxAwait = get_int64(body.get(), "maxAwaitTimeMS");
+  if (!maxAwait || !find(body.get(), "topologyVersion", &tv) || !BSON_ITER_HOLDS_DOCUMENT(&tv)) {
+    return s;
+  }
+  StaticDoc tvDoc(sub_view(tv));
+  bson_iter_t pid;
+  if (find(tvDoc.get(), "processId", &pid) && BSON_ITER_HOLDS_OID(&pid)) {
+    bson_oid_copy(bson_iter_oid(&pid), &s.processId);
+  }
+  s.counter = get_int64(tvDoc.get(), "counter").value_or(0);
+  s.maxAwaitTimeMS = std::max<std::int64_t>(0, *maxAwait);
+  s.awaitable = true;
+  return s;
+}
+
+}  // namespace varanus::stub
