@@ -205,8 +205,27 @@ Doc run_server_status(CommandContext& ctx) {
   bson_append_document_end(r, &conns);
   bson_t stub;
   BSON_APPEND_DOCUMENT_BEGIN(r, "varanusStub", &stub);
+  const auto& c = ctx.state.counters;
   BSON_APPEND_INT64(&stub, "openCursors",
                     static_cast<std::int64_t>(ctx.state.cursors.open_count()));
+  BSON_APPEND_INT64(&stub, "opMsgIn", c.opMsgIn.load());
+  BSON_APPEND_INT64(&stub, "opQueryIn", c.opQueryIn.load());
+  BSON_APPEND_INT64(&stub, "moreToComeIn", c.moreToComeIn.load());
+  BSON_APPEND_INT64(&stub, "exhaustGetMoreOut", c.exhaustGetMoreOut.load());
+  BSON_APPEND_INT64(&stub, "exhaustOpReplyOut", c.exhaustOpReplyOut.load());
+  BSON_APPEND_INT64(&stub, "awaitedHelloOut", c.awaitedHelloOut.load());
+  auto by_compressor = [&](const char* key, const auto& counts) {
+    bson_t sub;
+    BSON_APPEND_DOCUMENT_BEGIN(&stub, key, &sub);
+    for (auto id : {wire::Compressor::snappy, wire::Compressor::zlib, wire::Compressor::zstd}) {
+      std::string_view name = wire::to_string(id);
+      bson_append_int64(&sub, name.data(), static_cast<int>(name.size()),
+                        counts[static_cast<std::size_t>(id)].load());
+    }
+    bson_append_document_end(&stub, &sub);
+  };
+  by_compressor("compressedIn", c.compressedIn);
+  by_compressor("compressedOut", c.compressedOut);
   bson_append_document_end(r, &stub);
   BSON_APPEND_DOUBLE(r, "ok", 1.0);
   return d;

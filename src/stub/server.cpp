@@ -62,7 +62,7 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, Contexts& contexts, S
       continue;
     }
     auto session = std::make_shared<Session>(std::move(socket), state, member);
-    asio::co_spawn(target, session->run(), log_exception);
+    asio::co_spawn(target, Session::run(std::move(session)), log_exception);
   }
 }
 

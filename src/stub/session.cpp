@@ -90,8 +90,11 @@ void Session::close(bool reset) {
   socket_.close(ec);
 }
 
-asio::awaitable<void> Session::run() {
-  auto self = shared_from_this();
+asio::awaitable<void> Session::run(std::shared_ptr<Session> self) {
+  co_await self->serve();
+}
+
+asio::awaitable<void> Session::serve() {
   std::array<std::uint8_t, 64 * 1024> buf;
   for (;;) {
     auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buf), nothrow);
@@ -130,6 +133,14 @@ asio::awaitable<bool> Session::handle_frame(std::span<const std::uint8_t> frame)
     co_return false;
   }
   const wire::Message& m = *decoded;
+  auto& counters = state_.counters;
+  if (m.compressor) ++counters.compressedIn[static_cast<std::size_t>(*m.compressor)];
+  if (m.opCode == static_cast<std::int32_t>(wire::OpCode::msg)) {
+    ++counters.opMsgIn;
+    if (std::get<wire::OpMsg>(m.body).moreToCome()) ++counters.moreToComeIn;
+  } else if (m.opCode == static_cast<std::int32_t>(wire::OpCode::query)) {
+    ++counters.opQueryIn;
+  }
   if (state_.options.verbose) {
     std::fprintf(stderr, "varanus-stub: conn%lld: %.*s requestID %d\n",
                  static_cast<long long>(info_.connectionId),
@@ -204,6 +215,7 @@ asio::awaitable<bool> Session::exhaust_get_more(const wire::Message& m, const Co
     auto sent = co_await send(wire::build_op_msg(0, responseTo, flags, reply.view()), c);
     if (!sent) co_return false;
     if (!more) co_return true;
+    ++state_.counters.exhaustGetMoreOut;
     responseTo = *sent;
     reply = run_command(ctx_, in).reply;  // the same getMore, next batch
   }
@@ -233,6 +245,7 @@ asio::awaitable<bool> Session::stream_hello(const wire::Message& m, const Comman
     std::uint32_t flags = exhaust ? wire::kMoreToCome : 0;
     auto sent = co_await send(wire::build_op_msg(0, responseTo, flags, reply.view()), std::nullopt);
     if (!sent) co_return false;
+    ++state_.counters.awaitedHelloOut;
     if (!exhaust) co_return true;
     responseTo = *sent;
   }
@@ -318,6 +331,7 @@ asio::awaitable<bool> Session::handle_legacy_find(const wire::Message& m) {
     if (!sent) co_return false;
     if (!q.exhaust() || b.cursorId == 0) co_return true;
     // Exhaust: the next batch follows unasked, answering our previous reply.
+    ++state_.counters.exhaustOpReplyOut;
     responseTo = *sent;
     auto next = state_.cursors.next(b.cursorId, ntoreturn == 0 ? -1 : batch);
     if (!next) co_return true;
@@ -343,7 +357,10 @@ asio::awaitable<std::optional<std::int32_t>> Session::send(wire::Frame frame,
     frame[4 + i] = static_cast<std::uint8_t>(static_cast<std::uint32_t>(id) >> (8 * i));
   if (c) {
     auto packed = wire::build_op_compressed(frame, *c);
-    if (packed) frame = std::move(*packed);
+    if (packed) {
+      frame = std::move(*packed);
+      ++state_.counters.compressedOut[static_cast<std::size_t>(*c)];
+    }
   }
   auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(frame), nothrow);
   if (ec) co_return std::nullopt;

@@ -33,7 +33,7 @@
 
 namespace varanus::stub {
 
-class Session : public std::enable_shared_from_this<Session> {
+class Session {
  public:
   Session(boost::asio::ip::tcp::socket socket, ServerState& state, int member);
   ~Session();
@@ -41,9 +41,12 @@ class Session : public std::enable_shared_from_this<Session> {
   Session& operator=(const Session&) = delete;
 
   /// Serves the connection until the client closes it or a fault closes it.
-  boost::asio::awaitable<void> run();
+  /// Takes the session by value: the coroutine frame owns it from creation
+  /// (a lazily started member coroutine would not keep `this` alive).
+  static boost::asio::awaitable<void> run(std::shared_ptr<Session> self);
 
  private:
+  boost::asio::awaitable<void> serve();
   // Each returns false when the connection must end.
   boost::asio::awaitable<bool> handle_frame(std::span<const std::uint8_t> frame);
   boost::asio::awaitable<bool> handle_op_msg(const wire::Message& m);

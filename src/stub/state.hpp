@@ -2,6 +2,7 @@
 // per-connection facts commands need.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -50,6 +51,19 @@ struct ServerState {
   std::atomic<std::int64_t> connectionsCurrent{0};
   std::atomic<std::int64_t> connectionsTotal{0};
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+
+  /// Counters shown in serverStatus.varanusStub, so tests can assert which
+  /// paths a driver really took (compression, exhaust, streaming hello).
+  struct Counters {
+    std::array<std::atomic<std::int64_t>, 4> compressedIn{};   ///< by compressor id
+    std::array<std::atomic<std::int64_t>, 4> compressedOut{};  ///< by compressor id
+    std::atomic<std::int64_t> opMsgIn{0};
+    std::atomic<std::int64_t> opQueryIn{0};
+    std::atomic<std::int64_t> moreToComeIn{0};       ///< unacknowledged requests
+    std::atomic<std::int64_t> exhaustGetMoreOut{0};  ///< getMore replies with moreToCome
+    std::atomic<std::int64_t> exhaustOpReplyOut{0};  ///< OP_REPLY batches streamed unasked
+    std::atomic<std::int64_t> awaitedHelloOut{0};    ///< replies to awaitable hellos
+  } counters;
 };
 
 struct SessionInfo {
