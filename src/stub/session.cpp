@@ -243,9 +243,9 @@ asio::awaitable<bool> Session::stream_hello(const wire::Message& m, const Comman
     Doc reply = hello_reply(ctx_, in);
     known = state_.topology.counter(info_.member);
     std::uint32_t flags = exhaust ? wire::kMoreToCome : 0;
+    ++state_.counters.awaitedHelloOut;
     auto sent = co_await send(wire::build_op_msg(0, responseTo, flags, reply.view()), std::nullopt);
     if (!sent) co_return false;
-    ++state_.counters.awaitedHelloOut;
     if (!exhaust) co_return true;
     responseTo = *sent;
   }
