@@ -347,8 +347,9 @@ class ReplicaSetTest(unittest.TestCase):
     def test_discovery_and_step_down(self):
         with start_stub(None, "--replset", "rs0", "--members", "3", members=3) as stub:
             self.assertEqual(len(stub.addresses), 3)
-            primaries = []
+            roles = {}  # latest {address: "primary" | "secondary"} seen by the driver
             changed = threading.Condition()
+            SERVER_TYPE = pymongo.server_type.SERVER_TYPE
 
             class Topo(monitoring.TopologyListener):
                 def opened(self, event):
@@ -359,14 +360,18 @@ class ReplicaSetTest(unittest.TestCase):
 
                 def description_changed(self, event):
                     with changed:
-                        primaries.append(
-                            [
-                                "%s:%d" % s.address
-                                for s in event.new_description.server_descriptions().values()
-                                if s.server_type == pymongo.server_type.SERVER_TYPE.RSPrimary
-                            ]
-                        )
+                        roles.clear()
+                        for s in event.new_description.server_descriptions().values():
+                            if s.server_type == SERVER_TYPE.RSPrimary:
+                                roles["%s:%d" % s.address] = "primary"
+                            elif s.server_type == SERVER_TYPE.RSSecondary:
+                                roles["%s:%d" % s.address] = "secondary"
                         changed.notify_all()
+
+            def wait_roles(primary):
+                want = {a: "primary" if a == primary else "secondary" for a in stub.addresses}
+                with changed:
+                    self.assertTrue(changed.wait_for(lambda: roles == want, TIMEOUT), roles)
 
             commands = Commands()
             client = MongoClient(
@@ -377,28 +382,46 @@ class ReplicaSetTest(unittest.TestCase):
                 event_listeners=[Topo(), commands],
             )
             try:
+                # Seeded with one member, the driver discovers all three.
+                wait_roles(stub.addresses[0])
                 client.test.c.insert_one({"_id": 1})
                 self.assertEqual("%s:%d" % client.primary, stub.addresses[0])
-                self.assertEqual(
-                    sorted("%s:%d" % a for a in client.secondaries), sorted(stub.addresses[1:])
-                )
                 hello = client.admin.command("isMaster")
                 self.assertEqual(hello["setName"], "rs0")
                 self.assertEqual(hello["primary"], stub.addresses[0])
+                self.assertEqual(hello["me"], stub.addresses[0])
                 self.assertEqual(sorted(hello["hosts"]), sorted(stub.addresses))
+                self.assertIsInstance(hello["electionId"], ObjectId)
 
+                counter = hello["topologyVersion"]["counter"]
                 self.assertEqual(client.admin.command("replSetStepDown", 10)["ok"], 1.0)
+                # The streaming monitors wake at once (heartbeats are 500 ms
+                # apart, the wait below would notice a slow path only by timing
+                # out after TIMEOUT); member 1 is the new primary.
+                wait_roles(stub.addresses[1])
+                hello = client.admin.command("isMaster")
+                self.assertEqual(hello["primary"], stub.addresses[1])
+                self.assertGreater(hello["topologyVersion"]["counter"], counter)
 
-                def new_primary():
-                    return any(p == [stub.addresses[1]] for p in primaries)
-
-                with changed:
-                    self.assertTrue(changed.wait_for(new_primary, TIMEOUT), primaries)
                 commands.reset()
                 client.test.c.insert_one({"_id": 2})
                 inserts = [e for e in commands.succeeded_events if e.command_name == "insert"]
                 self.assertEqual("%s:%d" % inserts[-1].connection_id, stub.addresses[1])
                 self.assertEqual(client.test.c.count_documents({}), 2)
+            finally:
+                client.close()
+
+    def test_write_to_secondary_is_refused(self):
+        with start_stub(None, "--replset", "rs1", "--members", "2", members=2) as stub:
+            client = MongoClient(stub.addresses[1], directConnection=True, serverSelectionTimeoutMS=5000)
+            try:
+                hello = client.admin.command("isMaster")
+                self.assertIs(hello["secondary"], True)
+                self.assertIs(hello["ismaster"], False)
+                with self.assertRaises(pymongo.errors.NotMasterError) as cm:
+                    client.test.c.insert_one({"_id": 1})
+                self.assertEqual(cm.exception.details["code"], 10107)
+                self.assertEqual(cm.exception.details["codeName"], "NotWritablePrimary")
             finally:
                 client.close()
 
