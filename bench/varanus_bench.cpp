@@ -116,7 +116,10 @@ std::vector<std::string> split_words(const std::string& s) {
 
 std::optional<Options> parse(int argc, char** argv) {
   Options o;
-  for (int i = 0; i < argc; ++i) o.commandLine += (i ? " " : "") + std::string(argv[i]);
+  for (int i = 0; i < argc; ++i) {
+    if (i > 0) o.commandLine.push_back(' ');
+    o.commandLine.append(argv[i]);
+  }
   auto value = [&](int& i) -> std::optional<std::string> {
     if (i + 1 >= argc) return std::nullopt;
     return std::string(argv[++i]);
