@@ -1,0 +1,49 @@
+// varanus::proxy — what a Server needs to know, as a plain struct.
+//
+// No parsing here: the app fills it from flags and the config file.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "varanus/monitor/tracker.hpp"
+
+namespace varanus::proxy {
+
+/// A host (name or IP literal) and a port. Printed as "host:port"
+/// ("[::1]:27017" for an IPv6 literal).
+struct Endpoint {
+  std::string host;
+  std::uint16_t port = 0;
+
+  std::string to_string() const;
+  /// Parses "host:port", "[v6]:port". nullopt when malformed or port > 65535.
+  static std::optional<Endpoint> parse(std::string_view text);
+  friend bool operator==(const Endpoint&, const Endpoint&) = default;
+};
+
+/// hardware_concurrency(), at least 1.
+inline unsigned default_io_threads() noexcept {
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : n;
+}
+
+struct ProxyConfig {
+  Endpoint listen{"127.0.0.1", 27018};        ///< port 0: a free port (Server::start returns it)
+  Endpoint upstream{"127.0.0.1", 27017};      ///< mongod / mongos
+  unsigned ioThreads = default_io_threads();  ///< one io_context per thread
+  /// stop(): how long open connections may go on before they are closed.
+  std::chrono::milliseconds gracePeriod{10'000};
+  /// Frames over this are not inspected (relaying goes on). Copied into
+  /// tracker.maxMessageSize by the Server.
+  std::int32_t maxMessageSize = wire::kDefaultMaxMessageSize;
+  std::chrono::milliseconds connectTimeout{5'000};  ///< upstream connect, resolve included
+  std::size_t bufferSize = 64 * 1024;  ///< per direction per connection, allocated once
+  monitor::TrackerOptions tracker;
+};
+
+}  // namespace varanus::proxy

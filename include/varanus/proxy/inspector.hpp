@@ -1,0 +1,52 @@
+// varanus::proxy — the Session's view of whatever inspects a connection's
+// traffic. In production that is a monitor::Tracker (tracker_factory());
+// tests plug in recorders or no-ops. One Inspector per client connection,
+// called only from that connection's I/O thread: no locking needed.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "varanus/monitor/event.hpp"
+#include "varanus/monitor/stats.hpp"
+#include "varanus/monitor/tracker.hpp"
+
+namespace varanus::proxy {
+
+class Inspector {
+ public:
+  virtual ~Inspector() = default;
+  /// The upstream connection is up; relaying starts.
+  virtual void opened(monitor::Clock now) = 0;
+  /// Bytes read from the client, before they are written to the upstream.
+  virtual void client_data(std::span<const std::uint8_t> bytes, monitor::Clock now) = 0;
+  /// Bytes read from the upstream, before they are written to the client.
+  virtual void server_data(std::span<const std::uint8_t> bytes, monitor::Clock now) = 0;
+  /// Both directions are done; `reason` says which side did what.
+  virtual void closed(std::string_view reason, monitor::Clock now) = 0;
+  /// False once inspection stopped (decode error, oversized frame): the
+  /// Session counts that and logs one line, and keeps relaying.
+  virtual bool inspecting() const noexcept = 0;
+  virtual std::string_view stop_reason() const noexcept = 0;
+};
+
+/// Everything an inspector factory may need for one connection.
+struct InspectorContext {
+  monitor::ConnectionInfoPtr info;
+  monitor::EventOutput& out;
+  monitor::Stats& stats;
+  const monitor::TrackerOptions& options;
+};
+using InspectorFactory = std::function<std::unique_ptr<Inspector>(const InspectorContext&)>;
+
+/// The production factory: a monitor::Tracker per connection, publishing to
+/// ctx.out; adds the tracker's started commands to stats.commands.
+InspectorFactory tracker_factory();
+
+/// An inspector that ignores everything (relay only).
+InspectorFactory null_inspector_factory();
+
+}  // namespace varanus::proxy

@@ -1,0 +1,67 @@
+// varanus::proxy — the listening side: accepts client connections and runs
+// one Session (client <-> upstream relay) per connection.
+//
+// Threads: one io_context per I/O thread. The acceptor lives on the first;
+// each accepted socket is handed round-robin to a thread's io_context and
+// its Session lives there until it ends, so everything a Session touches
+// (its sockets, buffers and Inspector) is single-threaded and lock-free.
+// Shared state is limited to the Stats atomics and the EventOutput (which
+// must be thread-safe and never block).
+//
+// Header kept free of Asio on purpose: it is included by the app and tests,
+// and Asio coroutine headers are slow to compile.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string_view>
+
+#include "varanus/monitor/event.hpp"
+#include "varanus/monitor/stats.hpp"
+#include "varanus/proxy/config.hpp"
+#include "varanus/proxy/inspector.hpp"
+
+namespace varanus::proxy {
+
+namespace detail {
+struct ServerState;
+}
+
+/// Where one-line diagnostics go (no trailing newline). Called from I/O
+/// threads; must be thread-safe. Default: stderr, one write per line.
+using Diagnostics = std::function<void(std::string_view line)>;
+Diagnostics stderr_diagnostics();
+
+class Server {
+ public:
+  Server(ProxyConfig config, monitor::EventOutput& out, monitor::Stats& stats,
+         InspectorFactory inspectors, Diagnostics diagnostics = stderr_diagnostics());
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  /// Binds and listens (port 0: a free port). Returns the bound address.
+  /// Throws std::system_error when the address cannot be bound.
+  Endpoint start();
+
+  /// Runs the I/O threads (the calling thread is one of them) until stop()
+  /// has drained every connection. Call once, after start().
+  void run();
+
+  /// Thread-safe, any time, idempotent: stops accepting, lets open
+  /// connections go on for up to `grace`, then closes them (their pending
+  /// requests fail with a network error via Inspector::closed). run()
+  /// returns once every connection is gone.
+  void stop(std::chrono::milliseconds grace);
+  /// stop(config.gracePeriod).
+  void stop();
+
+  /// Connections open now (all threads). For tests and diagnostics.
+  std::size_t active_connections() const noexcept;
+
+ private:
+  std::unique_ptr<detail::ServerState> impl_;
+};
+
+}  // namespace varanus::proxy

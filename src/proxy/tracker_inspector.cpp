@@ -1,0 +1,57 @@
+// varanus::proxy — the production Inspector: a monitor::Tracker.
+//
+// Kept in its own translation unit so that tests which plug in their own
+// inspectors do not pull the Tracker (and the wire codec) into their link.
+#include "varanus/monitor/tracker.hpp"
+#include "varanus/proxy/inspector.hpp"
+
+namespace varanus::proxy {
+
+namespace {
+
+class TrackerInspector final : public Inspector {
+ public:
+  explicit TrackerInspector(const InspectorContext& ctx)
+      : tracker_(ctx.info, ctx.out, ctx.options), stats_(ctx.stats) {}
+
+  void opened(monitor::Clock now) override { tracker_.opened(now); }
+  void client_data(std::span<const std::uint8_t> bytes, monitor::Clock now) override {
+    tracker_.client_data(bytes, now);
+    count_commands();
+  }
+  void server_data(std::span<const std::uint8_t> bytes, monitor::Clock now) override {
+    tracker_.server_data(bytes, now);
+    count_commands();
+  }
+  void closed(std::string_view reason, monitor::Clock now) override {
+    tracker_.closed(reason, now);
+    count_commands();
+  }
+  bool inspecting() const noexcept override { return tracker_.inspecting(); }
+  std::string_view stop_reason() const noexcept override { return tracker_.stop_reason(); }
+
+ private:
+  // Stats::commands follows the tracker's own count; one relaxed add per
+  // read that started commands, none otherwise.
+  void count_commands() noexcept {
+    const std::uint64_t now = tracker_.stats().commands;
+    if (now != counted_) {
+      stats_.add(stats_.commands, static_cast<std::int64_t>(now - counted_));
+      counted_ = now;
+    }
+  }
+
+  monitor::Tracker tracker_;
+  monitor::Stats& stats_;
+  std::uint64_t counted_ = 0;
+};
+
+}  // namespace
+
+InspectorFactory tracker_factory() {
+  return [](const InspectorContext& ctx) -> std::unique_ptr<Inspector> {
+    return std::make_unique<TrackerInspector>(ctx);
+  };
+}
+
+}  // namespace varanus::proxy
