@@ -82,6 +82,35 @@ class Wire:
         if not cond:
             raise AssertionError(what)
 
+    # -- legacy opcodes (4.x-era) -------------------------------------------
+    def send_query(self, ns, query, n_return=0, flags=0, skip=0):
+        self.next_id += 1
+        msg = struct.pack("<i", flags) + ns.encode() + b"\x00" + struct.pack("<ii", skip, n_return)
+        msg += bson.encode(query)
+        self.sock.sendall(struct.pack("<iiii", 16 + len(msg), self.next_id, 0, OP_QUERY) + msg)
+        return self.next_id
+
+    def send_get_more(self, ns, n_return, cursor_id):
+        self.next_id += 1
+        msg = struct.pack("<i", 0) + ns.encode() + b"\x00" + struct.pack("<iq", n_return, cursor_id)
+        self.sock.sendall(struct.pack("<iiii", 16 + len(msg), self.next_id, 0, 2005) + msg)
+        return self.next_id
+
+    def send_kill_cursors(self, ids):
+        self.next_id += 1
+        msg = struct.pack("<ii", 0, len(ids)) + b"".join(struct.pack("<q", i) for i in ids)
+        self.sock.sendall(struct.pack("<iiii", 16 + len(msg), self.next_id, 0, 2007) + msg)
+
+    def recv_reply(self):
+        """OP_REPLY: (requestID, responseTo, responseFlags, cursorID, startingFrom, docs)."""
+        length, request_id, response_to, opcode = struct.unpack("<iiii", self.recv_exact(16))
+        rest = self.recv_exact(length - 16)
+        self.assert_(opcode == OP_REPLY, f"opcode {opcode}")
+        flags, cursor_id, starting_from, n = struct.unpack("<iqii", rest[:20])
+        docs = bson.decode_all(rest[20:])
+        self.assert_(len(docs) == n, "numberReturned")
+        return request_id, response_to, flags, cursor_id, starting_from, docs
+
     def command(self, body, **kw):
         rid = self.send_msg(body, **kw)
         _, response_to, _, flags, reply = self.recv()
@@ -182,6 +211,47 @@ class WireTest(unittest.TestCase):
         w.send_msg({"insert": "w0", "documents": [{"_id": 1}], "$db": "wire"}, flags=MORE_TO_COME)
         reply = w.command({"find": "w0", "filter": {"_id": 1}, "$db": "wire"})
         self.assertEqual(reply["cursor"]["firstBatch"], [{"_id": 1}])
+
+    def test_legacy_query_get_more_kill_cursors(self):
+        w = self.w
+        w.command({"drop": "legacy", "$db": "wire"})
+        w.command({"insert": "legacy", "documents": [{"_id": i} for i in range(10)], "$db": "wire"})
+        # OP_QUERY on the collection, wrapped with $query/$orderby, batches of 3.
+        rid = w.send_query("wire.legacy", {"$query": {}, "$orderby": {"_id": -1}}, n_return=3)
+        _, response_to, flags, cursor_id, start, docs = w.recv_reply()
+        self.assertEqual(response_to, rid)
+        self.assertEqual([d["_id"] for d in docs], [9, 8, 7])
+        self.assertEqual(start, 0)
+        self.assertNotEqual(cursor_id, 0)
+        self.assertEqual(flags & 2, 0)  # no QueryFailure
+        rid = w.send_get_more("wire.legacy", 4, cursor_id)
+        _, response_to, flags, same_id, start, docs = w.recv_reply()
+        self.assertEqual((response_to, same_id, start), (rid, cursor_id, 3))
+        self.assertEqual([d["_id"] for d in docs], [6, 5, 4, 3])
+        w.send_kill_cursors([cursor_id])  # no reply; the next getMore finds nothing
+        w.send_get_more("wire.legacy", 4, cursor_id)
+        _, _, flags, cid, _, docs = w.recv_reply()
+        self.assertEqual((flags & 1, cid, docs), (1, 0, []))  # CursorNotFound
+        # A bad query operator is a QueryFailure with $err.
+        w.send_query("wire.legacy", {"_id": {"$bogus": 1}})
+        _, _, flags, _, _, docs = w.recv_reply()
+        self.assertEqual(flags & 2, 2)
+        self.assertEqual(docs[0]["code"], 2)
+
+    def test_legacy_command_with_read_preference(self):
+        w = self.w
+        rid = w.send_query(
+            "admin.$cmd",
+            {"$query": {"ping": 1}, "$readPreference": {"mode": "secondaryPreferred"}},
+            n_return=-1,
+        )
+        _, response_to, flags, cursor_id, _, docs = w.recv_reply()
+        self.assertEqual((response_to, flags, cursor_id, docs), (rid, 0, 0, [{"ok": 1.0}]))
+        w.send_query("admin.$cmd", {"isMaster": 1, "compression": ["zlib"]}, n_return=-1)
+        hello = w.recv_reply()[5][0]
+        self.assertEqual((hello["ismaster"], hello["compression"]), (True, ["zlib"]))
+        w.send_query("admin.$cmd", {"nope": 1}, n_return=-1)
+        self.assertEqual(w.recv_reply()[5][0]["code"], 59)
 
     def test_missing_db_is_an_error(self):
         reply = self.w.command({"ping": 1})
