@@ -240,8 +240,16 @@ Bytes insert_frame(const std::string& coll, const std::vector<Doc>& docs) {
   return op_msg(body, seqs);
 }
 
-double cpu_of(pid_t pid) {
-  return pid > 0 ? cpu_seconds(pid) : -1;
+struct Cpu {
+  double total = -1, main = -1;
+};
+Cpu cpu_of(pid_t pid) {
+  if (pid <= 0) return {};
+  return {cpu_seconds(pid), cpu_seconds_task(pid, pid)};
+}
+void set_cpu(Window& w, const Cpu& a, const Cpu& b) {
+  if (a.total >= 0 && b.total >= 0) w.cpuSeconds = b.total - a.total;
+  if (a.main >= 0 && b.main >= 0) w.cpuMainSeconds = b.main - a.main;
 }
 
 void note(Window& w, std::string msg) {
@@ -550,10 +558,10 @@ Window mix(std::uint16_t port, int conns, Seconds duration, std::uint64_t maxOps
   };
   std::uint64_t issued = 0, done = 0, inWindow = 0;
   const auto t0 = Clock::now();
-  const double cpu0 = cpu_of(cpuPid);
+  const Cpu cpu0 = cpu_of(cpuPid);
   const auto end = t0 + std::chrono::duration_cast<Clock::duration>(duration);
   bool windowOpen = true;
-  double cpu1 = -1;
+  Cpu cpu1;
   Clock::time_point t1 = t0;
   for (auto& c : cs) {
     if (c.fd < 0) continue;
@@ -619,7 +627,7 @@ Window mix(std::uint16_t port, int conns, Seconds duration, std::uint64_t maxOps
   w.ops = w.commands = inWindow;
   w.completed = done;
   w.seconds = Seconds(t1 - t0).count();
-  if (cpu0 >= 0 && cpu1 >= 0) w.cpuSeconds = cpu1 - cpu0;
+  set_cpu(w, cpu0, cpu1);
   return w;
 }
 
@@ -648,7 +656,7 @@ Window big_inserts(std::uint16_t port, std::size_t docBytes, Seconds duration,
   }
   static std::int64_t nextId = 1;
   std::int32_t id = 1;
-  const double cpu0 = cpu_of(cpuPid);
+  const Cpu cpu0 = cpu_of(cpuPid);
   const auto t0 = Clock::now();
   const auto end = t0 + std::chrono::duration_cast<Clock::duration>(duration);
   while (w.ops < maxCount && (w.ops == 0 || Clock::now() < end)) {
@@ -662,8 +670,8 @@ Window big_inserts(std::uint16_t port, std::size_t docBytes, Seconds duration,
     w.bytes += frame.size();
   }
   w.seconds = Seconds(Clock::now() - t0).count();
-  const double cpu1 = cpu_of(cpuPid);
-  if (cpu0 >= 0 && cpu1 >= 0) w.cpuSeconds = cpu1 - cpu0;
+  const Cpu cpu1 = cpu_of(cpuPid);
+  set_cpu(w, cpu0, cpu1);
   w.commands = w.ops;
   ::close(fd);
   drop(port, "big");
@@ -691,7 +699,7 @@ Window read_back(std::uint16_t port, Seconds duration, std::uint64_t maxScans, p
     return w;
   }
   std::int32_t id = 1;
-  const double cpu0 = cpu_of(cpuPid);
+  const Cpu cpu0 = cpu_of(cpuPid);
   const auto t0 = Clock::now();
   const auto end = t0 + std::chrono::duration_cast<Clock::duration>(duration);
   while (w.ops < maxScans && (w.ops == 0 || Clock::now() < end) && w.errors == 0) {
@@ -724,8 +732,8 @@ Window read_back(std::uint16_t port, Seconds duration, std::uint64_t maxScans, p
     ++w.ops;
   }
   w.seconds = Seconds(Clock::now() - t0).count();
-  const double cpu1 = cpu_of(cpuPid);
-  if (cpu0 >= 0 && cpu1 >= 0) w.cpuSeconds = cpu1 - cpu0;
+  const Cpu cpu1 = cpu_of(cpuPid);
+  set_cpu(w, cpu0, cpu1);
   ::close(fd);
   return w;
 }
@@ -736,7 +744,7 @@ Window churn(std::uint16_t port, int concurrency, Seconds duration, std::uint64_
   Epoll ep;
   const Requests req = Requests::make();
   std::vector<EConn> cs(static_cast<std::size_t>(concurrency));
-  const double cpu0 = cpu_of(cpuPid);
+  const Cpu cpu0 = cpu_of(cpuPid);
   const auto t0 = Clock::now();
   const auto end = t0 + std::chrono::duration_cast<Clock::duration>(duration);
   std::uint64_t started = 0;
@@ -807,8 +815,8 @@ Window churn(std::uint16_t port, int concurrency, Seconds duration, std::uint64_
     }
   }
   for (auto& c : cs) close_conn(ep, c);
-  const double cpu1 = cpu_of(cpuPid);
-  if (cpu0 >= 0 && cpu1 >= 0) w.cpuSeconds = cpu1 - cpu0;
+  const Cpu cpu1 = cpu_of(cpuPid);
+  set_cpu(w, cpu0, cpu1);
   w.seconds = Seconds(t1 - t0).count();
   return w;
 }

@@ -43,6 +43,7 @@ struct Window {
   std::uint64_t bytes = 0;     ///< payload bytes (request bytes for inserts, reply bytes for reads)
   double seconds = 0;
   double cpuSeconds = -1;       ///< CPU of the measured process over the window (-1: not measured)
+  double cpuMainSeconds = -1;   ///< of its main thread only (varanus: its one I/O thread)
   std::uint64_t completed = 0;  ///< all replies received, the drain after the window included
   std::uint64_t errors = 0;
   std::string firstError;

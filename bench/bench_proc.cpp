@@ -161,8 +161,9 @@ bool wait_listening(std::uint16_t port, std::chrono::milliseconds timeout) {
   return false;
 }
 
-double cpu_seconds(pid_t pid) {
-  const std::string s = read_file("/proc/" + std::to_string(pid) + "/stat");
+namespace {
+double stat_cpu_seconds(const std::string& path) {
+  const std::string s = read_file(path);
   auto close = s.rfind(')');
   if (close == std::string::npos) return -1;
   std::istringstream in(s.substr(close + 2));
@@ -176,6 +177,16 @@ double cpu_seconds(pid_t pid) {
   }
   const long hz = ::sysconf(_SC_CLK_TCK);
   return static_cast<double>(utime + stime) / static_cast<double>(hz > 0 ? hz : 100);
+}
+}  // namespace
+
+double cpu_seconds(pid_t pid) {
+  return stat_cpu_seconds("/proc/" + std::to_string(pid) + "/stat");
+}
+
+double cpu_seconds_task(pid_t pid, pid_t tid) {
+  return stat_cpu_seconds("/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid) +
+                          "/stat");
 }
 
 namespace {

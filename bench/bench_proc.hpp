@@ -52,6 +52,9 @@ bool wait_listening(std::uint16_t port, std::chrono::milliseconds timeout);
 /// user+system CPU seconds of the whole process (all threads), from
 /// /proc/PID/stat; negative when unreadable.
 double cpu_seconds(pid_t pid);
+/// The same for one thread (/proc/PID/task/TID/stat); tid == pid is the main
+/// thread (varanus runs its only I/O thread there with --io-threads 1).
+double cpu_seconds_task(pid_t pid, pid_t tid);
 /// VmRSS / VmHWM in KiB from /proc/PID/status; -1 when unreadable.
 long rss_kib(pid_t pid);
 long hwm_kib(pid_t pid);

@@ -69,6 +69,7 @@ struct Plan {
   double readSeconds = 1.5;
   double churnSeconds = 1.5;
   int idleConns = 10000;
+  int idleRounds = 0;  // 0: every round
   int churnConcurrency = 8;
   std::size_t hugeBytes = 48'000'000 - 1024;
 };
@@ -81,7 +82,9 @@ struct Options {
   std::string haproxy = "/usr/sbin/haproxy";
   std::optional<std::string> nosinkArgs, fileArgs, promArgs;
   bool keepTmp = false;
-  bool noHaproxyOk = false;  // smoke: exit 77 (skip) when haproxy is missing
+  std::string workloads = "g,a,b16,b64,c,d,f,e";  // --workloads
+  std::string only;                               // --targets: comma-separated keys; empty = all
+  bool noHaproxyOk = false;                       // smoke: exit 77 (skip) when haproxy is missing
   std::string commandLine;
 };
 
@@ -104,6 +107,9 @@ medians; prints a table and the issue's targets with PASS/FAIL.
   --file-args 'ARGS'    varanus flags for the file sink; {log} is the file path
   --prom-args 'ARGS'    varanus flags for file sink + Prometheus; {log} as above
   --keep-tmp            keep the temporary directory (configs, logs)
+  --workloads LIST      only these, of g,a,b16,b64,c,d,f,e (g: the 48 MB message)
+  --targets LIST        only these, of direct,haproxy,nosink,file,prom (for profiling:
+                        the proxies' pids are printed at start)
 )";
 
 std::vector<std::string> split_words(const std::string& s) {
@@ -138,7 +144,7 @@ std::optional<Options> parse(int argc, char** argv) {
       std::exit(0);
     } else if ((a == "--rounds" || a == "--idle" || a == "--json" || a == "--varanus" ||
                 a == "--stub" || a == "--haproxy" || a == "--nosink-args" || a == "--file-args" ||
-                a == "--prom-args") &&
+                a == "--prom-args" || a == "--workloads" || a == "--targets") &&
                (v = value(i))) {
       if (a == "--rounds") o.plan.rounds = std::max(1, std::atoi(v->c_str()));
       if (a == "--idle") o.plan.idleConns = std::max(10, std::atoi(v->c_str()));
@@ -149,6 +155,8 @@ std::optional<Options> parse(int argc, char** argv) {
       if (a == "--nosink-args") o.nosinkArgs = *v;
       if (a == "--file-args") o.fileArgs = *v;
       if (a == "--prom-args") o.promArgs = *v;
+      if (a == "--workloads") o.workloads = *v;
+      if (a == "--targets") o.only = *v;
     } else {
       std::fprintf(stderr, "varanus-bench: bad argument '%s'\n%s", a.c_str(), kUsage);
       return std::nullopt;
@@ -161,6 +169,7 @@ void apply_mode(Options& o, bool roundsGiven, bool idleGiven) {
   Plan& p = o.plan;
   if (p.mode == "quick") {
     if (!roundsGiven) p.rounds = 2;
+    p.idleRounds = 1;  // opening 10,000 connections per proxy takes a while
     p.pingSeconds = 1.0;
     p.pingCount = 10000;
     p.mixSeconds = 0.8;
@@ -396,8 +405,10 @@ const std::vector<Metric>& metrics() {
       {"a_cpu_us_per_cmd", "(a) proxy CPU µs/ping", 1, false},
       {"b16_ops_s", "(b) 16 conns ops/s", 0, true},
       {"b16_cpu_us_per_cmd", "(b) 16 conns CPU µs/cmd", 1, false},
+      {"b16_io_cpu_us_per_cmd", "  of which I/O thread µs/cmd", 1, false},
       {"b64_ops_s", "(b) 64 conns ops/s", 0, true},
       {"b64_cpu_us_per_cmd", "(b) 64 conns CPU µs/cmd", 1, false},
+      {"b64_io_cpu_us_per_cmd", "  of which I/O thread µs/cmd", 1, false},
       {"c_mb_s", "(c) 1 MB inserts MB/s", 0, true},
       {"d_mb_s", "(d) 10k docs getMore MB/s", 0, true},
       {"e_kib_per_conn", "(e) idle RSS KiB/conn", 1, false},
@@ -433,8 +444,14 @@ class Bench {
   int run();
 
  private:
-  void run_workload(const std::string& name, const std::function<void(Target&, int)>& fn,
-                    bool proxiesOnly = false);
+  void run_workload(const std::string& code, const std::string& name,
+                    const std::function<void(Target&, int)>& fn, bool proxiesOnly = false);
+  bool wanted(const std::string& code) const {
+    return ("," + o_.workloads + ",").find("," + code + ",") != std::string::npos;
+  }
+  bool selected(const Target& t) const {
+    return o_.only.empty() || ("," + o_.only + ",").find("," + t.key + ",") != std::string::npos;
+  }
   void record(const std::string& metric, const Target& t, double v) {
     samples_[metric][t.key].push_back(v);
   }
@@ -464,6 +481,7 @@ class Bench {
   std::string started_;
   int idleUsed_ = 0;
   std::size_t hugeSent_ = 0;
+  std::string limitNote_;
   VaranusFlags flags_;
 };
 
@@ -532,14 +550,18 @@ void Bench::huge_message(Target& t) {
   hugeSent_ = sent;
 }
 
-void Bench::run_workload(const std::string& name, const std::function<void(Target&, int)>& fn,
-                         bool proxiesOnly) {
+void Bench::run_workload(const std::string& code, const std::string& name,
+                         const std::function<void(Target&, int)>& fn, bool proxiesOnly) {
+  if (!wanted(code)) return;
   say("%s\n", name);
   const auto n = targets_.size();
-  for (int r = 0; r < o_.plan.rounds; ++r) {
+  const int rounds = code == "e" && o_.plan.idleRounds > 0
+                         ? std::min(o_.plan.idleRounds, o_.plan.rounds)
+                         : o_.plan.rounds;
+  for (int r = 0; r < rounds; ++r) {
     for (std::size_t i = 0; i < n; ++i) {
       Target& t = targets_[(i + static_cast<std::size_t>(r)) % n];
-      if (!t.ok || (proxiesOnly && t.pid() <= 0)) continue;
+      if (!t.ok || !selected(t) || (proxiesOnly && t.pid() <= 0)) continue;
       if (t.pid() > 0 && !vb::alive(t.proc)) {
         t.ok = false;
         t.error =
@@ -563,8 +585,12 @@ int Bench::run() {
   const rlim_t have = raise_nofile(want);
   idleUsed_ = p.idleConns;
   if (have < want) {
+    // Each proxy holds two descriptors per connection (client + upstream).
     idleUsed_ = std::max(10, static_cast<int>((have - 1024) / 2));
-    say("note: RLIMIT_NOFILE is %s: (e) uses fewer idle connections\n", std::to_string(have));
+    limitNote_ = "RLIMIT_NOFILE hard limit is " + std::to_string(have) +
+                 " (cannot raise it): (e) uses " + std::to_string(idleUsed_) +
+                 " idle connections, not " + std::to_string(p.idleConns) + ". ";
+    say("note: %s\n", limitNote_);
   }
 
   char tmpl[] = "/tmp/varanus-bench-XXXXXX";
@@ -615,7 +641,9 @@ int Bench::run() {
     say("varanus-bench: %s not found (scripts/install-deps.sh installs haproxy)\n", o_.haproxy);
     return p.mode == "smoke" ? 77 : 1;
   }
-  start_haproxy(o_, targets_[1], dir_, stubPort_, 2 * idleUsed_ + 1000);
+  // haproxy needs 2 descriptors per maxconn and refuses to start when the
+  // limit cannot be raised that far: ask only for what (e) needs.
+  start_haproxy(o_, targets_[1], dir_, stubPort_, idleUsed_ + 200);
 
   flags_ = detect_flags(o_);
   if (!flags_.nosinkReal) {
@@ -645,7 +673,7 @@ int Bench::run() {
       errors_.push_back(t.key + ": " + t.error);
       say("! %s: %s\n", t.key, t.error);
     } else {
-      say("%s: %s\n", t.key, t.how);
+      say("%s: %s\n", t.key + (t.pid() > 0 ? " (pid " + std::to_string(t.pid()) + ")" : ""), t.how);
     }
   }
   if (!targets_[1].ok || !targets_[2].ok) {
@@ -662,12 +690,12 @@ int Bench::run() {
   // Once, on fresh processes: one ~48 MB message.
   say("48 MB message\n");
   for (auto& t : targets_) {
-    if (t.ok && t.pid() > 0) huge_message(t);
+    if (t.ok && t.pid() > 0 && selected(t) && wanted("g")) huge_message(t);
   }
 
   // (a) sequential ping latency.
   std::map<std::string, std::vector<double>> p50s, p99s;
-  run_workload("(a) ping latency", [&](Target& t, int) {
+  run_workload("a", "(a) ping latency", [&](Target& t, int) {
     vb::Window w;
     truncate_log(t);
     const double cpu0 = t.pid() > 0 ? vb::cpu_seconds(t.pid()) : -1;
@@ -703,23 +731,28 @@ int Bench::run() {
   // (b) find/insert mix.
   for (int conns : {16, 64}) {
     const std::string k = "b" + std::to_string(conns);
-    run_workload("(b) " + std::to_string(conns) + " connections find/insert", [&](Target& t, int) {
-      truncate_log(t);
-      auto w = vb::mix(t.port, conns, secs(p.mixSeconds), 50'000'000, t.pid());
-      workload_error(t, "(b)", w);
-      if (w.seconds > 0 && w.ops > 0) {
-        record(k + "_ops_s", t, static_cast<double>(w.ops) / w.seconds);
-        if (w.cpuSeconds >= 0) {
-          record(k + "_cpu_us_per_cmd", t, w.cpuSeconds * 1e6 / static_cast<double>(w.ops));
-        }
-      }
-      if (conns == 64) count_events(t, w);
-      vb::drop(stubPort_, "mix");
-    });
+    run_workload(
+        k, "(b) " + std::to_string(conns) + " connections find/insert", [&](Target& t, int) {
+          truncate_log(t);
+          auto w = vb::mix(t.port, conns, secs(p.mixSeconds), 50'000'000, t.pid());
+          workload_error(t, "(b)", w);
+          if (w.seconds > 0 && w.ops > 0) {
+            record(k + "_ops_s", t, static_cast<double>(w.ops) / w.seconds);
+            if (w.cpuSeconds >= 0) {
+              record(k + "_cpu_us_per_cmd", t, w.cpuSeconds * 1e6 / static_cast<double>(w.ops));
+            }
+            if (w.cpuMainSeconds >= 0 && t.key != "haproxy") {
+              record(k + "_io_cpu_us_per_cmd", t,
+                     w.cpuMainSeconds * 1e6 / static_cast<double>(w.ops));
+            }
+          }
+          if (conns == 64) count_events(t, w);
+          vb::drop(stubPort_, "mix");
+        });
   }
 
   // (c) 1 MB inserts.
-  run_workload("(c) 1 MB inserts", [&](Target& t, int) {
+  run_workload("c", "(c) 1 MB inserts", [&](Target& t, int) {
     truncate_log(t);
     auto w = vb::big_inserts(t.port, 1'000'000, secs(p.bigSeconds), 100'000, t.pid());
     workload_error(t, "(c)", w);
@@ -728,7 +761,7 @@ int Bench::run() {
   });
 
   // (d) read back 10,000 documents through getMore.
-  run_workload("(d) 10,000 documents via getMore", [&](Target& t, int) {
+  run_workload("d", "(d) 10,000 documents via getMore", [&](Target& t, int) {
     truncate_log(t);
     auto w = vb::read_back(t.port, secs(p.readSeconds), 100'000, t.pid());
     workload_error(t, "(d)", w);
@@ -737,7 +770,7 @@ int Bench::run() {
   });
 
   // (f) connection churn.
-  run_workload("(f) connection churn", [&](Target& t, int) {
+  run_workload("f", "(f) connection churn", [&](Target& t, int) {
     truncate_log(t);
     auto w = vb::churn(t.port, p.churnConcurrency, secs(p.churnSeconds), 1'000'000, t.pid());
     workload_error(t, "(f)", w);
@@ -751,7 +784,7 @@ int Bench::run() {
 
   // (e) idle connections: resident memory per connection.
   run_workload(
-      "(e) " + std::to_string(idleUsed_) + " idle connections",
+      "e", "(e) " + std::to_string(idleUsed_) + " idle connections",
       [&](Target& t, int) {
         truncate_log(t);
         std::this_thread::sleep_for(std::chrono::milliseconds(300));
@@ -938,7 +971,9 @@ void Bench::print_table(const std::vector<Check>& cs) const {
       "(epoll for many connections)\n"
       "fairness: haproxy nbthread 1, varanus --io-threads 1 (plus its sink thread), stub 1 "
       "thread; all on 127.0.0.1\n");
-  if (!flags_.note.empty()) std::printf("note: %s\n", flags_.note.c_str());
+  if (!flags_.note.empty() || !limitNote_.empty()) {
+    std::printf("note: %s%s\n", limitNote_.c_str(), flags_.note.c_str());
+  }
   std::printf("\n%-34s", "metric");
   for (const auto& t : targets_) std::printf(" %12s", t.label.c_str());
   std::printf("\n");
@@ -1005,7 +1040,7 @@ json Bench::to_json(const std::vector<Check>& cs) const {
   j["clients"] = "varanus wire builders over raw sockets, one client thread";
   j["idleConnections"] = idleUsed_;
   j["hugeMessageBytes"] = hugeSent_;
-  j["note"] = flags_.note;
+  j["note"] = limitNote_ + flags_.note;
   for (const auto& t : targets_) {
     json jt = {{"label", t.label}, {"how", t.how}, {"ok", t.ok}};
     if (!t.error.empty()) jt["error"] = t.error;
