@@ -1,0 +1,132 @@
+// varanus::sinks — the Dispatcher: between the proxy's I/O threads and the
+// sinks.
+//
+//   I/O threads ── publish(Event&&) ──▶ bounded lock-free ring ──▶ sink thread
+//                  (never blocks)          (drop + count when full)   batch: render once per
+//                                                                      format, write to every
+//                                                                      sink, flush each sink
+//
+// publish() moves the Event into a preallocated slot of a bounded MPSC ring
+// (Vyukov's sequence-numbered cells): one CAS, no lock, no allocation, no
+// syscall except waking the sink thread when it sleeps. When the ring is
+// full the event is dropped and counted (Stats::eventsDropped, and every
+// sink's dropped()), and the sink thread writes a warning at most once per
+// interval saying how many were lost. Traffic is never slowed.
+//
+// One sink thread drains the ring in batches, renders each event's line at
+// most once per distinct RenderOptions (sinks with the same format share
+// it), hands it to every sink, then calls flush() on each sink so that file
+// and socket sinks write a whole batch per syscall.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "varanus/monitor/event.hpp"
+#include "varanus/monitor/stats.hpp"
+#include "varanus/sinks/sink.hpp"
+
+namespace varanus::sinks {
+
+struct DispatcherOptions {
+  /// Events the ring holds (rounded up to a power of two). Memory is
+  /// preallocated: about sizeof(Event) (~200 bytes) per slot, plus the
+  /// documents of queued events.
+  std::size_t queueSize = 65536;
+  /// Most events taken from the ring before the sinks are flushed.
+  std::size_t batchSize = 1024;
+  /// Drop warnings: at most one line per interval.
+  std::chrono::milliseconds dropWarningInterval{10'000};
+  /// The sink thread wakes at least this often (idle flushes, reopen,
+  /// reconnects of network sinks).
+  std::chrono::milliseconds tick{100};
+  /// Where warnings and sink failures go (one line, no newline). Default:
+  /// stderr. Called on the sink thread.
+  std::function<void(std::string_view)> diagnostics;
+};
+
+class Dispatcher final : public monitor::EventOutput {
+ public:
+  explicit Dispatcher(monitor::Stats& stats, DispatcherOptions options = {});
+  /// Calls stop().
+  ~Dispatcher() override;
+  Dispatcher(const Dispatcher&) = delete;
+  Dispatcher& operator=(const Dispatcher&) = delete;
+
+  /// Registers a sink. Before start() only.
+  void add(std::shared_ptr<Sink> sink);
+  const std::vector<std::shared_ptr<Sink>>& sinks() const noexcept { return sinks_; }
+
+  /// Starts the sink thread. Events published before start() wait in the ring.
+  void start();
+
+  /// Any thread, never blocks, never allocates: moves the event into the
+  /// ring, or drops it (counted) when the ring is full or the dispatcher
+  /// has stopped. Counts Stats::eventsPublished for every call.
+  void publish(monitor::Event&& event) override;
+
+  /// Drains every queued event into the sinks, flushes and closes them, and
+  /// joins the sink thread. Call after the producers are done (the proxy
+  /// has stopped); events published afterwards are dropped and counted.
+  /// Idempotent.
+  void stop();
+
+  /// Asks every sink to reopen its files (SIGHUP). Async-signal-safe: only
+  /// sets a flag that the sink thread acts on within one tick.
+  void reopen() noexcept { reopen_.store(true, std::memory_order_relaxed); }
+
+  /// Events dropped because the ring was full (or published after stop()).
+  std::uint64_t dropped() const noexcept { return droppedTotal_.load(std::memory_order_relaxed); }
+  std::size_t capacity() const noexcept { return mask_ + 1; }
+
+ private:
+  struct Cell {
+    std::atomic<std::size_t> seq;
+    monitor::Event event;
+  };
+  bool try_push(monitor::Event& event) noexcept;
+  bool try_pop(monitor::Event& out) noexcept;
+  bool ring_empty() const noexcept;
+  void run();
+  void deliver(std::vector<monitor::Event>& batch);
+  void flush_all();
+  void housekeeping(std::chrono::steady_clock::time_point now, bool force);
+  void diag(std::string_view line);
+
+  monitor::Stats& stats_;
+  DispatcherOptions options_;
+  std::vector<std::shared_ptr<Sink>> sinks_;
+
+  std::unique_ptr<Cell[]> cells_;
+  std::size_t mask_ = 0;
+  alignas(64) std::atomic<std::size_t> enqueuePos_{0};
+  alignas(64) std::size_t dequeuePos_ = 0;  // the sink thread's
+  alignas(64) std::atomic<bool> sleeping_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stopped_{false};
+  std::atomic<bool> reopen_{false};
+  std::atomic<std::uint64_t> droppedPending_{0};  // not yet added to the sinks' counts
+  std::atomic<std::uint64_t> droppedTotal_{0};
+
+  std::mutex wakeMutex_;
+  std::condition_variable wake_;
+  std::thread thread_;
+  bool started_ = false;
+
+  // Sink thread only.
+  RenderCache cache_;
+  std::uint64_t droppedSinceWarning_ = 0;
+  std::chrono::steady_clock::time_point lastWarning_{};
+  std::chrono::steady_clock::time_point windowStart_{};
+};
+
+}  // namespace varanus::sinks

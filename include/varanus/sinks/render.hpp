@@ -1,0 +1,122 @@
+// varanus::sinks — turning an Event into one line of JSON.
+//
+// Two formats, chosen per sink:
+//  - `varanus`: the schema in DESIGN.md ("Event lines"): t, event,
+//    connectionId, client, server, serverConnectionId, appName, driver,
+//    requestId, commandName, databaseName, command / reply / failure,
+//    durationMicros, hello and flags. Documents are embedded as relaxed
+//    Extended JSON objects, bounded by maxDocumentLength; a cut document
+//    says so with `commandTruncated` / `replyTruncated` (always `true`).
+//  - `mongodb-log`: the command logging spec's structured messages
+//    ("Command started" / "Command succeeded" / "Command failed",
+//    driverConnectionId, serverHost, serverPort, durationMS, ...), documents
+//    as relaxed-JSON *strings* cut at maxDocumentLength bytes plus "...".
+//
+// Every key has one JSON type in every line, keys that do not apply are left
+// out rather than written as null.
+//
+// Rendering is written for speed: one pass into a caller-owned, reused
+// std::string (no per-key allocation), documents through
+// wire::append_relaxed_json, timestamps formatted by hand. It happens on the
+// sink thread, never on an I/O thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "varanus/monitor/event.hpp"
+
+namespace varanus::sinks {
+
+/// The line format of a sink.
+enum class Format : std::uint8_t {
+  varanus,     ///< DESIGN.md "Event lines" (the default)
+  mongodbLog,  ///< the MongoDB command logging spec's structured messages
+};
+std::string_view to_string(Format f) noexcept;  ///< "varanus", "mongodb-log"
+/// Parses "varanus" / "mongodb-log"; false when unknown.
+bool parse_format(std::string_view text, Format& out) noexcept;
+
+/// Redaction on top of the spec's sensitive commands (which the Tracker
+/// already empties).
+enum class Redaction : std::uint8_t {
+  none,    ///< documents as they are
+  values,  ///< every leaf value replaced by its BSON type name ("string", "int", ...); keys kept
+};
+std::string_view to_string(Redaction r) noexcept;  ///< "none", "values"
+bool parse_redaction(std::string_view text, Redaction& out) noexcept;
+
+/// How a sink wants its lines. Sinks with equal options share one rendering
+/// of each event.
+struct RenderOptions {
+  Format format = Format::varanus;
+  /// Bound on each embedded document, in characters (bytes) of JSON text;
+  /// 0 = unlimited. Default 1000, the command logging spec's default.
+  std::size_t maxDocumentLength = 1000;
+  Redaction redaction = Redaction::none;
+
+  friend bool operator==(const RenderOptions&, const RenderOptions&) = default;
+};
+
+/// Appends the JSON line for `event` (no trailing newline) to `out`.
+void render_line(std::string& out, const monitor::Event& event, const RenderOptions& options);
+
+/// Appends `t` as RFC 3339 UTC with microseconds: 2026-11-24T19:15:24.123456Z.
+void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t);
+
+/// Appends the JSON of `doc` with every leaf value replaced by its BSON type
+/// alias (as MongoDB's $type names them: "string", "int", "long", "double",
+/// "objectId", "date", ...). Bounded like append_relaxed_json: stops at
+/// `maxLength` bytes (0 = unlimited), closing what is open. Returns true if
+/// cut. An invalid document yields "{}".
+bool append_type_json(std::string& out, wire::BsonView doc, std::size_t maxLength);
+
+/// Reused storage for the lines of one event, one slot per distinct
+/// RenderOptions. The Dispatcher owns one and reuses its buffers for every
+/// event, so steady-state rendering allocates nothing.
+class RenderCache {
+ public:
+  /// The line for `event` with `options`, rendered on first use for this
+  /// event generation and shared afterwards.
+  std::string_view line(const monitor::Event& event, const RenderOptions& options);
+  /// Starts a new event: forgets previous lines, keeps the buffers.
+  void next() noexcept { ++generation_; }
+
+ private:
+  struct Slot {
+    RenderOptions options;
+    std::string text;
+    std::uint64_t generation = 0;
+  };
+  std::vector<std::unique_ptr<Slot>> slots_;  // stable addresses: views stay valid
+  std::uint64_t generation_ = 1;
+};
+
+/// An event as the sinks receive it: the Event plus its lines, rendered
+/// lazily and at most once per RenderOptions however many sinks ask.
+class RenderedEvent {
+ public:
+  /// Shares the caller's cache (the Dispatcher's path); call cache.next()
+  /// between events.
+  RenderedEvent(const monitor::Event& event, RenderCache& cache) noexcept
+      : event_(&event), cache_(&cache) {}
+  /// Stand-alone (tests, direct use): owns a cache of its own.
+  explicit RenderedEvent(const monitor::Event& event);
+
+  const monitor::Event& event() const noexcept { return *event_; }
+  /// The JSON line (no newline). Valid until the next event.
+  std::string_view line(const RenderOptions& options) const {
+    return cache_->line(*event_, options);
+  }
+
+ private:
+  const monitor::Event* event_;
+  RenderCache* cache_;
+  std::shared_ptr<RenderCache> own_;
+};
+
+}  // namespace varanus::sinks

@@ -1,0 +1,560 @@
+// Event -> JSON line, both formats. See render.hpp for the schema; the hot
+// loop is the sink thread's, so everything appends into one reused string.
+#include "varanus/sinks/render.hpp"
+
+#include <bson/bson.h>
+
+#include <charconv>
+#include <cstring>
+
+#include "varanus/wire/json.hpp"
+
+namespace varanus::sinks {
+
+std::string_view to_string(Format f) noexcept {
+  switch (f) {
+    case Format::varanus:
+      return "varanus";
+    case Format::mongodbLog:
+      return "mongodb-log";
+  }
+  return "varanus";
+}
+
+bool parse_format(std::string_view text, Format& out) noexcept {
+  if (text == "varanus") {
+    out = Format::varanus;
+    return true;
+  }
+  if (text == "mongodb-log") {
+    out = Format::mongodbLog;
+    return true;
+  }
+  return false;
+}
+
+std::string_view to_string(Redaction r) noexcept {
+  switch (r) {
+    case Redaction::none:
+      return "none";
+    case Redaction::values:
+      return "values";
+  }
+  return "none";
+}
+
+bool parse_redaction(std::string_view text, Redaction& out) noexcept {
+  if (text == "none") {
+    out = Redaction::none;
+    return true;
+  }
+  if (text == "values") {
+    out = Redaction::values;
+    return true;
+  }
+  return false;
+}
+
+namespace {
+
+using monitor::Event;
+using monitor::EventType;
+
+template <class Int>
+void append_int(std::string& out, Int v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+// `,"key":` — keys are ASCII literals, never escaped.
+void key(std::string& out, std::string_view k) {
+  out += ",\"";
+  out += k;
+  out += "\":";
+}
+
+void str(std::string& out, std::string_view k, std::string_view v) {
+  key(out, k);
+  wire::append_json_string(out, v);
+}
+
+template <class Int>
+void num(std::string& out, std::string_view k, Int v) {
+  key(out, k);
+  append_int(out, v);
+}
+
+void flag(std::string& out, std::string_view k, bool v) {
+  if (v) {
+    key(out, k);
+    out += "true";
+  }
+}
+
+void put_digits(char* p, unsigned v, int width) {
+  for (int i = width - 1; i >= 0; --i) {
+    p[i] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  }
+}
+
+// Longest prefix of `s` no longer than `max` bytes that does not end inside
+// a UTF-8 sequence.
+std::string_view utf8_prefix(std::string_view s, std::size_t max) {
+  if (s.size() <= max) return s;
+  std::size_t cut = max;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+  return s.substr(0, cut);
+}
+
+wire::BsonView view_of(const wire::BsonBytes& b) {
+  return {b.data(), static_cast<std::uint32_t>(b.size())};
+}
+
+// The document as a JSON object, bounded. Empty bytes (redacted) -> {}.
+bool append_document(std::string& out, const wire::BsonBytes& doc, const RenderOptions& o) {
+  if (doc.empty()) {
+    out += "{}";
+    return false;
+  }
+  if (o.redaction == Redaction::values)
+    return append_type_json(out, view_of(doc), o.maxDocumentLength);
+  return wire::append_relaxed_json(out, view_of(doc), {o.maxDocumentLength}).truncated;
+}
+
+// Scratch space for documents that become JSON strings (mongodb-log). The
+// sink thread is the only renderer, but a thread_local keeps this safe if a
+// user renders elsewhere too.
+std::string& scratch() {
+  thread_local std::string s;
+  return s;
+}
+
+// The document as a JSON *string* (mongodb-log): relaxed JSON cut at
+// maxDocumentLength bytes (never inside a code point) plus "...".
+void append_document_string(std::string& out, const wire::BsonBytes& doc, const RenderOptions& o) {
+  std::string& s = scratch();
+  s.clear();
+  const std::size_t max = o.maxDocumentLength;
+  // Render a little more than we keep, so the cut lands in real text rather
+  // than in the closing brackets a bounded writer adds.
+  const std::size_t budget = max == 0 ? 0 : 2 * max + 64;
+  if (doc.empty()) {
+    s = "{}";
+  } else if (o.redaction == Redaction::values) {
+    append_type_json(s, view_of(doc), budget);
+  } else if (wire::append_relaxed_json(s, view_of(doc), {budget}).truncated &&
+             s.size() < max + 64) {
+    // The writer stopped early: its first `max` bytes may include the
+    // brackets it added. Take the real text instead (rare).
+    s.clear();
+    wire::append_relaxed_json(s, view_of(doc), {0});
+  }
+  if (max != 0 && s.size() > max) {
+    s.resize(utf8_prefix(s, max).size());
+    s += "...";
+  }
+  wire::append_json_string(out, s);
+}
+
+struct Failure {
+  bool hasCode = false;
+  std::int64_t code = 0;
+  std::string_view codeName;
+  std::string_view errmsg;
+  bool hasErrmsg = false;
+  bson_iter_t labels;
+  bool hasLabels = false;
+};
+
+Failure extract_failure(const wire::BsonBytes& doc) {
+  Failure f;
+  bson_iter_t it;
+  if (doc.empty() || !bson_iter_init_from_data(&it, doc.data(), doc.size())) return f;
+  while (bson_iter_next(&it)) {
+    const char* k = bson_iter_key(&it);
+    if (std::strcmp(k, "code") == 0) {
+      if (BSON_ITER_HOLDS_NUMBER(&it)) {
+        f.code = bson_iter_as_int64(&it);
+        f.hasCode = true;
+      }
+    } else if (std::strcmp(k, "codeName") == 0 && BSON_ITER_HOLDS_UTF8(&it)) {
+      std::uint32_t len = 0;
+      const char* s = bson_iter_utf8(&it, &len);
+      f.codeName = {s, len};
+    } else if ((std::strcmp(k, "errmsg") == 0 || (std::strcmp(k, "$err") == 0 && !f.hasErrmsg)) &&
+               BSON_ITER_HOLDS_UTF8(&it)) {
+      std::uint32_t len = 0;
+      const char* s = bson_iter_utf8(&it, &len);
+      f.errmsg = {s, len};
+      f.hasErrmsg = true;
+    } else if (std::strcmp(k, "errorLabels") == 0 && BSON_ITER_HOLDS_ARRAY(&it)) {
+      f.hasLabels = bson_iter_recurse(&it, &f.labels);
+    }
+  }
+  return f;
+}
+
+// `"failure":{...}` for the varanus format. Returns true if errmsg was cut.
+bool append_failure(std::string& out, const Event& e, const RenderOptions& o) {
+  key(out, "failure");
+  if (e.networkFailure()) {
+    out += "{\"message\":";
+    wire::append_json_string(out, e.message);
+    out += '}';
+    return false;
+  }
+  Failure f = extract_failure(e.document);
+  bool cut = false;
+  out += '{';
+  const std::size_t open = out.size();
+  auto comma = [&] {
+    if (out.size() != open) out += ',';
+  };
+  if (f.hasCode) {
+    out += "\"code\":";
+    append_int(out, f.code);
+  }
+  if (!f.codeName.empty()) {
+    comma();
+    out += "\"codeName\":";
+    wire::append_json_string(out, f.codeName);
+  }
+  if (f.hasErrmsg) {
+    comma();
+    out += "\"errmsg\":";
+    if (o.redaction == Redaction::values) {
+      out += "\"string\"";
+    } else {
+      std::string_view m = f.errmsg;
+      if (o.maxDocumentLength != 0 && m.size() > o.maxDocumentLength) {
+        m = utf8_prefix(m, o.maxDocumentLength);
+        cut = true;
+      }
+      wire::append_json_string(out, m);
+    }
+  }
+  if (f.hasLabels) {
+    comma();
+    out += "\"errorLabels\":[";
+    bool first = true;
+    while (bson_iter_next(&f.labels)) {
+      if (!BSON_ITER_HOLDS_UTF8(&f.labels)) continue;
+      if (!first) out += ',';
+      first = false;
+      std::uint32_t len = 0;
+      const char* s = bson_iter_utf8(&f.labels, &len);
+      wire::append_json_string(out, {s, len});
+    }
+    out += ']';
+  }
+  out += '}';
+  return cut;
+}
+
+const monitor::ConnectionInfo& info_of(const Event& e) {
+  static const monitor::ConnectionInfo none;
+  return e.connection ? *e.connection : none;
+}
+
+void render_varanus(std::string& out, const Event& e, const RenderOptions& o) {
+  const monitor::ConnectionInfo& c = info_of(e);
+  out += "{\"t\":\"";
+  append_rfc3339(out, e.time);
+  out += "\",\"event\":\"";
+  out += monitor::to_string(e.type);
+  out += '"';
+  num(out, "connectionId", c.connectionId);
+  str(out, "client", c.client);
+  str(out, "server", c.server);
+  if (c.serverConnectionId) num(out, "serverConnectionId", *c.serverConnectionId);
+  if (!c.appName.empty()) str(out, "appName", c.appName);
+  if (!c.driver.empty()) str(out, "driver", c.driver);
+
+  switch (e.type) {
+    case EventType::commandStarted:
+    case EventType::commandSucceeded:
+    case EventType::commandFailed: {
+      num(out, "requestId", e.requestId);
+      str(out, "commandName", e.commandName);
+      str(out, "databaseName", e.databaseName);
+      if (e.type == EventType::commandStarted) {
+        key(out, "command");
+        flag(out, "commandTruncated", append_document(out, e.document, o));
+      } else if (e.type == EventType::commandSucceeded) {
+        key(out, "reply");
+        flag(out, "replyTruncated", append_document(out, e.document, o));
+        num(out, "durationMicros", e.durationMicros);
+      } else {
+        flag(out, "failureTruncated", append_failure(out, e, o));
+        num(out, "durationMicros", e.durationMicros);
+      }
+      if (e.hello != monitor::HelloKind::none) str(out, "hello", monitor::to_string(e.hello));
+      flag(out, "unacknowledged", e.unacknowledged);
+      flag(out, "exhaust", e.exhaust);
+      flag(out, "awaited", e.awaited);
+      flag(out, "redacted", e.redacted);
+      if (e.compressor) str(out, "compressor", wire::to_string(*e.compressor));
+      break;
+    }
+    case EventType::connectionOpened:
+      break;
+    case EventType::connectionClosed:
+      str(out, "reason", e.message);
+      num(out, "bytesFromClient", e.bytesFromClient);
+      num(out, "bytesFromServer", e.bytesFromServer);
+      num(out, "commands", e.commands);
+      break;
+  }
+  out += '}';
+}
+
+// "host:port" / "[v6]:port" -> host, port (0 when absent).
+void split_host_port(std::string_view hp, std::string_view& host, std::uint32_t& port) {
+  host = hp;
+  port = 0;
+  std::size_t colon = hp.rfind(':');
+  if (colon == std::string_view::npos) return;
+  if (!hp.empty() && hp.front() == '[') {
+    std::size_t close = hp.find(']');
+    if (close == std::string_view::npos || close > colon) return;
+    host = hp.substr(1, close - 1);
+  } else {
+    if (hp.find(':') != colon) return;  // bare IPv6 without brackets
+    host = hp.substr(0, colon);
+  }
+  std::string_view p = hp.substr(colon + 1);
+  std::from_chars(p.data(), p.data() + p.size(), port);
+}
+
+// The command logging spec's structured message. durationMS is a double
+// (milliseconds with microsecond precision); documents are strings.
+void render_mongodb_log(std::string& out, const Event& e, const RenderOptions& o) {
+  const monitor::ConnectionInfo& c = info_of(e);
+  out += "{\"t\":\"";
+  append_rfc3339(out, e.time);
+  out += "\",\"message\":";
+  switch (e.type) {
+    case EventType::commandStarted:
+      out += "\"Command started\"";
+      break;
+    case EventType::commandSucceeded:
+      out += "\"Command succeeded\"";
+      break;
+    case EventType::commandFailed:
+      out += "\"Command failed\"";
+      break;
+    case EventType::connectionOpened:
+      out += "\"Connection created\"";
+      break;
+    case EventType::connectionClosed:
+      out += "\"Connection closed\"";
+      break;
+  }
+  if (e.isCommand()) {
+    str(out, "commandName", e.commandName);
+    str(out, "databaseName", e.databaseName);
+    num(out, "requestId", e.requestId);
+    num(out, "operationId", e.requestId);
+  }
+  num(out, "driverConnectionId", c.connectionId);
+  std::string_view host;
+  std::uint32_t port = 0;
+  split_host_port(c.server, host, port);
+  str(out, "serverHost", host);
+  if (port != 0) num(out, "serverPort", port);
+  if (c.serverConnectionId) num(out, "serverConnectionId", *c.serverConnectionId);
+  switch (e.type) {
+    case EventType::commandStarted:
+      key(out, "command");
+      append_document_string(out, e.document, o);
+      break;
+    case EventType::commandSucceeded:
+    case EventType::commandFailed: {
+      key(out, "durationMS");
+      append_int(out, e.durationMicros / 1000);
+      const std::int64_t frac = e.durationMicros % 1000;
+      if (frac > 0) {
+        char buf[4] = {'.', '0', '0', '0'};
+        put_digits(buf + 1, static_cast<unsigned>(frac), 3);
+        int n = 4;
+        while (buf[n - 1] == '0') --n;
+        out.append(buf, static_cast<std::size_t>(n));
+      }
+      if (e.type == EventType::commandSucceeded) {
+        key(out, "reply");
+        append_document_string(out, e.document, o);
+      } else {
+        key(out, "failure");
+        if (e.networkFailure())
+          wire::append_json_string(out, e.message);
+        else
+          append_document_string(out, e.document, o);
+      }
+      break;
+    }
+    case EventType::connectionOpened:
+      break;
+    case EventType::connectionClosed:
+      str(out, "reason", e.message);
+      break;
+  }
+  out += '}';
+}
+
+bool walk_types(std::string& out, bson_iter_t* it, bool isArray, std::size_t start, std::size_t max,
+                int depth);
+
+const char* type_alias(bson_type_t t) {
+  switch (t) {
+    case BSON_TYPE_DOUBLE:
+      return "double";
+    case BSON_TYPE_UTF8:
+      return "string";
+    case BSON_TYPE_DOCUMENT:
+      return "object";
+    case BSON_TYPE_ARRAY:
+      return "array";
+    case BSON_TYPE_BINARY:
+      return "binData";
+    case BSON_TYPE_UNDEFINED:
+      return "undefined";
+    case BSON_TYPE_OID:
+      return "objectId";
+    case BSON_TYPE_BOOL:
+      return "bool";
+    case BSON_TYPE_DATE_TIME:
+      return "date";
+    case BSON_TYPE_NULL:
+      return "null";
+    case BSON_TYPE_REGEX:
+      return "regex";
+    case BSON_TYPE_DBPOINTER:
+      return "dbPointer";
+    case BSON_TYPE_CODE:
+      return "javascript";
+    case BSON_TYPE_SYMBOL:
+      return "symbol";
+    case BSON_TYPE_CODEWSCOPE:
+      return "javascriptWithScope";
+    case BSON_TYPE_INT32:
+      return "int";
+    case BSON_TYPE_TIMESTAMP:
+      return "timestamp";
+    case BSON_TYPE_INT64:
+      return "long";
+    case BSON_TYPE_DECIMAL128:
+      return "decimal";
+    case BSON_TYPE_MINKEY:
+      return "minKey";
+    case BSON_TYPE_MAXKEY:
+      return "maxKey";
+    default:
+      return "unknown";
+  }
+}
+
+bool walk_types(std::string& out, bson_iter_t* it, bool isArray, std::size_t start, std::size_t max,
+                int depth) {
+  out += isArray ? '[' : '{';
+  bool first = true;
+  bool cut = false;
+  while (bson_iter_next(it)) {
+    if (max != 0 && out.size() - start >= max) {
+      cut = true;
+      break;
+    }
+    if (!first) out += ',';
+    first = false;
+    if (!isArray) {
+      wire::append_json_string(out, {bson_iter_key(it), bson_iter_key_len(it)});
+      out += ':';
+    }
+    const bson_type_t type = bson_iter_type(it);
+    bson_iter_t child;
+    if ((type == BSON_TYPE_DOCUMENT || type == BSON_TYPE_ARRAY) && depth < 100 &&
+        bson_iter_recurse(it, &child)) {
+      if (walk_types(out, &child, type == BSON_TYPE_ARRAY, start, max, depth + 1)) {
+        cut = true;
+        break;
+      }
+    } else {
+      out += '"';
+      out += type_alias(type);
+      out += '"';
+    }
+  }
+  out += isArray ? ']' : '}';
+  return cut;
+}
+
+}  // namespace
+
+bool append_type_json(std::string& out, wire::BsonView doc, std::size_t maxLength) {
+  bson_iter_t it;
+  if (doc.empty() || !bson_iter_init_from_data(&it, doc.data, doc.size)) {
+    out += "{}";
+    return false;
+  }
+  return walk_types(out, &it, false, out.size(), maxLength, 0);
+}
+
+void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
+  using namespace std::chrono;
+  const auto us = duration_cast<microseconds>(t.time_since_epoch());
+  const auto day = floor<days>(us);
+  const year_month_day ymd{sys_days{day}};
+  const std::int64_t tod = (us - day).count();  // microseconds into the day, >= 0
+  const auto secs = static_cast<unsigned>(tod / 1'000'000);
+  char buf[27];
+  put_digits(buf, static_cast<unsigned>(static_cast<int>(ymd.year()) % 10000), 4);
+  buf[4] = '-';
+  put_digits(buf + 5, static_cast<unsigned>(ymd.month()), 2);
+  buf[7] = '-';
+  put_digits(buf + 8, static_cast<unsigned>(ymd.day()), 2);
+  buf[10] = 'T';
+  put_digits(buf + 11, secs / 3600, 2);
+  buf[13] = ':';
+  put_digits(buf + 14, secs / 60 % 60, 2);
+  buf[16] = ':';
+  put_digits(buf + 17, secs % 60, 2);
+  buf[19] = '.';
+  put_digits(buf + 20, static_cast<unsigned>(tod % 1'000'000), 6);
+  buf[26] = 'Z';
+  out.append(buf, sizeof buf);
+}
+
+void render_line(std::string& out, const monitor::Event& event, const RenderOptions& options) {
+  if (options.format == Format::mongodbLog)
+    render_mongodb_log(out, event, options);
+  else
+    render_varanus(out, event, options);
+}
+
+std::string_view RenderCache::line(const monitor::Event& event, const RenderOptions& options) {
+  Slot* slot = nullptr;
+  for (auto& s : slots_)
+    if (s->options == options) {
+      slot = s.get();
+      break;
+    }
+  if (slot == nullptr) {
+    slots_.push_back(std::make_unique<Slot>());
+    slot = slots_.back().get();
+    slot->options = options;
+  }
+  if (slot->generation != generation_) {
+    slot->text.clear();
+    render_line(slot->text, event, options);
+    slot->generation = generation_;
+  }
+  return slot->text;
+}
+
+RenderedEvent::RenderedEvent(const monitor::Event& event)
+    : event_(&event), own_(std::make_shared<RenderCache>()) {
+  cache_ = own_.get();
+}
+
+}  // namespace varanus::sinks

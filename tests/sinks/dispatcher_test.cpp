@@ -1,0 +1,355 @@
+// The Dispatcher: delivery, drops when a sink is slow, publish never
+// blocking, failing sinks isolated, stop() flushing, filters.
+#include "varanus/sinks/dispatcher.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sink_test_util.hpp"
+#include "varanus/sinks/line_sinks.hpp"
+
+using namespace varanus;
+using namespace sinks_test;
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+namespace {
+
+// Records (connectionId, requestId) of what it received, and its lines.
+struct RecordingSink : sinks::Sink {
+  explicit RecordingSink(std::string name = "rec", sinks::RenderOptions r = {},
+                         sinks::SinkFilter f = {})
+      : Sink(std::move(name), r, std::move(f)) {}
+  std::mutex m;
+  std::vector<std::pair<std::uint64_t, std::int32_t>> seen;
+  std::vector<std::string> lines;
+  std::vector<const char*> lineData;
+  int flushes = 0;
+  bool closedCalled = false;
+
+ protected:
+  void write_(const sinks::RenderedEvent& e) override {
+    std::lock_guard lock(m);
+    seen.emplace_back(e.event().connection->connectionId, e.event().requestId);
+    const std::string_view l = line(e);
+    lines.emplace_back(l);
+    lineData.push_back(l.data());
+  }
+  void flush_() override { ++flushes; }
+  void close_() override { closedCalled = true; }
+};
+
+struct ThrowingSink : sinks::Sink {
+  ThrowingSink() : Sink("thrower") {}
+
+ protected:
+  void write_(const sinks::RenderedEvent&) override { throw std::runtime_error("disk on fire"); }
+};
+
+// Blocks in its first write until released.
+struct BlockingSink : sinks::Sink {
+  BlockingSink() : Sink("slow") {}
+  std::promise<void> entered;
+  std::shared_future<void> release;
+  std::atomic<int> count{0};
+
+ protected:
+  void write_(const sinks::RenderedEvent&) override {
+    if (count++ == 0) {
+      entered.set_value();
+      release.wait();
+    }
+  }
+};
+
+monitor::Event event_for(std::uint64_t conn, std::int32_t req) {
+  monitor::Event e = started(req);
+  e.connection = connection(conn);
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("every event reaches every sink, in order, and stop() closes them") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  auto a = std::make_shared<RecordingSink>("a");
+  auto b = std::make_shared<RecordingSink>("b");
+  d.add(a);
+  d.add(b);
+  d.start();
+  for (int i = 0; i < 1000; ++i) d.publish(event_for(1, i));
+  d.stop();
+  REQUIRE(a->seen.size() == 1000);
+  REQUIRE(b->seen.size() == 1000);
+  for (int i = 0; i < 1000; ++i) CHECK(a->seen[static_cast<std::size_t>(i)].second == i);
+  CHECK(a->closedCalled);
+  CHECK(a->flushes >= 1);
+  CHECK(stats.find("varanus_events_published_total") == 1000);
+  CHECK(stats.find("varanus_events_dropped_total") == 0);
+  CHECK(a->written() == 1000);
+  CHECK(a->dropped() == 0);
+}
+
+TEST_CASE("sinks with the same format share one rendering of each event") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  auto a = std::make_shared<RecordingSink>("a");
+  auto b = std::make_shared<RecordingSink>("b");
+  auto c = std::make_shared<RecordingSink>("c", sinks::RenderOptions{sinks::Format::mongodbLog});
+  d.add(a);
+  d.add(b);
+  d.add(c);
+  d.publish(event_for(1, 1));
+  d.stop();  // never started: drains on this thread
+  REQUIRE(a->lines.size() == 1);
+  CHECK(a->lineData[0] == b->lineData[0]);  // the same buffer, rendered once
+  CHECK(a->lines[0] == b->lines[0]);
+  CHECK(json::parse(c->lines[0])["message"] == "Command started");
+}
+
+TEST_CASE("a full queue drops and counts, publish never waits for a slow sink") {
+  monitor::Stats stats;
+  std::mutex m;
+  std::vector<std::string> diagnostics;
+  sinks::DispatcherOptions o;
+  o.queueSize = 8;
+  o.diagnostics = [&](std::string_view l) {
+    std::lock_guard lock(m);
+    diagnostics.emplace_back(l);
+  };
+  sinks::Dispatcher d(stats, o);
+  auto slow = std::make_shared<BlockingSink>();
+  std::promise<void> release;
+  slow->release = release.get_future().share();
+  auto rec = std::make_shared<RecordingSink>();
+  d.add(slow);
+  d.add(rec);
+  d.start();
+  d.publish(event_for(1, 0));
+  slow->entered.get_future().wait();  // the sink thread is now stuck in the slow sink
+
+  constexpr int kEvents = 10000;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 1; i < kEvents; ++i) d.publish(event_for(1, i));
+  const auto elapsed = std::chrono::steady_clock::now() - t0;
+  // 10k publishes against a full ring: no waiting (generous bound for CI).
+  CHECK(elapsed < 200ms);
+  CHECK(d.dropped() >= kEvents - 1 - 8);
+  CHECK(stats.find("varanus_events_dropped_total") == static_cast<std::int64_t>(d.dropped()));
+  CHECK(stats.find("varanus_events_published_total") == kEvents);
+
+  release.set_value();
+  d.stop();
+  CHECK(rec->written() + d.dropped() == kEvents);
+  CHECK(rec->dropped() == d.dropped());  // counted per sink
+  CHECK(slow->dropped() == d.dropped());
+  std::lock_guard lock(m);
+  REQUIRE(!diagnostics.empty());
+  CHECK(diagnostics.size() <= 2);  // rate limited: once at first, once at stop
+  CHECK(diagnostics[0].find("dropped") != std::string::npos);
+}
+
+TEST_CASE("a throwing sink does not stop the others and is reported, rate limited") {
+  monitor::Stats stats;
+  std::vector<std::string> diagnostics;
+  sinks::DispatcherOptions o;
+  o.diagnostics = [&](std::string_view l) { diagnostics.emplace_back(l); };
+  sinks::Dispatcher d(stats, o);
+  auto bad = std::make_shared<ThrowingSink>();
+  auto good = std::make_shared<RecordingSink>();
+  d.add(bad);
+  d.add(good);
+  d.start();
+  for (int i = 0; i < 500; ++i) d.publish(event_for(2, i));
+  d.stop();
+  CHECK(good->written() == 500);
+  CHECK(bad->errors() == 500);
+  CHECK(bad->written() == 0);
+  REQUIRE(diagnostics.size() == 1);
+  CHECK(diagnostics[0].find("thrower") != std::string::npos);
+  CHECK(diagnostics[0].find("disk on fire") != std::string::npos);
+}
+
+TEST_CASE("stop() drains and flushes everything to a file") {
+  TempDir dir;
+  const auto path = (dir.path / "events.log").string();
+  monitor::Stats stats;
+  {
+    sinks::Dispatcher d(stats);
+    d.add(std::make_shared<sinks::FileSink>(sinks::FileSinkOptions{path}));
+    d.start();
+    for (int i = 0; i < 20000; ++i) d.publish(event_for(3, i));
+    d.stop();
+  }
+  std::ifstream in(path);
+  std::string l;
+  int n = 0;
+  while (std::getline(in, l)) {
+    CHECK(json::parse(l)["requestId"] == n);
+    ++n;
+  }
+  CHECK(n == 20000);
+}
+
+TEST_CASE("several producers: nothing lost, per-connection order kept") {
+  monitor::Stats stats;
+  sinks::DispatcherOptions o;
+  o.queueSize = 1 << 16;
+  sinks::Dispatcher d(stats, o);
+  auto rec = std::make_shared<RecordingSink>();
+  d.add(rec);
+  d.start();
+  constexpr int kPerThread = 20000;
+  std::vector<std::thread> producers;
+  for (std::uint64_t t = 1; t <= 3; ++t)
+    producers.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        monitor::Event e;
+        e.connection = connection(t);
+        e.requestId = i;
+        d.publish(std::move(e));
+        if (i % 4096 == 0) std::this_thread::sleep_for(1ms);  // let the ring drain
+      }
+    });
+  for (auto& p : producers) p.join();
+  d.stop();
+  CHECK(rec->seen.size() + d.dropped() == 3 * kPerThread);
+  CHECK(d.dropped() == 0);
+  std::map<std::uint64_t, std::int32_t> next;
+  for (auto [conn, req] : rec->seen) {
+    CHECK(req == next[conn]);
+    next[conn] = req + 1;
+  }
+}
+
+TEST_CASE("events published after stop() are dropped and counted") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  auto rec = std::make_shared<RecordingSink>();
+  d.add(rec);
+  d.start();
+  d.stop();
+  d.publish(event_for(1, 1));
+  CHECK(d.dropped() == 1);
+  CHECK(rec->written() == 0);
+  d.stop();  // idempotent
+}
+
+TEST_CASE("filters select commands, databases, slow and failed commands, hellos") {
+  using monitor::EventType;
+  sinks::SinkFilter f;
+  monitor::Event s = started();
+  monitor::Event ok = succeeded();
+  monitor::Event conn;
+  conn.type = EventType::connectionOpened;
+  CHECK(f.accepts(s));
+  CHECK(f.accepts(conn));
+
+  SUBCASE("command names, case-insensitive") {
+    f.includeCommands = {"FIND", "insert"};
+    CHECK(f.accepts(s));
+    s.commandName = "aggregate";
+    CHECK(!f.accepts(s));
+    f.includeCommands.clear();
+    f.excludeCommands = {"Aggregate"};
+    CHECK(!f.accepts(s));
+  }
+  SUBCASE("databases") {
+    f.includeDatabases = {"shop"};
+    CHECK(f.accepts(s));
+    s.databaseName = "admin";
+    CHECK(!f.accepts(s));
+    f.includeDatabases.clear();
+    f.excludeDatabases = {"admin"};
+    CHECK(!f.accepts(s));
+  }
+  SUBCASE("slow commands") {
+    f.minDurationMicros = 1000;
+    CHECK(!f.accepts(s));  // no duration yet
+    CHECK(f.accepts(ok));  // 1234 us
+    ok.durationMicros = 999;
+    CHECK(!f.accepts(ok));
+    CHECK(!f.accepts(conn));
+  }
+  SUBCASE("failed only") {
+    f.failedOnly = true;
+    CHECK(!f.accepts(ok));
+    ok.type = EventType::commandFailed;
+    CHECK(f.accepts(ok));
+    CHECK(!f.accepts(conn));
+  }
+  SUBCASE("hellos") {
+    s.hello = monitor::HelloKind::heartbeat;
+    CHECK(f.accepts(s));
+    f.keepHellos = false;
+    CHECK(!f.accepts(s));
+  }
+  SUBCASE("connection events") {
+    f.connectionEvents = false;
+    CHECK(!f.accepts(conn));
+  }
+  SUBCASE("sampling keeps both events of a command and about the asked fraction") {
+    f.sampleRate = 0.25;
+    int kept = 0;
+    for (int i = 0; i < 20000; ++i) {
+      monitor::Event a = event_for(static_cast<std::uint64_t>(i % 7), i);
+      monitor::Event b = a;
+      b.type = EventType::commandSucceeded;
+      CHECK(f.accepts(a) == f.accepts(b));
+      kept += f.accepts(a) ? 1 : 0;
+    }
+    CHECK(kept > 4500);
+    CHECK(kept < 5500);
+    f.sampleRate = 0;
+    CHECK(!f.accepts(s));
+  }
+}
+
+TEST_CASE("a sink's filter applies inside the dispatcher and filtered events are counted") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  sinks::SinkFilter f;
+  f.failedOnly = true;
+  auto failures = std::make_shared<RecordingSink>("failures", sinks::RenderOptions{}, f);
+  auto all = std::make_shared<RecordingSink>("all");
+  d.add(failures);
+  d.add(all);
+  d.publish(started());
+  monitor::Event bad = succeeded();
+  bad.type = monitor::EventType::commandFailed;
+  d.publish(std::move(bad));
+  d.stop();
+  CHECK(all->written() == 2);
+  CHECK(failures->written() == 1);
+  CHECK(failures->filtered() == 1);
+}
+
+TEST_CASE("a callback sink receives events on the sink thread") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  std::set<std::thread::id> threads;
+  int n = 0;
+  d.add(std::make_shared<sinks::CallbackSink>([&](const sinks::RenderedEvent& e) {
+    threads.insert(std::this_thread::get_id());
+    n += e.event().requestId == 5 ? 1 : 0;
+  }));
+  d.start();
+  d.publish(started(5));
+  d.stop();
+  CHECK(n == 1);
+  REQUIRE(threads.size() == 1);
+  CHECK(*threads.begin() != std::this_thread::get_id());
+}
