@@ -1,0 +1,278 @@
+// The admin HTTP endpoint (Boost.Beast, C++20 coroutines, one thread).
+// Kept apart from the rest of the sinks so that only this file pays for
+// Beast's compile time.
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <system_error>
+
+#include "varanus/sinks/dispatcher.hpp"
+#include "varanus/sinks/metrics.hpp"
+
+namespace varanus::sinks {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+void append_label_value(std::string& out, std::string_view v) {
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+}
+
+}  // namespace
+
+HealthCheck tcp_health_check(std::string host, std::uint16_t port,
+                             std::chrono::milliseconds timeout) {
+  return [host = std::move(host), port, timeout]() -> std::pair<bool, std::string> {
+    const std::string where = host + ":" + std::to_string(port);
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    if (const int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+        rc != 0 || res == nullptr)
+      return {false, "upstream " + where + ": cannot resolve: " + gai_strerror(rc)};
+    const int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int err = fd < 0 ? errno : 0;
+    if (fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+      err = errno;
+      if (err == EINPROGRESS) {
+        pollfd p{fd, POLLOUT, 0};
+        const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
+        if (n <= 0) {
+          err = ETIMEDOUT;
+        } else {
+          socklen_t len = sizeof err;
+          ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        }
+      }
+    }
+    ::freeaddrinfo(res);
+    if (fd >= 0) ::close(fd);
+    if (err != 0) return {false, "upstream " + where + " unreachable: " + std::strerror(err)};
+    return {true, "upstream " + where + " reachable"};
+  };
+}
+
+struct AdminServer::Impl {
+  asio::io_context io{1};
+  tcp::acceptor acceptor{io};
+  std::thread thread;
+};
+
+AdminServer::AdminServer(AdminOptions options, const monitor::Stats& stats,
+                         const Dispatcher* dispatcher, std::shared_ptr<const MetricsSink> metrics,
+                         HealthCheck health)
+    : options_(std::move(options)),
+      stats_(stats),
+      dispatcher_(dispatcher),
+      metrics_(std::move(metrics)),
+      health_(std::move(health)) {}
+
+AdminServer::~AdminServer() {
+  stop();
+}
+
+std::string AdminServer::metrics_text() const {
+  std::string out;
+  out.reserve(16 * 1024);
+  stats_.for_each(
+      [&](std::string_view name, std::string_view type, std::string_view help, std::int64_t value) {
+        out += "# HELP ";
+        out += name;
+        out += ' ';
+        out += help;
+        out += "\n# TYPE ";
+        out += name;
+        out += ' ';
+        out += type;
+        out += '\n';
+        out += name;
+        out += ' ';
+        out += std::to_string(value);
+        out += '\n';
+      });
+  if (dispatcher_ != nullptr) {
+    struct Family {
+      const char* name;
+      const char* help;
+      std::uint64_t (Sink::*get)() const noexcept;
+    };
+    static constexpr Family kFamilies[] = {
+        {"varanus_sink_events_written_total", "Events a sink took", &Sink::written},
+        {"varanus_sink_events_dropped_total",
+         "Events a sink lost (queue full, collector down or slow)", &Sink::dropped},
+        {"varanus_sink_errors_total", "Failures of a sink (exceptions, write errors)",
+         &Sink::errors},
+    };
+    for (const Family& f : kFamilies) {
+      out += "# HELP ";
+      out += f.name;
+      out += ' ';
+      out += f.help;
+      out += "\n# TYPE ";
+      out += f.name;
+      out += " counter\n";
+      for (const auto& sink : dispatcher_->sinks()) {
+        out += f.name;
+        out += "{sink=\"";
+        append_label_value(out, sink->name());
+        out += "\"} ";
+        out += std::to_string(((*sink).*f.get)());
+        out += '\n';
+      }
+    }
+    out +=
+        "# HELP varanus_event_queue_capacity Events the sink queue holds\n# TYPE "
+        "varanus_event_queue_capacity gauge\nvaranus_event_queue_capacity ";
+    out += std::to_string(dispatcher_->capacity());
+    out += '\n';
+  }
+  if (metrics_) metrics_->render(out);
+  return out;
+}
+
+std::string AdminServer::stats_json() const {
+  nlohmann::json j;
+  nlohmann::json counters = nlohmann::json::object();
+  stats_.for_each([&](std::string_view name, std::string_view, std::string_view,
+                      std::int64_t value) { counters[std::string(name)] = value; });
+  j["counters"] = std::move(counters);
+  nlohmann::json sinks = nlohmann::json::array();
+  if (dispatcher_ != nullptr) {
+    for (const auto& s : dispatcher_->sinks())
+      sinks.push_back({{"name", s->name()},
+                       {"format", to_string(s->render_options().format)},
+                       {"written", s->written()},
+                       {"filtered", s->filtered()},
+                       {"dropped", s->dropped()},
+                       {"errors", s->errors()}});
+    j["queue"] = {{"capacity", dispatcher_->capacity()}, {"dropped", dispatcher_->dropped()}};
+  }
+  j["sinks"] = std::move(sinks);
+  return j.dump();
+}
+
+namespace {
+
+asio::awaitable<void> serve(beast::tcp_stream stream, const AdminServer& admin,
+                            const HealthCheck& health) {
+  beast::flat_buffer buffer;
+  for (;;) {
+    stream.expires_after(std::chrono::seconds(30));
+    http::request<http::string_body> req;
+    auto [rec, rn] =
+        co_await http::async_read(stream, buffer, req, asio::as_tuple(asio::use_awaitable));
+    if (rec) break;
+    http::response<http::string_body> res{http::status::ok, req.version()};
+    res.set(http::field::server, "varanus");
+    res.keep_alive(req.keep_alive());
+    const std::string_view target(req.target().data(), req.target().size());
+    const std::string_view path = target.substr(0, target.find('?'));
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+      res.result(http::status::method_not_allowed);
+      res.set(http::field::allow, "GET, HEAD");
+      res.body() = "method not allowed\n";
+    } else if (path == "/metrics") {
+      res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+      res.body() = admin.metrics_text();
+    } else if (path == "/healthz") {
+      res.set(http::field::content_type, "text/plain; charset=utf-8");
+      if (health) {
+        auto [ok, message] = health();  // blocking, bounded by its timeout
+        res.result(ok ? http::status::ok : http::status::service_unavailable);
+        res.body() = (ok ? "ok: " : "unhealthy: ") + message + "\n";
+      } else {
+        res.body() = "ok\n";
+      }
+    } else if (path == "/stats") {
+      res.set(http::field::content_type, "application/json");
+      res.body() = admin.stats_json() + "\n";
+    } else {
+      res.result(http::status::not_found);
+      res.set(http::field::content_type, "text/plain; charset=utf-8");
+      res.body() = "not found; try /metrics, /healthz or /stats\n";
+    }
+    res.prepare_payload();
+    if (req.method() == http::verb::head) res.body().clear();
+    auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+    if (wec || !res.keep_alive()) break;
+  }
+  beast::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, const AdminServer& admin,
+                                  const HealthCheck& health) {
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      continue;
+    }
+    asio::co_spawn(acceptor.get_executor(),
+                   serve(beast::tcp_stream(std::move(socket)), admin, health), asio::detached);
+  }
+}
+
+}  // namespace
+
+std::uint16_t AdminServer::start() {
+  if (impl_) return impl_->acceptor.local_endpoint().port();
+  auto impl = std::make_unique<Impl>();
+  const std::string where = options_.host + ":" + std::to_string(options_.port);
+  try {
+    tcp::resolver resolver(impl->io);
+    const auto results = resolver.resolve(options_.host, std::to_string(options_.port),
+                                          tcp::resolver::passive | tcp::resolver::numeric_service);
+    const tcp::endpoint ep = results.begin()->endpoint();
+    impl->acceptor.open(ep.protocol());
+    impl->acceptor.set_option(tcp::acceptor::reuse_address(true));
+    impl->acceptor.bind(ep);
+    impl->acceptor.listen();
+  } catch (const boost::system::system_error& e) {
+    throw std::system_error(e.code().value(), std::system_category(),
+                            "admin endpoint " + where + ": " + e.code().message());
+  }
+  asio::co_spawn(impl->io, accept_loop(impl->acceptor, *this, health_), asio::detached);
+  impl->thread = std::thread([io = &impl->io] { io->run(); });
+  impl_ = std::move(impl);
+  return impl_->acceptor.local_endpoint().port();
+}
+
+void AdminServer::stop() {
+  if (!impl_) return;
+  asio::post(impl_->io, [impl = impl_.get()] {
+    beast::error_code ignored;
+    impl->acceptor.close(ignored);
+    impl->io.stop();
+  });
+  if (impl_->thread.joinable()) impl_->thread.join();
+  impl_.reset();
+}
+
+}  // namespace varanus::sinks

@@ -1,0 +1,278 @@
+// MetricsSink: command counters and latency histograms with bounded labels.
+#include "varanus/sinks/metrics.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <charconv>
+#include <cstdio>
+
+namespace varanus::sinks {
+
+namespace {
+
+// MongoDB commands a driver or shell sends (plus a few server-internal
+// ones often seen through mongos). Anything else is labelled "other".
+constexpr std::string_view kKnownCommands[] = {"abortTransaction",
+                                               "aggregate",
+                                               "analyzeShardKey",
+                                               "appendOplogNote",
+                                               "applyOps",
+                                               "authenticate",
+                                               "buildInfo",
+                                               "bulkWrite",
+                                               "checkShardingIndex",
+                                               "cleanupOrphaned",
+                                               "clearJumboFlag",
+                                               "cloneCollectionAsCapped",
+                                               "collMod",
+                                               "collStats",
+                                               "commitTransaction",
+                                               "compact",
+                                               "configureFailPoint",
+                                               "connPoolStats",
+                                               "connectionStatus",
+                                               "convertToCapped",
+                                               "count",
+                                               "create",
+                                               "createIndexes",
+                                               "createRole",
+                                               "createSearchIndexes",
+                                               "createUser",
+                                               "currentOp",
+                                               "dataSize",
+                                               "dbHash",
+                                               "dbStats",
+                                               "delete",
+                                               "distinct",
+                                               "drop",
+                                               "dropAllRolesFromDatabase",
+                                               "dropAllUsersFromDatabase",
+                                               "dropDatabase",
+                                               "dropIndexes",
+                                               "dropRole",
+                                               "dropSearchIndex",
+                                               "dropUser",
+                                               "endSessions",
+                                               "enableSharding",
+                                               "explain",
+                                               "features",
+                                               "filemd5",
+                                               "find",
+                                               "findAndModify",
+                                               "flushRouterConfig",
+                                               "fsync",
+                                               "fsyncUnlock",
+                                               "getCmdLineOpts",
+                                               "getDefaultRWConcern",
+                                               "getLastError",
+                                               "getLog",
+                                               "getMore",
+                                               "getParameter",
+                                               "getShardMap",
+                                               "getnonce",
+                                               "grantPrivilegesToRole",
+                                               "grantRolesToRole",
+                                               "grantRolesToUser",
+                                               "hello",
+                                               "hostInfo",
+                                               "insert",
+                                               "invalidateUserCache",
+                                               "isMaster",
+                                               "killAllSessions",
+                                               "killAllSessionsByPattern",
+                                               "killCursors",
+                                               "killOp",
+                                               "killSessions",
+                                               "listCollections",
+                                               "listCommands",
+                                               "listDatabases",
+                                               "listIndexes",
+                                               "listSearchIndexes",
+                                               "listShards",
+                                               "lockInfo",
+                                               "logRotate",
+                                               "logout",
+                                               "mapReduce",
+                                               "moveChunk",
+                                               "movePrimary",
+                                               "ping",
+                                               "planCacheClear",
+                                               "profile",
+                                               "reIndex",
+                                               "refreshSessions",
+                                               "renameCollection",
+                                               "replSetGetConfig",
+                                               "replSetGetStatus",
+                                               "replSetStepDown",
+                                               "revokePrivilegesFromRole",
+                                               "revokeRolesFromRole",
+                                               "revokeRolesFromUser",
+                                               "rolesInfo",
+                                               "rotateCertificates",
+                                               "saslContinue",
+                                               "saslStart",
+                                               "serverStatus",
+                                               "setDefaultRWConcern",
+                                               "setFeatureCompatibilityVersion",
+                                               "setParameter",
+                                               "shardCollection",
+                                               "shutdown",
+                                               "split",
+                                               "startSession",
+                                               "top",
+                                               "update",
+                                               "updateRole",
+                                               "updateSearchIndex",
+                                               "updateUser",
+                                               "usersInfo",
+                                               "validate",
+                                               "whatsmyuri",
+                                               "copydb",
+                                               "copydbgetnonce",
+                                               "copydbsaslstart"};
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  return true;
+}
+
+void append_label_value(std::string& out, std::string_view v) {
+  for (char c : v) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+}
+
+void append_double(std::string& out, double v) {
+  char buf[32];
+  // Shortest round-trip, in %g style: "0.0005", not "5e-04".
+  auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::general);
+  out.append(buf, r.ptr);
+}
+
+}  // namespace
+
+std::string_view command_label(std::string_view name) noexcept {
+  for (std::string_view k : kKnownCommands)
+    if (iequals(k, name)) return k;  // "ismaster" -> "isMaster"
+  return "other";
+}
+
+MetricsSink::MetricsSink(MetricsOptions options)
+    : Sink("prometheus"), options_(std::move(options)) {
+  std::sort(options_.buckets.begin(), options_.buckets.end());
+}
+
+std::string_view MetricsSink::database_label(const std::string& db) {
+  if (options_.maxDatabases == 0) return {};
+  for (const auto& d : databases_)
+    if (d == db) return d;
+  if (databases_.size() < options_.maxDatabases) {
+    databases_.reserve(options_.maxDatabases);  // stable addresses for the views
+    databases_.push_back(db);
+    return databases_.back();
+  }
+  return "other";
+}
+
+void MetricsSink::write_(const RenderedEvent& event) {
+  const monitor::Event& e = event.event();
+  if (e.type != monitor::EventType::commandSucceeded && e.type != monitor::EventType::commandFailed)
+    return;
+  const bool failed = e.type == monitor::EventType::commandFailed;
+  std::lock_guard lock(mutex_);
+  if (e.hello != monitor::HelloKind::none) {
+    ++hellos_[{monitor::to_string(e.hello), failed}];
+    return;
+  }
+  const std::string_view command = command_label(e.commandName);
+  const std::string_view db = database_label(e.databaseName);
+  auto it = commands_.find(std::make_tuple(command, db, failed));
+  if (it == commands_.end())
+    it = commands_.emplace(std::make_tuple(command, std::string(db), failed), 0).first;
+  ++it->second;
+  Histogram& h = durations_[command];
+  if (h.counts.empty()) h.counts.assign(options_.buckets.size() + 1, 0);
+  const double secs = static_cast<double>(e.durationMicros) / 1e6;
+  const auto b = std::lower_bound(options_.buckets.begin(), options_.buckets.end(), secs);
+  ++h.counts[static_cast<std::size_t>(b - options_.buckets.begin())];
+  h.sum += secs;
+  ++h.count;
+}
+
+std::uint64_t MetricsSink::commands(std::string_view command, std::string_view database,
+                                    std::string_view outcome) const {
+  std::lock_guard lock(mutex_);
+  const auto it = commands_.find(std::make_tuple(command, database, outcome == "failed"));
+  return it == commands_.end() ? 0 : it->second;
+}
+
+void MetricsSink::render(std::string& out) const {
+  std::lock_guard lock(mutex_);
+  out +=
+      "# HELP varanus_commands_total Commands completed (succeeded or failed), handshake and "
+      "heartbeat hellos excluded\n# TYPE varanus_commands_total counter\n";
+  for (const auto& [key, n] : commands_) {
+    const auto& [command, db, failed] = key;
+    out += "varanus_commands_total{command=\"";
+    append_label_value(out, command);
+    if (options_.maxDatabases != 0) {
+      out += "\",database=\"";
+      append_label_value(out, db);
+    }
+    out += failed ? "\",outcome=\"failed\"} " : "\",outcome=\"succeeded\"} ";
+    out += std::to_string(n);
+    out += '\n';
+  }
+  out +=
+      "# HELP varanus_command_duration_seconds Command latency as the proxy saw it (request read "
+      "to reply read), hellos excluded\n# TYPE varanus_command_duration_seconds histogram\n";
+  for (const auto& [command, h] : durations_) {
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i <= options_.buckets.size(); ++i) {
+      cumulative += h.counts[i];
+      out += "varanus_command_duration_seconds_bucket{command=\"";
+      append_label_value(out, command);
+      out += "\",le=\"";
+      if (i == options_.buckets.size())
+        out += "+Inf";
+      else
+        append_double(out, options_.buckets[i]);
+      out += "\"} ";
+      out += std::to_string(cumulative);
+      out += '\n';
+    }
+    out += "varanus_command_duration_seconds_sum{command=\"";
+    append_label_value(out, command);
+    out += "\"} ";
+    append_double(out, h.sum);
+    out += "\nvaranus_command_duration_seconds_count{command=\"";
+    append_label_value(out, command);
+    out += "\"} ";
+    out += std::to_string(h.count);
+    out += '\n';
+  }
+  out +=
+      "# HELP varanus_hellos_total Handshake and heartbeat hellos (kept out of command "
+      "metrics)\n# TYPE varanus_hellos_total counter\n";
+  for (const auto& [key, n] : hellos_) {
+    out += "varanus_hellos_total{kind=\"";
+    out += key.first;
+    out += key.second ? "\",outcome=\"failed\"} " : "\",outcome=\"succeeded\"} ";
+    out += std::to_string(n);
+    out += '\n';
+  }
+}
+
+}  // namespace varanus::sinks
