@@ -50,6 +50,11 @@ Proc spawn(const std::string& name, const std::vector<std::string>& argv,
   if (argv.empty() || ::access(argv[0].c_str(), X_OK) != 0) {
     throw std::runtime_error(name + ": cannot execute '" + (argv.empty() ? "" : argv[0]) + "'");
   }
+  // Empty the output files here, not in the child: a caller polling them for
+  // a start-up line must not read the previous run's line.
+  for (const std::string* path : {&outPath, &errPath}) {
+    if (path->rfind("/dev/", 0) != 0) ::truncate(path->c_str(), 0);
+  }
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error(name + ": fork failed: " + std::strerror(errno));
   if (pid == 0) child_exec(argv, outPath, errPath);

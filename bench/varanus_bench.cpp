@@ -203,6 +203,7 @@ struct Target {
   bool unavailable = false;  // the varanus under test has no flag for this configuration
   std::string error;
   long baseRssKib = -1;
+  std::function<bool(Target&)> launch;  // (re)starts the process (proxies)
   pid_t pid() const { return proc.pid; }
 };
 
@@ -652,7 +653,11 @@ int Bench::run() {
   }
   // haproxy needs 2 descriptors per maxconn and refuses to start when the
   // limit cannot be raised that far: ask only for what (e) needs.
-  start_haproxy(o_, targets_[1], dir_, stubPort_, idleUsed_ + 200);
+  const int maxconn = idleUsed_ + 200;
+  targets_[1].launch = [this, maxconn](Target& t) {
+    return start_haproxy(o_, t, dir_, stubPort_, maxconn);
+  };
+  targets_[1].launch(targets_[1]);
 
   flags_ = detect_flags(o_);
   if (!flags_.nosinkReal) {
@@ -665,10 +670,18 @@ int Bench::run() {
         "file sink: no --log-file in this varanus; the stdout JSON-lines sink is redirected to "
         "a file (same buffered line-sink code). ";
   }
-  start_varanus(o_, targets_[2], dir_, stubPort_, flags_.nosink, false);
-  start_varanus(o_, targets_[3], dir_, stubPort_, flags_.file, !flags_.fileReal);
+  const auto varanus = [this](std::vector<std::string> extra, bool stdoutIsLog) {
+    return [this, extra, stdoutIsLog](Target& t) {
+      return start_varanus(o_, t, dir_, stubPort_, extra, stdoutIsLog);
+    };
+  };
+  targets_[2].launch = varanus(flags_.nosink, false);
+  targets_[3].launch = varanus(flags_.file, !flags_.fileReal);
+  targets_[2].launch(targets_[2]);
+  targets_[3].launch(targets_[3]);
   if (flags_.promReal) {
-    start_varanus(o_, targets_[4], dir_, stubPort_, flags_.prom, false);
+    targets_[4].launch = varanus(flags_.prom, false);
+    targets_[4].launch(targets_[4]);
     if (targets_[4].ok && targets_[4].adminPort == 0) {
       flags_.note += "prom: no admin address found on stderr; the drop counter is not read. ";
     }
@@ -795,6 +808,15 @@ int Bench::run() {
   run_workload(
       "e", "(e) " + std::to_string(idleUsed_) + " idle connections",
       [&](Target& t, int) {
+        // A fresh process each time: after the earlier workloads (and
+        // earlier rounds of this one) the allocator holds freed memory that
+        // new connections would reuse without growing the resident size.
+        vb::stop(t.proc);
+        if (!t.launch || !t.launch(t)) {
+          errors_.push_back(t.key + ": (e): restart failed: " + t.error);
+          say("  ! %s\n", errors_.back());
+          return;
+        }
         truncate_log(t);
         std::this_thread::sleep_for(std::chrono::milliseconds(300));
         const long before = vb::rss_kib(t.pid());
