@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "bench_client.hpp"
+#include "bench_mongoc.hpp"
 #include "bench_proc.hpp"
 
 #ifndef VARANUS_BENCH_DEFAULT_VARANUS
@@ -82,9 +83,9 @@ struct Options {
   std::string haproxy = "/usr/sbin/haproxy";
   std::optional<std::string> nosinkArgs, fileArgs, promArgs;
   bool keepTmp = false;
-  std::string workloads = "g,a,b16,b64,c,d,f,e";  // --workloads
-  std::string only;                               // --targets: comma-separated keys; empty = all
-  bool noHaproxyOk = false;                       // smoke: exit 77 (skip) when haproxy is missing
+  std::string workloads = "g,a,b16,b64,c,d,f,ma,mb,e";  // --workloads
+  std::string only;          // --targets: comma-separated keys; empty = all
+  bool noHaproxyOk = false;  // smoke: exit 77 (skip) when haproxy is missing
   std::string commandLine;
 };
 
@@ -107,7 +108,8 @@ medians; prints a table and the issue's targets with PASS/FAIL.
   --file-args 'ARGS'    varanus flags for the file sink; {log} is the file path
   --prom-args 'ARGS'    varanus flags for file sink + Prometheus; {log} as above
   --keep-tmp            keep the temporary directory (configs, logs)
-  --workloads LIST      only these, of g,a,b16,b64,c,d,f,e (g: the 48 MB message)
+  --workloads LIST      only these, of g,a,b16,b64,c,d,f,ma,mb,e (g: the 48 MB message;
+                        ma, mb: libmongoc ping latency and find/insert mix)
   --targets LIST        only these, of direct,haproxy,nosink,file,prom (for profiling:
                         the proxies' pids are printed at start)
 )";
@@ -415,6 +417,9 @@ const std::vector<Metric>& metrics() {
       {"e_kib_per_conn", "(e) idle RSS KiB/conn", 1, false},
       {"f_conn_s", "(f) churn conn/s", 0, true},
       {"f_cpu_us_per_conn", "(f) churn CPU µs/conn", 1, false},
+      {"ma_p50_us", "(a') libmongoc ping p50 µs", 1, false},
+      {"ma_added_p50_us", "(a') libmongoc added p50 µs", 1, false},
+      {"mb_ops_s", "(b') libmongoc 2 thr find/ins ops/s", 0, true},
       {"g_huge_growth_mib", "48 MB msg: peak RSS growth MiB", 1, false},
       {"b64_events_dropped", "(b) 64: events dropped", 0, false},
   };
@@ -804,6 +809,39 @@ int Bench::run() {
     }
   });
 
+  // The realistic variant: libmongoc as the client (its own cost included).
+  if (vb::mongoc_available()) {
+    run_workload("ma", "(a') libmongoc ping latency", [&](Target& t, int) {
+      truncate_log(t);
+      auto r = vb::mongoc_ping(t.port, secs(p.mixSeconds), p.pingCount);
+      if (r.errors) {
+        errors_.push_back(t.key + ": (a'): " + r.firstError);
+        say("  ! %s\n", errors_.back());
+      }
+      if (r.p50us > 0) record("ma_p50_us", t, r.p50us);
+    });
+    {
+      const auto& d = samples_["ma_p50_us"]["direct"];
+      for (auto& t : targets_) {
+        if (t.key == "direct") continue;
+        const auto& v = samples_["ma_p50_us"][t.key];
+        for (std::size_t r = 0; r < std::min(d.size(), v.size()); ++r) {
+          record("ma_added_p50_us", t, v[r] - d[r]);
+        }
+      }
+    }
+    run_workload("mb", "(b') libmongoc 2 threads find/insert", [&](Target& t, int) {
+      truncate_log(t);
+      auto r = vb::mongoc_mix(t.port, 2, secs(p.mixSeconds));
+      if (r.errors) {
+        errors_.push_back(t.key + ": (b'): " + r.firstError);
+        say("  ! %s\n", errors_.back());
+      }
+      if (r.opsPerSec > 0) record("mb_ops_s", t, r.opsPerSec);
+      vb::drop(stubPort_, "mongoc_mix");
+    });
+  }
+
   // (e) idle connections: resident memory per connection.
   run_workload(
       "e", "(e) " + std::to_string(idleUsed_) + " idle connections",
@@ -877,6 +915,8 @@ bool Bench::sane() const {
         continue;
       }
       if (m.key == "g_huge_growth_mib") continue;  // may be ~0 for a streaming relay
+      if (m.key.rfind("m", 0) == 0 && !vb::mongoc_available()) continue;
+      if (!wanted(m.key.substr(0, m.key.find('_')))) continue;
       const double v = med(m.key, t.key);
       if (!(v > 0)) {
         std::fprintf(stderr, "smoke: %s: %s is %s\n", t.key.c_str(), m.key.c_str(),
@@ -999,9 +1039,10 @@ void Bench::print_table(const std::vector<Check>& cs) const {
               u.release, std::thread::hardware_concurrency(), loadStart_, loadEnd_);
   std::printf(
       "clients: the project's wire builders over raw sockets (no driver), one client thread "
-      "(epoll for many connections)\n"
+      "(epoll for many connections); (a') and (b') use libmongoc %s\n"
       "fairness: haproxy nbthread 1, varanus --io-threads 1 (plus its sink thread), stub 1 "
-      "thread; all on 127.0.0.1\n");
+      "thread; all on 127.0.0.1\n",
+      vb::mongoc_available() ? vb::mongoc_version() : "(not built in: no libmongoc-dev)");
   if (!flags_.note.empty() || !limitNote_.empty()) {
     std::printf("note: %s%s\n", limitNote_.c_str(), flags_.note.c_str());
   }
@@ -1071,7 +1112,8 @@ json Bench::to_json(const std::vector<Check>& cs) const {
                   {"cores", std::thread::hardware_concurrency()},
                   {"loadAverageStart", loadStart_},
                   {"loadAverageEnd", loadEnd_}};
-  j["clients"] = "varanus wire builders over raw sockets, one client thread";
+  j["clients"] = "varanus wire builders over raw sockets, one client thread; (a') (b') libmongoc";
+  j["libmongoc"] = vb::mongoc_available() ? vb::mongoc_version() : "";
   j["idleConnections"] = idleUsed_;
   j["hugeMessageBytes"] = hugeSent_;
   j["note"] = limitNote_ + flags_.note;
