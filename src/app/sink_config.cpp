@@ -1,0 +1,468 @@
+// varanus app — the "sinks" config section, the sink flags, SinkRuntime.
+// See sink_config.hpp for the schema.
+#include "sink_config.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "varanus/proxy/config.hpp"
+#include "varanus/sinks/plugin.hpp"
+
+namespace varanus::app {
+
+namespace {
+
+using nlohmann::json;
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+  throw SinkConfigError("config: " + path + ": " + what);
+}
+
+std::string child(const std::string& path, const std::string& key) {
+  std::string escaped;  // RFC 6901
+  for (char c : key) {
+    if (c == '~')
+      escaped += "~0";
+    else if (c == '/')
+      escaped += "~1";
+    else
+      escaped += c;
+  }
+  return path + "/" + escaped;
+}
+
+bool is_comment(const std::string& key) {
+  return key.rfind("_comment", 0) == 0;
+}
+
+const json::object_t& expect_object(const json& v, const std::string& path) {
+  if (!v.is_object()) fail(path, "expected object");
+  return v.get_ref<const json::object_t&>();
+}
+
+std::int64_t expect_integer(const json& v, const std::string& path, std::int64_t min,
+                            std::int64_t max) {
+  if (!v.is_number_integer()) fail(path, "expected integer");
+  std::int64_t n = 0;
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      fail(path, "out of range");
+    n = static_cast<std::int64_t>(u);
+  } else {
+    n = v.get<std::int64_t>();
+  }
+  if (n < min || n > max)
+    fail(path, "expected integer from " + std::to_string(min) + " to " + std::to_string(max));
+  return n;
+}
+
+double expect_number(const json& v, const std::string& path, double min, double max) {
+  if (!v.is_number()) fail(path, "expected number");
+  const double d = v.get<double>();
+  if (!std::isfinite(d) || d < min || d > max)
+    fail(path, "expected a number from " + std::to_string(min) + " to " + std::to_string(max));
+  return d;
+}
+
+std::string expect_string(const json& v, const std::string& path) {
+  if (!v.is_string()) fail(path, "expected string");
+  return v.get<std::string>();
+}
+
+bool expect_bool(const json& v, const std::string& path) {
+  if (!v.is_boolean()) fail(path, "expected boolean");
+  return v.get<bool>();
+}
+
+std::vector<std::string> expect_strings(const json& v, const std::string& path) {
+  if (!v.is_array()) fail(path, "expected array of strings");
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < v.size(); ++i)
+    out.push_back(expect_string(v[i], path + "/" + std::to_string(i)));
+  return out;
+}
+
+sinks::Format expect_format(const json& v, const std::string& path) {
+  sinks::Format f{};
+  if (!sinks::parse_format(expect_string(v, path), f))
+    fail(path, "expected \"varanus\" or \"mongodb-log\"");
+  return f;
+}
+
+proxy::Endpoint expect_endpoint(const json& v, const std::string& path) {
+  const std::string s = expect_string(v, path);
+  auto ep = proxy::Endpoint::parse(s);
+  if (!ep) fail(path, "expected \"HOST:PORT\", got \"" + s + "\"");
+  return *ep;
+}
+
+sinks::SinkFilter parse_filter(const json& v, const std::string& path) {
+  sinks::SinkFilter f;
+  for (const auto& [key, value] : expect_object(v, path)) {
+    const std::string p = child(path, key);
+    if (is_comment(key)) continue;
+    if (key == "includeCommands")
+      f.includeCommands = expect_strings(value, p);
+    else if (key == "excludeCommands")
+      f.excludeCommands = expect_strings(value, p);
+    else if (key == "includeDatabases")
+      f.includeDatabases = expect_strings(value, p);
+    else if (key == "excludeDatabases")
+      f.excludeDatabases = expect_strings(value, p);
+    else if (key == "minDurationMicros")
+      f.minDurationMicros = expect_integer(value, p, 0, std::numeric_limits<std::int64_t>::max());
+    else if (key == "failedOnly")
+      f.failedOnly = expect_bool(value, p);
+    else if (key == "sampleRate")
+      f.sampleRate = expect_number(value, p, 0.0, 1.0);
+    else if (key == "keepHellos")
+      f.keepHellos = expect_bool(value, p);
+    else if (key == "connectionEvents")
+      f.connectionEvents = expect_bool(value, p);
+    else
+      fail(p, "unknown key");
+  }
+  return f;
+}
+
+SinkSpec parse_output(const json& v, const std::string& path,
+                      const sinks::RenderOptions& defaults) {
+  const auto& obj = expect_object(v, path);
+  SinkSpec spec;
+  spec.where = path;
+  spec.render = defaults;
+  const auto type = obj.find("type");
+  if (type == obj.end()) fail(path, "missing \"type\" (stdout, stderr, file, tcp, udp, plugin)");
+  const std::string t = expect_string(type->second, child(path, "type"));
+  using T = SinkSpec::Type;
+  if (t == "stdout")
+    spec.type = T::stdoutSink;
+  else if (t == "stderr")
+    spec.type = T::stderrSink;
+  else if (t == "file")
+    spec.type = T::file;
+  else if (t == "tcp")
+    spec.type = T::tcp;
+  else if (t == "udp")
+    spec.type = T::udp;
+  else if (t == "plugin")
+    spec.type = T::plugin;
+  else
+    fail(child(path, "type"),
+         "expected one of stdout, stderr, file, tcp, udp, plugin; got \"" + t + "\"");
+
+  bool hasPath = false, hasAddress = false;
+  for (const auto& [key, value] : obj) {
+    const std::string p = child(path, key);
+    if (is_comment(key) || key == "type") continue;
+    const bool file = spec.type == T::file, net = spec.type == T::tcp || spec.type == T::udp,
+               plugin = spec.type == T::plugin;
+    if (key == "format" || key == "maxDocumentLength" || key == "redaction") spec.renderSet = true;
+    if (key == "format") {
+      spec.render.format = expect_format(value, p);
+    } else if (key == "maxDocumentLength") {
+      spec.render.maxDocumentLength = static_cast<std::size_t>(
+          expect_integer(value, p, 0, std::numeric_limits<std::int32_t>::max()));
+    } else if (key == "redaction") {
+      if (!sinks::parse_redaction(expect_string(value, p), spec.render.redaction))
+        fail(p, "expected \"none\" or \"values\"");
+    } else if (key == "filter") {
+      spec.filter = parse_filter(value, p);
+      spec.filterSet = true;
+    } else if (key == "path" && (file || plugin)) {
+      (file ? spec.file.path : spec.pluginPath) = expect_string(value, p);
+      if ((file ? spec.file.path : spec.pluginPath).empty()) fail(p, "must not be empty");
+      hasPath = true;
+    } else if (key == "rotateBytes" && file) {
+      spec.file.rotateBytes = static_cast<std::uint64_t>(
+          expect_integer(value, p, 0, std::numeric_limits<std::int64_t>::max()));
+    } else if (key == "keepFiles" && file) {
+      spec.file.keepFiles = static_cast<unsigned>(expect_integer(value, p, 0, 1000));
+    } else if (key == "address" && net) {
+      const proxy::Endpoint ep = expect_endpoint(value, p);
+      spec.net.host = ep.host;
+      spec.net.port = ep.port;
+      if (ep.port == 0) fail(p, "port 0 is not a collector's port");
+      hasAddress = true;
+    } else if (key == "maxBufferBytes" && spec.type == T::tcp) {
+      spec.net.maxBufferBytes =
+          static_cast<std::size_t>(expect_integer(value, p, 1024, std::int64_t{1} << 34));
+    } else if (key == "config" && plugin) {
+      spec.pluginConfig = expect_object(value, p).empty() ? "{}" : value.dump();
+    } else {
+      fail(p, "unknown key for a " + t + " sink");
+    }
+  }
+  if ((spec.type == T::file || spec.type == T::plugin) && !hasPath)
+    fail(path, "a " + t + " sink needs \"path\"");
+  if ((spec.type == T::tcp || spec.type == T::udp) && !hasAddress)
+    fail(path, "a " + t + " sink needs \"address\" (\"HOST:PORT\")");
+  return spec;
+}
+
+const char* type_name(SinkSpec::Type t) {
+  switch (t) {
+    case SinkSpec::Type::stdoutSink:
+      return "stdout";
+    case SinkSpec::Type::stderrSink:
+      return "stderr";
+    case SinkSpec::Type::file:
+      return "file";
+    case SinkSpec::Type::tcp:
+      return "tcp";
+    case SinkSpec::Type::udp:
+      return "udp";
+    case SinkSpec::Type::plugin:
+      return "plugin";
+  }
+  return "?";
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ",") + x;
+  return s;
+}
+
+}  // namespace
+
+bool is_sink_flag(std::string_view flag) noexcept {
+  return flag == "--log-file" || flag == "--log-format" || flag == "--admin" || flag == "--plugin";
+}
+
+void apply_sink_flag(SinkFlags& flags, std::string_view flag, const std::string& value) {
+  const std::string f(flag);
+  if (flag == "--log-file") {
+    if (value.empty()) throw SinkConfigError(f + ": expected a path");
+    flags.logFile = value;
+  } else if (flag == "--log-format") {
+    sinks::Format unused{};
+    if (!sinks::parse_format(value, unused))
+      throw SinkConfigError(f + ": expected varanus or mongodb-log, got '" + value + "'");
+    flags.logFormat = value;
+  } else if (flag == "--admin") {
+    if (!proxy::Endpoint::parse(value))
+      throw SinkConfigError(f + ": expected HOST:PORT, got '" + value + "'");
+    flags.admin = value;
+  } else if (flag == "--plugin") {
+    if (value.empty()) throw SinkConfigError(f + ": expected a path");
+    flags.plugins.push_back(value);
+  } else {
+    throw SinkConfigError(f + ": not a sink option");
+  }
+}
+
+std::string sink_flags_usage() {
+  return R"(  --log-file PATH           events as JSON lines appended to PATH instead of stdout
+                            (reopened on SIGHUP, for logrotate)
+  --log-format FORMAT       varanus (default: DESIGN.md's event lines) or mongodb-log
+                            (the command logging spec's messages)
+  --admin HOST:PORT         admin HTTP endpoint: /metrics (Prometheus), /healthz, /stats
+                            (port 0 picks a free port, named in a start-up line)
+  --plugin PATH             load a sink from a shared library (repeatable)
+)";
+}
+
+SinkPlan plan_sinks(const json& section, const SinkFlags& flags, std::size_t maxDocumentLength) {
+  SinkPlan plan;
+  sinks::RenderOptions defaults;
+  defaults.maxDocumentLength = maxDocumentLength;
+  if (flags.logFormat) sinks::parse_format(*flags.logFormat, defaults.format);
+
+  const json* outputs = nullptr;
+  std::string outputsPath = "/sinks/outputs";
+  if (section.is_array()) {
+    outputs = &section;
+    outputsPath = "/sinks";
+  } else if (!section.is_null()) {
+    for (const auto& [key, value] : expect_object(section, "/sinks")) {
+      const std::string p = child("/sinks", key);
+      if (is_comment(key)) continue;
+      if (key == "queueSize") {
+        plan.queueSize = static_cast<std::size_t>(expect_integer(value, p, 2, 1 << 24));
+      } else if (key == "dropWarningIntervalSeconds") {
+        plan.dropWarningInterval =
+            std::chrono::milliseconds(std::llround(expect_number(value, p, 0.0, 86400.0) * 1000.0));
+      } else if (key == "admin") {
+        sinks::AdminOptions a;
+        for (const auto& [k, v] : expect_object(value, p)) {
+          const std::string q = child(p, k);
+          if (is_comment(k)) continue;
+          if (k == "listen") {
+            const proxy::Endpoint ep = expect_endpoint(v, q);
+            a.host = ep.host;
+            a.port = ep.port;
+          } else if (k == "maxDatabases") {
+            plan.metrics.maxDatabases = static_cast<std::size_t>(expect_integer(v, q, 0, 10000));
+          } else {
+            fail(q, "unknown key");
+          }
+        }
+        plan.admin = a;
+      } else if (key == "outputs") {
+        if (!value.is_array()) fail(p, "expected array of sinks");
+        outputs = &value;
+      } else {
+        fail(p, "unknown key");
+      }
+    }
+  }
+  if (outputs != nullptr) {
+    if (!outputs->is_array()) fail(outputsPath, "expected array of sinks");
+    for (std::size_t i = 0; i < outputs->size(); ++i)
+      plan.sinks.push_back(
+          parse_output((*outputs)[i], outputsPath + "/" + std::to_string(i), defaults));
+  }
+
+  if (flags.logFile) {
+    SinkSpec s;
+    s.type = SinkSpec::Type::file;
+    s.where = "--log-file";
+    s.render = defaults;
+    s.file.path = *flags.logFile;
+    plan.sinks.push_back(std::move(s));
+  }
+  for (const auto& p : flags.plugins) {
+    SinkSpec s;
+    s.type = SinkSpec::Type::plugin;
+    s.where = "--plugin";
+    s.render = defaults;
+    s.pluginPath = p;
+    plan.sinks.push_back(std::move(s));
+  }
+  // Plugins alone do not replace the event log: stdout stays unless a
+  // line sink was asked for.
+  const bool anyLineSink = std::any_of(plan.sinks.begin(), plan.sinks.end(), [](const SinkSpec& s) {
+    return s.type != SinkSpec::Type::plugin;
+  });
+  if (!anyLineSink && outputs == nullptr) {
+    SinkSpec s;
+    s.where = "default";
+    s.render = defaults;
+    plan.sinks.insert(plan.sinks.begin(), std::move(s));
+  }
+  if (flags.admin) {
+    const auto ep = proxy::Endpoint::parse(*flags.admin);
+    if (!ep) throw SinkConfigError("--admin: expected HOST:PORT, got '" + *flags.admin + "'");
+    plan.admin = sinks::AdminOptions{ep->host, ep->port};
+  }
+  return plan;
+}
+
+std::vector<std::string> SinkPlan::describe() const {
+  std::vector<std::string> out;
+  out.push_back("sinks: queue " + std::to_string(queueSize) + " events, drop warnings every " +
+                std::to_string(dropWarningInterval.count()) + " ms");
+  for (const auto& s : sinks) {
+    std::string l = "  sink " + std::string(type_name(s.type));
+    switch (s.type) {
+      case SinkSpec::Type::file:
+        l += " " + s.file.path;
+        if (s.file.rotateBytes != 0)
+          l += " (rotate at " + std::to_string(s.file.rotateBytes) + " bytes, keep " +
+               std::to_string(s.file.keepFiles) + ")";
+        break;
+      case SinkSpec::Type::tcp:
+      case SinkSpec::Type::udp:
+        l += " " + s.net.host + ":" + std::to_string(s.net.port);
+        break;
+      case SinkSpec::Type::plugin:
+        l += " " + s.pluginPath + " config " + s.pluginConfig;
+        break;
+      default:
+        break;
+    }
+    l += ", format " + std::string(sinks::to_string(s.render.format));
+    l += ", maxDocumentLength " + std::to_string(s.render.maxDocumentLength);
+    if (s.render.redaction != sinks::Redaction::none)
+      l += ", redaction " + std::string(sinks::to_string(s.render.redaction));
+    const auto& f = s.filter;
+    if (!f.includeCommands.empty()) l += ", commands " + join(f.includeCommands);
+    if (!f.excludeCommands.empty()) l += ", not commands " + join(f.excludeCommands);
+    if (!f.includeDatabases.empty()) l += ", databases " + join(f.includeDatabases);
+    if (!f.excludeDatabases.empty()) l += ", not databases " + join(f.excludeDatabases);
+    if (f.minDurationMicros > 0)
+      l += ", slower than " + std::to_string(f.minDurationMicros) + " us";
+    if (f.failedOnly) l += ", failed only";
+    if (f.sampleRate < 1.0) l += ", sample " + std::to_string(f.sampleRate);
+    if (!f.keepHellos) l += ", no hellos";
+    if (!f.connectionEvents) l += ", no connection events";
+    l += " (" + s.where + ")";
+    out.push_back(l);
+  }
+  if (admin)
+    out.push_back("  admin endpoint " + proxy::Endpoint{admin->host, admin->port}.to_string() +
+                  ": /metrics /healthz /stats");
+  return out;
+}
+
+SinkRuntime::SinkRuntime(const SinkPlan& plan, monitor::Stats& stats, sinks::HealthCheck health,
+                         std::function<void(std::string_view)> diagnostics)
+    : stats_(stats), adminOptions_(plan.admin) {
+  sinks::DispatcherOptions o;
+  o.queueSize = plan.queueSize;
+  o.dropWarningInterval = plan.dropWarningInterval;
+  o.diagnostics = std::move(diagnostics);
+  dispatcher_ = std::make_unique<sinks::Dispatcher>(stats, std::move(o));
+  for (const auto& s : plan.sinks) {
+    try {
+      std::shared_ptr<sinks::Sink> sink;
+      switch (s.type) {
+        case SinkSpec::Type::stdoutSink:
+          sink = sinks::make_stdout_sink(s.render, s.filter);
+          break;
+        case SinkSpec::Type::stderrSink:
+          sink = sinks::make_stderr_sink(s.render, s.filter);
+          break;
+        case SinkSpec::Type::file:
+          sink = std::make_shared<sinks::FileSink>(s.file, s.render, s.filter);
+          break;
+        case SinkSpec::Type::tcp:
+          sink = std::make_shared<sinks::TcpSink>(s.net, s.render, s.filter);
+          break;
+        case SinkSpec::Type::udp:
+          sink = std::make_shared<sinks::UdpSink>(s.net, s.render, s.filter);
+          break;
+        case SinkSpec::Type::plugin:
+          sink = sinks::load_sink_plugin(s.pluginPath, s.pluginConfig);
+          // A plugin picks its own filter and format; the config overrides
+          // them only where it says so.
+          if (s.filterSet) sink->set_filter(s.filter);
+          if (s.renderSet) sink->set_render_options(s.render);
+          break;
+      }
+      dispatcher_->add(std::move(sink));
+    } catch (const sinks::PluginError& e) {
+      throw std::runtime_error(std::string("varanus: ") + e.what() + " (" + s.where + ")");
+    } catch (const std::exception& e) {
+      throw std::runtime_error("varanus: sink " + s.where + " (" + type_name(s.type) +
+                               "): " + e.what());
+    }
+  }
+  if (adminOptions_) {
+    metrics_ = std::make_shared<sinks::MetricsSink>(plan.metrics);
+    dispatcher_->add(metrics_);
+    admin_ = std::make_unique<sinks::AdminServer>(*adminOptions_, stats_, dispatcher_.get(),
+                                                  metrics_, std::move(health));
+  }
+}
+
+SinkRuntime::~SinkRuntime() {
+  stop();
+}
+
+std::string SinkRuntime::start() {
+  dispatcher_->start();
+  if (!admin_) return {};
+  const std::uint16_t port = admin_->start();
+  return proxy::Endpoint{adminOptions_->host, port}.to_string();
+}
+
+void SinkRuntime::stop() {
+  if (dispatcher_) dispatcher_->stop();
+  if (admin_) admin_->stop();
+}
+
+}  // namespace varanus::app
