@@ -202,3 +202,15 @@ TEST_CASE("the runtime writes files, serves metrics and reports bad sinks by nam
                        stats),
       doctest::Contains("plugin /nonexistent/p.so: cannot load"), std::runtime_error);
 }
+
+TEST_CASE("the example sinks config is valid") {
+  std::ifstream in(VARANUS_SOURCE_DIR "/examples/sinks.example.json");
+  const json doc = json::parse(in);
+  const auto p = app::plan_sinks(doc.at("sinks"), {}, 1000);
+  REQUIRE(p.sinks.size() == 2);
+  CHECK(p.sinks[0].type == SinkSpec::Type::file);
+  CHECK(p.sinks[1].type == SinkSpec::Type::tcp);
+  CHECK(p.sinks[1].filter.minDurationMicros == 100000);
+  REQUIRE(p.admin);
+  CHECK(p.admin->port == 9108);
+}
