@@ -73,5 +73,10 @@ std::optional<std::string> http_get(std::uint16_t port, const std::string& path,
 std::string read_file(const std::string& path);
 /// The 1-minute load average, from /proc/loadavg.
 double load_average();
+/// CPU seconds the whole machine has been busy (all cores; /proc/stat:
+/// user nice system irq softirq steal).
+double machine_busy_seconds();
+/// CPU seconds of this process plus its reaped children (getrusage).
+double own_cpu_seconds();
 
 }  // namespace varanus::bench

@@ -488,6 +488,7 @@ class Bench {
   int idleUsed_ = 0;
   std::size_t hugeSent_ = 0;
   std::string limitNote_;
+  double wallSeconds_ = 0, foreignCpu_ = -1;
   VaranusFlags flags_;
 };
 
@@ -594,6 +595,8 @@ int Bench::run() {
   Plan& p = o_.plan;
   started_ = now_utc();
   loadStart_ = vb::load_average();
+  const double busy0 = vb::machine_busy_seconds(), own0 = vb::own_cpu_seconds();
+  const auto wall0 = Clock::now();
 
   // The proxies hold two descriptors per idle connection, the client one.
   const auto want = static_cast<rlim_t>(2 * p.idleConns + 1024);
@@ -880,6 +883,11 @@ int Bench::run() {
   loadEnd_ = vb::load_average();
   for (auto& t : targets_) vb::stop(t.proc);
   vb::stop(stub_);
+  // What else ran: the machine's busy CPU minus ours (this process and every
+  // child, all reaped by now). The load average cannot say it: the
+  // benchmark itself keeps both cores busy.
+  wallSeconds_ = std::chrono::duration<double>(Clock::now() - wall0).count();
+  foreignCpu_ = (vb::machine_busy_seconds() - busy0) - (vb::own_cpu_seconds() - own0);
 
   const auto cs = checks();
   print_table(cs);
@@ -1035,8 +1043,13 @@ void Bench::print_table(const std::vector<Check>& cs) const {
               o_.plan.rounds, started_.c_str());
   utsname u{};
   ::uname(&u);
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   std::printf("machine: %s %s, %u cores; load average %.2f at start, %.2f at end\n", u.sysname,
-              u.release, std::thread::hardware_concurrency(), loadStart_, loadEnd_);
+              u.release, cores, loadStart_, loadEnd_);
+  std::printf(
+      "other processes: %.1f CPU-seconds during the %.0f s run (%.0f%% of the machine; ~0 is a "
+      "quiet machine)\n",
+      foreignCpu_, wallSeconds_, 100.0 * foreignCpu_ / std::max(1.0, wallSeconds_ * cores));
   std::printf(
       "clients: the project's wire builders over raw sockets (no driver), one client thread "
       "(epoll for many connections); (a') and (b') use libmongoc %s\n"
@@ -1111,7 +1124,9 @@ json Bench::to_json(const std::vector<Check>& cs) const {
   j["machine"] = {{"kernel", std::string(u.sysname) + " " + u.release},
                   {"cores", std::thread::hardware_concurrency()},
                   {"loadAverageStart", loadStart_},
-                  {"loadAverageEnd", loadEnd_}};
+                  {"loadAverageEnd", loadEnd_},
+                  {"otherProcessesCpuSeconds", foreignCpu_},
+                  {"wallSeconds", wallSeconds_}};
   j["clients"] = "varanus wire builders over raw sockets, one client thread; (a') (b') libmongoc";
   j["libmongoc"] = vb::mongoc_available() ? vb::mongoc_version() : "";
   j["idleConnections"] = idleUsed_;
