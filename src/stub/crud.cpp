@@ -284,6 +284,43 @@ Doc run_distinct(CommandContext& ctx, const CommandInput& in, const bson_t* body
   return reply;
 }
 
+Doc run_find_and_modify(CommandContext& ctx, const CommandInput& in, const bson_t* body) {
+  if (auto err = check_writable(ctx)) return error_reply(*err);
+  FindAndModifySpec spec;
+  spec.query = get_document(body, "query");
+  spec.sort = get_document(body, "sort");
+  spec.update = get_document(body, "update");
+  spec.fields = get_document(body, "fields");
+  spec.remove = get_bool(body, "remove");
+  spec.returnNew = get_bool(body, "new");
+  spec.upsert = get_bool(body, "upsert");
+  if (spec.remove == !spec.update.empty()) {
+    return error_reply(
+        CommandError::failed_to_parse("Either an update or remove=true must be specified"));
+  }
+  auto r = ctx.state.store.find_and_modify(in.db, target_collection(body), spec);
+  if (auto* e = std::get_if<CommandError>(&r)) return error_reply(*e);
+  auto& out = std::get<FindAndModifyOutcome>(r);
+  Doc reply;
+  bson_t leo;
+  BSON_APPEND_DOCUMENT_BEGIN(reply.get(), "lastErrorObject", &leo);
+  append_int(&leo, "n", out.n);
+  if (!spec.remove) BSON_APPEND_BOOL(&leo, "updatedExisting", out.updatedExisting);
+  if (!out.upserted.empty()) {
+    StaticDoc id(out.upserted);
+    bson_iter_t it;
+    if (find(id.get(), "_id", &it)) append_iter(&leo, "upserted", it);
+  }
+  bson_append_document_end(reply.get(), &leo);
+  if (out.value) {
+    append_doc(reply.get(), "value", view_of(*out.value));
+  } else {
+    BSON_APPEND_NULL(reply.get(), "value");
+  }
+  BSON_APPEND_DOUBLE(reply.get(), "ok", 1.0);
+  return reply;
+}
+
 // ---- aggregate: $match $sort $skip $limit $project $count $group ----------
 
 struct Accumulator {
@@ -552,6 +589,8 @@ bool run_crud_command(CommandContext& ctx, const CommandInput& in, CommandResult
     out.reply = run_count(ctx, in, b);
   } else if (n == "distinct") {
     out.reply = run_distinct(ctx, in, b);
+  } else if (n == "findAndModify" || n == "findandmodify") {
+    out.reply = run_find_and_modify(ctx, in, b);
   } else if (n == "aggregate") {
     out.reply = run_aggregate(ctx, in, b);
   } else {

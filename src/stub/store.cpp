@@ -1,5 +1,6 @@
 #include "store.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -213,6 +214,65 @@ std::variant<std::vector<BsonBytes>, CommandError> Store::find(const std::string
     for (auto& doc : result) doc = project(view_of(doc), spec.projection);
   }
   return result;
+}
+
+std::variant<FindAndModifyOutcome, CommandError> Store::find_and_modify(
+    const std::string& db, const std::string& coll, const FindAndModifySpec& spec) {
+  if (auto err = validate_filter(spec.query)) return *err;
+  if (!spec.remove) {
+    if (auto err = validate_update(spec.update)) return *err;
+  }
+  std::lock_guard lock(mu_);
+  Collection& c = collection(db, coll);
+  // The first match in sort order (insertion order without a sort).
+  StaticDoc q(spec.query);
+  std::vector<std::size_t> matched;
+  for (std::size_t pos = 0; pos < c.docs.size(); ++pos) {
+    StaticDoc d(c.docs[pos]);
+    if (spec.query.empty() || matches(d.get(), q.get())) matched.push_back(pos);
+  }
+  if (!spec.sort.empty() && matched.size() > 1) {
+    std::vector<BsonBytes> candidates;
+    for (auto pos : matched) candidates.push_back(c.docs[pos]);
+    sort_documents(candidates, spec.sort);
+    auto first = std::find(c.docs.begin(), c.docs.end(), candidates.front());
+    matched = {static_cast<std::size_t>(first - c.docs.begin())};
+  }
+  FindAndModifyOutcome out;
+  auto projected = [&](const BsonBytes& doc) {
+    return spec.fields.empty() ? doc : project(view_of(doc), spec.fields);
+  };
+  if (matched.empty()) {
+    if (spec.remove || !spec.upsert) return out;
+    BsonBytes seed = upsert_seed(spec.query);
+    Updated u = apply_update(view_of(seed), spec.update, true);
+    if (u.error) return *u.error;
+    if (auto dup = insert_one(db, coll, c, view_of(*u.doc), 0)) return dup->error;
+    StaticDoc inserted(c.docs.back());
+    bson_iter_t id;
+    stub::find(inserted.get(), "_id", &id);
+    Doc idDoc;
+    append_iter(idDoc.get(), "_id", id);
+    out.upserted = idDoc.bytes();
+    out.n = 1;
+    if (spec.returnNew) out.value = projected(c.docs.back());
+    return out;
+  }
+  std::size_t pos = matched.front();
+  out.n = 1;
+  if (spec.remove) {
+    out.value = projected(c.docs[pos]);
+    c.docs.erase(c.docs.begin() + static_cast<std::ptrdiff_t>(pos));
+    c.reindex();
+    return out;
+  }
+  Updated u = apply_update(view_of(c.docs[pos]), spec.update, false);
+  if (u.error) return *u.error;
+  out.updatedExisting = true;
+  if (!spec.returnNew) out.value = projected(c.docs[pos]);
+  c.docs[pos] = std::move(*u.doc);
+  if (spec.returnNew) out.value = projected(c.docs[pos]);
+  return out;
 }
 
 bool Store::drop_collection(const std::string& db, const std::string& coll) {

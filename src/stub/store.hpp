@@ -48,6 +48,23 @@ struct DeleteStatement {
   std::int64_t limit = 0;  ///< 0 = all, 1 = one
 };
 
+struct FindAndModifySpec {
+  BsonView query;
+  BsonView sort;
+  BsonView update;
+  BsonView fields;
+  bool remove = false;
+  bool returnNew = false;
+  bool upsert = false;
+};
+
+struct FindAndModifyOutcome {
+  std::optional<BsonBytes> value;  ///< the document before (or after, with new) the change
+  std::int64_t n = 0;
+  bool updatedExisting = false;
+  BsonBytes upserted;  ///< {_id: v} when an upsert inserted, else empty
+};
+
 struct CollectionInfo {
   std::string name;
   std::vector<BsonBytes> indexes;  ///< index specs, _id_ first
@@ -72,6 +89,11 @@ class Store {
   std::variant<std::vector<BsonBytes>, CommandError> find(const std::string& db,
                                                           const std::string& coll,
                                                           const FindSpec& spec) const;
+
+  /// findAndModify: one document found, sorted, then updated or removed atomically.
+  std::variant<FindAndModifyOutcome, CommandError> find_and_modify(const std::string& db,
+                                                                   const std::string& coll,
+                                                                   const FindAndModifySpec& spec);
 
   /// False when the collection does not exist.
   bool drop_collection(const std::string& db, const std::string& coll);

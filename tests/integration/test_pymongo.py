@@ -204,6 +204,20 @@ class WorkloadMixin:
         update_replies = [e.reply for e in self.commands.succeeded_events if e.command_name == "update"]
         self.assertEqual(update_replies[-1]["upserted"], [{"index": 0, "_id": 100}])
 
+    def test_find_and_modify(self):
+        c = self.db.c
+        c.insert_many([{"_id": i, "n": i} for i in range(5)])
+        before = c.find_one_and_update({"n": {"$gte": 2}}, {"$inc": {"n": 100}}, sort=[("n", -1)])
+        self.assertEqual(before, {"_id": 4, "n": 4})
+        self.assertEqual(c.find_one({"_id": 4})["n"], 104)
+        after = c.find_one_and_update(
+            {"_id": 9}, {"$set": {"n": 9}}, upsert=True, return_document=pymongo.ReturnDocument.AFTER
+        )
+        self.assertEqual(after, {"_id": 9, "n": 9})
+        self.assertEqual(c.find_one_and_delete({"_id": 0}), {"_id": 0, "n": 0})
+        self.assertIsNone(c.find_one_and_delete({"_id": 0}))
+        self.assertEqual(c.count_documents({}), 5)
+
     def test_bad_update_operator(self):
         self.db.c.insert_one({"_id": 1})
         with self.assertRaises(WriteError) as cm:
