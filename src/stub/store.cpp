@@ -25,6 +25,24 @@ std::string id_key(const bson_iter_t& id) {
   return {reinterpret_cast<const char*>(p), d.get()->len};
 }
 
+namespace {
+// The id key when a filter is exactly {_id: <plain value>} (no operators,
+// arrays or regexes, which match more than one stored value).
+std::optional<std::string> exact_id_key(const bson_t* filter) {
+  bson_iter_t it;
+  if (!bson_iter_init(&it, filter) || !bson_iter_next(&it)) return std::nullopt;
+  if (std::string_view(bson_iter_key(&it)) != "_id") return std::nullopt;
+  bson_type_t t = bson_iter_type(&it);
+  if (t == BSON_TYPE_DOCUMENT || t == BSON_TYPE_ARRAY || t == BSON_TYPE_REGEX ||
+      t == BSON_TYPE_NULL) {
+    return std::nullopt;
+  }
+  bson_iter_t next = it;
+  if (bson_iter_next(&next)) return std::nullopt;
+  return id_key(it);
+}
+}  // namespace
+
 void Store::Collection::reindex() {
   ids.clear();
   for (std::size_t i = 0; i < docs.size(); ++i) {
@@ -192,13 +210,18 @@ std::variant<std::vector<BsonBytes>, CommandError> Store::find(const std::string
     const Collection* c = find_collection(db, coll);
     if (c == nullptr) return result;
     StaticDoc q(spec.filter);
-    for (const auto& doc : c->docs) {
-      StaticDoc d(doc);
-      if (spec.filter.empty() || matches(d.get(), q.get())) result.push_back(doc);
-      // Without a sort, stop as soon as skip + limit documents are found.
-      if (spec.sort.empty() && spec.limit > 0 &&
-          result.size() >= static_cast<std::size_t>(spec.skip + spec.limit)) {
-        break;
+    if (auto key = exact_id_key(q.get())) {
+      // {_id: value}: the unique index answers without a scan.
+      if (auto it = c->ids.find(*key); it != c->ids.end()) result.push_back(c->docs[it->second]);
+    } else {
+      for (const auto& doc : c->docs) {
+        StaticDoc d(doc);
+        if (spec.filter.empty() || matches(d.get(), q.get())) result.push_back(doc);
+        // Without a sort, stop as soon as skip + limit documents are found.
+        if (spec.sort.empty() && spec.limit > 0 &&
+            result.size() >= static_cast<std::size_t>(spec.skip + spec.limit)) {
+          break;
+        }
       }
     }
   }
