@@ -22,6 +22,22 @@ namespace varanus::sinks {
 
 using monitor::Event;
 
+namespace {
+
+// A full fence (store-load ordering for the sleep/wake handshake). GCC's
+// ThreadSanitizer rejects atomic_thread_fence: there, a seq_cst RMW on a
+// shared atomic stands in, which TSan models.
+inline void full_fence() noexcept {
+#if defined(__SANITIZE_THREAD__)
+  static std::atomic<int> fence{0};
+  fence.fetch_add(0, std::memory_order_seq_cst);
+#else
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
+
+}  // namespace
+
 Dispatcher::Dispatcher(monitor::Stats& stats, DispatcherOptions options)
     : stats_(stats), options_(std::move(options)) {
   const std::size_t n = std::bit_ceil(std::max<std::size_t>(options_.queueSize, 2));
@@ -93,7 +109,7 @@ void Dispatcher::publish(Event&& event) {
   }
   // Pairs with the fence in run(): either we see sleeping_, or the sink
   // thread sees our event before it waits.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  full_fence();
   if (sleeping_.load(std::memory_order_relaxed) && sleeping_.exchange(false)) {
     std::lock_guard lock(wakeMutex_);
     wake_.notify_one();
@@ -196,7 +212,7 @@ void Dispatcher::run() {
     }
     std::unique_lock lock(wakeMutex_);
     sleeping_.store(true, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    full_fence();
     if (ring_empty() && !stopping_.load()) wake_.wait_for(lock, options_.tick);
     sleeping_.store(false, std::memory_order_relaxed);
   }

@@ -7,6 +7,7 @@
 // is dropped and counted (dropped()). Nothing is buffered without bound.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -43,9 +44,12 @@ class TcpSink : public Sink {
   explicit TcpSink(NetSinkOptions options, RenderOptions render = {}, SinkFilter filter = {});
   ~TcpSink() override;
 
-  bool connected() const noexcept { return state_ == State::connected; }
-  /// Successful connections so far (1 after the first, 2 after a reconnect...).
-  std::uint64_t connects() const noexcept { return connects_; }
+  /// Any thread.
+  bool connected() const noexcept {
+    return state_.load(std::memory_order_relaxed) == State::connected;
+  }
+  /// Successful connections so far (1 after the first, 2 after a reconnect...). Any thread.
+  std::uint64_t connects() const noexcept { return connects_.load(std::memory_order_relaxed); }
 
  protected:
   void write_(const RenderedEvent& event) override;
@@ -61,13 +65,13 @@ class TcpSink : public Sink {
   bool peer_closed();
 
   NetSinkOptions options_;
-  State state_ = State::down;
+  std::atomic<State> state_{State::down};  // written on the sink thread only
   int fd_ = -1;
   std::string buffer_;
   std::size_t sent_ = 0;  // bytes of buffer_ already sent
   std::chrono::milliseconds backoff_;
   std::chrono::steady_clock::time_point nextAttempt_{};
-  std::uint64_t connects_ = 0;
+  std::atomic<std::uint64_t> connects_{0};
 };
 
 /// JSON lines over UDP, one line (with its '\n') per datagram, sent
