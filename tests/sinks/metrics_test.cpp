@@ -123,11 +123,21 @@ TEST_CASE("the admin endpoint serves /metrics, /healthz, /stats over HTTP") {
   socklen_t len = sizeof a;
   ::getsockname(up, reinterpret_cast<sockaddr*>(&a), &len);
   const std::uint16_t upPort = ntohs(a.sin_port);
+  // A port nobody listens on: one we just bound and closed.
+  const int gone = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in g{};
+  g.sin_family = AF_INET;
+  g.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(gone, reinterpret_cast<sockaddr*>(&g), sizeof g) == 0);
+  len = sizeof g;
+  ::getsockname(gone, reinterpret_cast<sockaddr*>(&g), &len);
+  const std::uint16_t downPort = ntohs(g.sin_port);
+  ::close(gone);
   bool healthy = true;
   auto check = sinks::tcp_health_check("127.0.0.1", upPort);
   sinks::HealthCheck health = [&]() -> std::pair<bool, std::string> {
     if (healthy) return check();
-    return sinks::tcp_health_check("127.0.0.1", 1)();
+    return sinks::tcp_health_check("127.0.0.1", downPort)();
   };
 
   sinks::AdminServer admin({"127.0.0.1", 0}, stats, &d, metrics, health);
