@@ -20,17 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import agree  # noqa: E402
+import harness  # noqa: E402  (tests/integration/harness.py: start a server, read its address)
 
 VARIANTS = ("plain", "zlib", "snappy", "zstd", "exhaust", "w0", "failed", "dupkey", "sasl")
 COMPRESSORS = ("zlib", "snappy", "zstd")
@@ -45,100 +43,51 @@ class Failure(Exception):
     pass
 
 
+class NotBuilt(Exception):
+    """The varanus executable is the placeholder that says "proxy not built
+    yet": the run is skipped (exit SKIP, CTest SKIP_RETURN_CODE), not failed."""
+
+
+SKIP = 77
+
+
 # --------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------
 
-class Proc:
-    """A child process whose address is announced on one of its streams.
-
-    The stub prints its address as its first stdout line; varanus prints
-    `varanus: listening on ADDR, upstream ...` on stderr and its events on
-    stdout, which goes to a file here."""
-
-    def __init__(self, name: str, argv: list[str], work_dir: str, address_from: str,
-                 stdout_path: str | None = None):
-        self.name = name
-        self.argv = argv
-        self.stderr_path = os.path.join(work_dir, f"{name}.stderr")
-        self._stdout_file = open(stdout_path, "wb") if stdout_path else None
-        self._stderr_file = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL,
-            stdout=self._stdout_file or subprocess.PIPE,
-            stderr=subprocess.PIPE)
-        self.address = None
-        self._found = threading.Event()
-        self._lines: list[str] = []
-        stream = self.proc.stderr if address_from == "stderr" else self.proc.stdout
-        pattern = (re.compile(r"listening on (\S+?),") if address_from == "stderr"
-                   else re.compile(r"^(\S+:\d+)\s*$"))
-        threading.Thread(target=self._read, args=(stream, pattern, address_from), daemon=True).start()
-        if address_from != "stderr":
-            threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True).start()
-        if not self._found.wait(DEADLINE_S) or self.address is None:
-            self.kill()
-            raise Failure(f"{name} did not announce its address within {DEADLINE_S}s "
-                          f"(exit {self.proc.poll()}); {argv}\n{self.stderr_text()[-2000:]}")
-
-    def _read(self, stream, pattern, which):
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace")
-            if which == "stderr":
-                self._stderr_file.write(raw)
-                self._stderr_file.flush()
-            if self.address is None:
-                m = pattern.search(line)
-                if m:
-                    self.address = m.group(1)
-                    self._found.set()
-        self._found.set()
-
-    def _drain(self, stream):
-        for raw in iter(stream.readline, b""):
-            self._stderr_file.write(raw)
-            self._stderr_file.flush()
-
-    def stderr_text(self) -> str:
-        try:
-            with open(self.stderr_path, encoding="utf-8", errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def terminate(self, timeout: float = DEADLINE_S) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise Failure(f"{self.name} did not exit within {timeout}s of SIGTERM")
-        if self._stdout_file:
-            self._stdout_file.close()
-        return rc
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+def start_stub(stub_bin: str) -> "harness.Server":
+    return harness.start_stub(stub_bin)
 
 
-def start_stub(stub_bin: str, work_dir: str) -> Proc:
-    return Proc("stub", [stub_bin, "--listen", "127.0.0.1:0"], work_dir, "stdout")
-
-
-def start_varanus(varanus_bin: str, upstream: str, work_dir: str, events_path: str,
-                  notes: list[str]) -> Proc:
+def start_varanus(varanus_bin: str, upstream: str, notes: list[str]) -> "harness.Server":
+    """varanus on port 0 in front of `upstream`; its events are its stdout
+    lines, kept by the harness (Server.stdout_lines())."""
     base = [varanus_bin, "--listen", "127.0.0.1:0", "--upstream", upstream]
-    try:
-        return Proc("varanus", base + ["--max-document-length", "0"], work_dir, "stderr", events_path)
-    except Failure as exc:
-        if "max-document-length" not in str(exc):
-            raise
+
+    def start(argv):
+        server = harness.Server(argv, name="varanus", address_from="stderr",
+                                address_regex=r"listening on (\S+?),")
+        try:
+            return server.start(), ""
+        except harness.HarnessError:
+            # stdout's EOF may wake start() before stderr is read: wait for
+            # the exit and both readers, then read what varanus said.
+            if server.proc is not None:
+                server.proc.wait(5)
+            for t in server._threads:
+                t.join(2.0)
+            return None, server.stderr()
+
+    server, err = start(base + ["--max-document-length", "0"])
+    if server is None and "proxy not built yet" in err:
+        raise NotBuilt(err)
+    if server is None and "max-document-length" in err:
         notes.append("varanus does not accept --max-document-length yet: documents may be cut at "
                      "1000 characters")
-        return Proc("varanus", base, work_dir, "stderr", events_path)
+        server, err = start(base)
+    if server is None:
+        raise Failure(f"varanus did not start: {err[-2000:]}")
+    return server
 
 
 def wait_until(predicate, what: str, timeout: float = DEADLINE_S, poll: float = 0.02):
@@ -152,16 +101,28 @@ def wait_until(predicate, what: str, timeout: float = DEADLINE_S, poll: float = 
         time.sleep(poll)
 
 
-def read_events_tolerant(path: str) -> list[dict]:
-    """varanus's events so far (the last line may still be being written)."""
-    try:
-        return agree.load_jsonl(path, strict=False)
-    except (OSError, ValueError):
-        return []
+def parse_lines(lines: list[str], strict: bool) -> list[dict]:
+    """varanus's event lines as dicts. strict: every line must be a JSON
+    object (varanus's promise); otherwise lines not (yet) complete are skipped."""
+    events = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if strict:
+                raise Failure(f"varanus stdout line {n} is not JSON ({exc}): {line[:300]}") from None
+            continue
+        if isinstance(obj, dict):
+            events.append(obj)
+        elif strict:
+            raise Failure(f"varanus stdout line {n} is not a JSON object: {line[:300]}")
+    return events
 
 
-def connections_balanced(path: str) -> bool:
-    ev = read_events_tolerant(path)
+def connections_balanced(server) -> bool:
+    ev = parse_lines(server.stdout_lines(), strict=False)
     opened = sum(1 for e in ev if e.get("event") == "connectionOpened")
     closed = sum(1 for e in ev if e.get("event") == "connectionClosed")
     return opened > 0 and opened == closed
@@ -387,37 +348,52 @@ def main(argv=None) -> int:
     notes: list[str] = []
     stub = varanus = None
     try:
-        stub = start_stub(a.stub, a.work_dir)
-        varanus = start_varanus(a.varanus, stub.address, a.work_dir, varanus_path, notes)
-        if a.driver == "pymongo":
-            driver_events = run_pymongo(a.variant, varanus.address, driver_path)
-        elif a.driver == "node":
-            driver_events = run_node(a.variant, varanus.address, driver_path, a.node_dir)
-        else:
-            if not a.mongoc_apm:
-                raise Failure("--mongoc-apm is required for the libmongoc driver")
-            driver_events = run_mongoc(a.variant, varanus.address, driver_path, a.mongoc_apm)
+        stub = start_stub(a.stub)
+        varanus = start_varanus(a.varanus, stub.address, notes)
+        try:
+            if a.driver == "pymongo":
+                driver_events = run_pymongo(a.variant, varanus.address, driver_path)
+            elif a.driver == "node":
+                driver_events = run_node(a.variant, varanus.address, driver_path, a.node_dir)
+            else:
+                if not a.mongoc_apm:
+                    raise Failure("--mongoc-apm is required for the libmongoc driver")
+                driver_events = run_mongoc(a.variant, varanus.address, driver_path, a.mongoc_apm)
+        except (Failure, harness.HarnessError):
+            raise
+        except Exception as exc:  # the driver raised: the workload did not run through
+            raise Failure(f"the {a.driver} workload raised {type(exc).__name__}: {exc}") from exc
         # The driver has closed its connections: varanus reports each closed
         # (an event, not a sleep) before it is asked to stop.
         try:
-            wait_until(lambda: connections_balanced(varanus_path),
+            wait_until(lambda: connections_balanced(varanus),
                        "varanus to report every connection it opened as closed", timeout=10)
         except Failure as exc:
             notes.append(f"{exc} (continuing: SIGTERM must still flush and close)")
-        rc = varanus.terminate()
-        if rc != 0:
-            raise Failure(f"varanus exited {rc} after SIGTERM, expected 0\n{varanus.stderr_text()[-3000:]}")
-        varanus_events = agree.load_jsonl(varanus_path)
-    except Failure as exc:
+        varanus.stop()  # SIGTERM; HarnessError unless it exits 0
+        varanus_events = parse_lines(varanus.stdout_lines(), strict=True)
+    except NotBuilt as exc:
+        print(f"{label}: SKIPPED: this varanus has no proxy yet ({exc.args[0].strip()[-200:]})")
+        return SKIP
+    except (Failure, harness.HarnessError) as exc:
         print(f"{label}: FAILED before comparing: {exc}")
+        if varanus is not None:
+            print(f"--- varanus stderr ---\n{varanus.stderr()[-3000:]}")
+        if stub is not None:
+            print(f"--- stub stderr ---\n{stub.stderr()[-3000:]}")
         return 1
     finally:
         for p in (varanus, stub):
-            if p is not None:
+            if p is not None and p.alive():
                 try:
-                    p.terminate(5)
-                except Failure:
-                    pass
+                    p.stop()
+                except harness.HarnessError as exc:
+                    print(f"(stopping {p.name}) {exc}")
+        if varanus is not None and varanus.proc is not None:
+            with open(varanus_path, "w", encoding="utf-8") as f:
+                f.writelines(line + "\n" for line in varanus.stdout_lines())
+            with open(os.path.join(a.work_dir, "varanus.stderr"), "w", encoding="utf-8") as f:
+                f.write(varanus.stderr())
 
     r = agree.compare(driver_events, varanus_events, label, expect_heartbeat=True)
     r.notes[:0] = notes
