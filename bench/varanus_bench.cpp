@@ -257,7 +257,7 @@ struct VaranusFlags {
 
 /// Reads `varanus --help` to find how to ask for each configuration; the
 /// --*-args options override what is found.
-VaranusFlags detect_flags(const Options& o) {
+VaranusFlags detect_flags(const Options& o, const std::string& dir) {
   VaranusFlags f;
   std::string help = vb::run_capture({o.varanus, "--help"}, std::chrono::seconds(5)).value_or("");
   auto has = [&](const char* flag) { return help.find(flag) != std::string::npos; };
@@ -267,9 +267,22 @@ VaranusFlags detect_flags(const Options& o) {
   } else if (has("--no-sinks")) {
     f.nosink = {"--no-sinks"};
     f.nosinkReal = true;
+  } else if (has("--check-config")) {
+    // No flag, but a config whose sink list is empty: {"sinks": {"outputs": []}}.
+    const std::string cfg = dir + "/no-sinks.json";
+    std::ofstream(cfg) << "{\"sinks\": {\"outputs\": []}}\n";
+    const std::string out =
+        vb::run_capture({o.varanus, "--config", cfg, "--check-config"}, std::chrono::seconds(5))
+            .value_or("error");
+    if (out.find("error") == std::string::npos && out.find("not supported") == std::string::npos &&
+        out.find("sinks") != std::string::npos) {
+      f.nosink = {"--config", cfg};
+      f.nosinkReal = true;
+    }
   }
   if (has("--log-file")) {
-    f.file = f.nosink;
+    // --log-file replaces stdout: nothing else is needed.
+    f.file.clear();
     f.file.push_back("--log-file");
     f.file.push_back("{log}");
     f.fileReal = true;
@@ -331,7 +344,10 @@ bool start_varanus(const Options& o, Target& t, const std::string& dir, std::uin
           return p ? std::optional<std::string>(std::to_string(*p)) : std::nullopt;
         },
         std::chrono::seconds(5));
-    if (admin) t.adminPort = static_cast<std::uint16_t>(std::stoi(*admin));
+    if (admin) {
+      t.adminPort = static_cast<std::uint16_t>(std::stoi(*admin));
+      t.how += " (admin on port " + *admin + ")";
+    }
   }
   return true;
 }
@@ -667,7 +683,7 @@ int Bench::run() {
   };
   targets_[1].launch(targets_[1]);
 
-  flags_ = detect_flags(o_);
+  flags_ = detect_flags(o_, dir_);
   if (!flags_.nosinkReal) {
     flags_.note +=
         "no-sinks: this varanus has no flag to turn the stdout sink off; its stdout goes to "
