@@ -98,13 +98,14 @@ Result<std::vector<std::uint8_t>> decompress(Compressor c, std::span<const std::
         return make_error(Errc::decompression_failed, 0, "zlib: input too large");
       }
       out.resize(expectedSize);
+      std::uint8_t none = 0;  // zlib refuses a null next_out, even for 0 bytes
       z_stream zs{};
       if (inflateInit(&zs) != Z_OK) {
         return make_error(Errc::decompression_failed, 0, "zlib: inflateInit failed");
       }
       zs.next_in = const_cast<Bytef*>(input.data());
       zs.avail_in = static_cast<uInt>(input.size());
-      zs.next_out = out.data();
+      zs.next_out = out.empty() ? &none : out.data();
       zs.avail_out = static_cast<uInt>(out.size());
       int rc = inflate(&zs, Z_FINISH);
       std::size_t produced = out.size() - zs.avail_out;

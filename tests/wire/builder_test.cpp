@@ -1,0 +1,144 @@
+// Builders and decoder agree: whatever a builder writes decodes back to
+// the same fields, and the command view sees what the builder was given.
+#include "varanus/wire/builder.hpp"
+
+#include <doctest/doctest.h>
+
+#include "support.hpp"
+#include "varanus/wire/command.hpp"
+
+using namespace varanus::wire;
+using varanus::wire::test::Bytes;
+using varanus::wire::test::Doc;
+using varanus::wire::test::json;
+
+TEST_CASE("OP_MSG builder round trips through the decoder") {
+  Doc body(R"({"update": "c", "ordered": false, "$db": "shop"})");
+  Doc u1(R"({"q": {"_id": 1}, "u": {"$set": {"x": 1}}})");
+  Doc u2(R"({"q": {"_id": 2}, "u": {"$set": {"x": 2}}, "upsert": true})");
+  Doc lonely(R"({"x": 1})");
+  std::vector<DocumentSequence> seqs = {
+      {"updates", {u1.view(), u2.view()}}, {"extra", {lonely.view()}}, {"empty", {}}};
+  for (bool checksum : {false, true}) {
+    for (std::uint32_t flags : {0u, kMoreToCome, kExhaustAllowed}) {
+      CAPTURE(checksum);
+      CAPTURE(flags);
+      const Frame f = build_op_msg(-123456, 99, flags, body, seqs, checksum);
+      auto h = read_header(f);
+      REQUIRE(h.ok());
+      CHECK(h->messageLength == static_cast<std::int32_t>(f.size()));
+      auto r = decode(f);
+      REQUIRE(r.ok());
+      CHECK(r->header.requestId == -123456);
+      CHECK(r->header.responseTo == 99);
+      const auto& m = std::get<OpMsg>(r->body);
+      CHECK(m.sectionCount == 4);
+      CHECK(m.checksumPresent() == checksum);
+      CHECK(m.moreToCome() == (flags == kMoreToCome));
+      CHECK(json(m.body) == json(body));
+      REQUIRE(m.sequences.size() == 3);
+      CHECK(m.sequences[0].identifier == "updates");
+      CHECK(json(m.sequences[0].documents[1]) == json(u2));
+      CHECK(m.sequences[1].documents.size() == 1);
+      CHECK(m.sequences[2].identifier == "empty");
+      CHECK(m.sequences[2].documents.empty());
+      auto v = command_view(*r);
+      REQUIRE(v.ok());
+      CHECK(v->name == "update");
+      CHECK(v->database == "shop");
+      CHECK(v->checksumPresent == checksum);
+      const BsonBytes merged = merged_command(*v);
+      Doc expect(R"({"update": "c", "ordered": false, "$db": "shop",
+                     "updates": [{"q": {"_id": 1}, "u": {"$set": {"x": 1}}},
+                                 {"q": {"_id": 2}, "u": {"$set": {"x": 2}}, "upsert": true}],
+                     "extra": [{"x": 1}], "empty": []})");
+      CHECK(json({merged.data(), static_cast<std::uint32_t>(merged.size())}) == json(expect));
+    }
+  }
+}
+
+TEST_CASE("OP_QUERY and OP_REPLY builders round trip") {
+  Doc q(R"({"isMaster": 1, "helloOk": true, "client": {"driver": {"name": "t"}}})");
+  Doc sel(R"({"a": 1})");
+  const Frame f = build_op_query(1, 0, kQueryExhaust, "admin.$cmd", 3, -1, q, sel.view());
+  auto r = decode(f);
+  REQUIRE(r.ok());
+  const auto& m = std::get<OpQuery>(r->body);
+  CHECK(m.exhaust());
+  CHECK(m.numberToSkip == 3);
+  CHECK(json(m.query) == json(q));
+  REQUIRE(m.returnFieldsSelector.has_value());
+  CHECK(json(*m.returnFieldsSelector) == json(sel));
+  auto v = command_view(*r);
+  REQUIRE(v.ok());
+  CHECK(v->name == "isMaster");
+  CHECK(v->exhaustAllowed);
+
+  Doc a(R"({"_id": 1})"), b(R"({"_id": 2})");
+  const BsonView docs[] = {a, b};
+  auto rr = decode(build_op_reply(2, 1, kReplyCursorNotFound, -7, 5, docs));
+  REQUIRE(rr.ok());
+  const auto& p = std::get<OpReply>(rr->body);
+  CHECK(p.cursorNotFound());
+  CHECK(p.cursorId == -7);
+  CHECK(p.startingFrom == 5);
+  CHECK(p.numberReturned == 2);
+  CHECK(p.documents.size() == 2);
+  auto empty = decode(build_op_reply(3, 1, 0, 0, 0, {}));
+  REQUIRE(empty.ok());
+  CHECK(std::get<OpReply>(empty->body).documents.empty());
+}
+
+TEST_CASE("OP_COMMAND builder round trips with input documents") {
+  Doc meta(R"({"$replData": 1})"), args(R"({"insert": "c"})"), in(R"({"_id": 1})");
+  const BsonView ins[] = {in, in};
+  auto r = decode(build_op_command(1, "db", "insert", meta, args, ins));
+  REQUIRE(r.ok());
+  const auto& c = std::get<OpCommand>(r->body);
+  CHECK(c.inputDocs.size() == 2);
+  CHECK(json(c.metadata) == json(meta));
+  CHECK(json(c.commandArgs) == json(args));
+  auto rr = decode(build_op_command_reply(2, 1, meta, args, ins));
+  REQUIRE(rr.ok());
+  CHECK(std::get<OpCommandReply>(rr->body).outputDocs.size() == 2);
+}
+
+TEST_CASE("command view helpers") {
+  Doc d(R"({"find": "c", "$db": "x"})");
+  CHECK(first_key(d) == "find");
+  Doc e(R"({})");
+  CHECK(first_key(e).empty());
+  CHECK(first_key(BsonView{}).empty());
+  SUBCASE("empty OP_MSG body is not a command") {
+    auto r = decode(build_op_msg(1, 0, 0, e));
+    REQUIRE(r.ok());
+    auto v = command_view(*r);
+    REQUIRE_FALSE(v.ok());
+    CHECK(v.error().code == Errc::invalid_field);
+  }
+  SUBCASE("OP_MSG without $db has an empty database") {
+    Doc nodb(R"({"ping": 1})");
+    auto r = decode(build_op_msg(1, 0, 0, nodb));
+    REQUIRE(r.ok());
+    auto v = command_view(*r);
+    REQUIRE(v.ok());
+    CHECK(v->database.empty());
+    const BsonBytes merged = merged_command(*v);  // no sequences: the body itself
+    CHECK(json({merged.data(), static_cast<std::uint32_t>(merged.size())}) == json(nodb));
+  }
+  SUBCASE("validate_bson") {
+    CHECK(validate_bson(d));
+    CHECK_FALSE(validate_bson(BsonView{}));
+    Bytes bad(d.view().data, d.view().data + d.view().size);
+    bad[4] = 0x55;  // unknown element type
+    CHECK_FALSE(validate_bson({bad.data(), static_cast<std::uint32_t>(bad.size())}));
+  }
+  SUBCASE("error message format") {
+    Error e2{Errc::truncated, 12, "x needs 4 bytes"};
+    CHECK(e2.message() == "truncated at offset 12: x needs 4 bytes");
+    CHECK(to_string(Errc::uncompressed_size_too_large) == "uncompressed_size_too_large");
+    CHECK(opcode_name(2013) == "OP_MSG");
+    CHECK(opcode_name(1) == "OP_REPLY");
+    CHECK(opcode_name(2011) == "OP_COMMANDREPLY");
+  }
+}
