@@ -1,32 +1,171 @@
-// varanus: subcommand dispatch. No subcommand runs the proxy.
+// varanus: the executable. `varanus decode ...` is a subcommand (decode.cpp);
+// anything else runs the proxy:
+//
+//   flags + config file ─▶ AppConfig + SinkPlan ─▶ SinkRuntime (Dispatcher, sinks, admin)
+//                                                  proxy::Server (relay, Tracker per connection)
+//   main thread: Server::run() (it is one of the I/O threads)
+//   signal thread: SIGINT/SIGTERM ─▶ Server::stop(grace); a second one exits
+//                  at once; SIGHUP ─▶ sinks reopen their files
+//   after run() returns: SinkRuntime::stop() drains and flushes every event.
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
-#include <cstring>
+#include <cstdlib>
+#include <ctime>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <string>
 #include <string_view>
+#include <system_error>
+#include <thread>
+#include <vector>
 
+#include "cli.hpp"
 #include "decode.hpp"
+#include "sink_config.hpp"
+#include "varanus/monitor/stats.hpp"
+#include "varanus/proxy/server.hpp"
+
+#ifndef VARANUS_VERSION
+#error "VARANUS_VERSION is set by src/app/CMakeLists.txt from the project version"
+#endif
 
 namespace {
 
-constexpr const char* kUsage =
-    "usage: varanus [OPTIONS]          run the proxy\n"
-    "       varanus decode FILE...     decode raw wire frames to JSON lines\n"
-    "       varanus --help             this text\n";
+using namespace varanus;
 
-int run_proxy(int /*argc*/, char** /*argv*/) {
-  std::fputs("varanus: proxy not built yet\n", stderr);
-  return 2;
+void diag(std::string_view line) {
+  static const auto out = proxy::stderr_diagnostics();
+  out(line);
+}
+
+std::string seconds(std::chrono::milliseconds ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", static_cast<double>(ms.count()) / 1000.0);
+  return buf;
+}
+
+int run_proxy(const std::vector<std::string>& args) {
+  app::Cli cli = app::parse_cli(args);
+  switch (cli.action) {
+    case app::Cli::Action::help:
+      std::fputs(app::usage().c_str(), stdout);
+      return 0;
+    case app::Cli::Action::version:
+      std::fputs("varanus " VARANUS_VERSION "\n", stdout);
+      return 0;
+    case app::Cli::Action::error:
+      diag(cli.error);
+      return 2;
+    case app::Cli::Action::run:
+    case app::Cli::Action::check:
+      break;
+  }
+  const app::AppConfig& cfg = cli.config;
+  app::SinkPlan plan;
+  try {
+    plan = app::plan_sinks(cfg.sinks, cli.sinkFlags, cfg.maxDocumentLength);
+  } catch (const app::SinkConfigError& e) {
+    diag(std::string("varanus: ") + e.what());
+    return 2;
+  }
+  if (cli.action == app::Cli::Action::check) {
+    const auto& p = cfg.proxy;
+    std::printf(
+        "listen %s\nupstream %s\nioThreads %u\ngracePeriodSeconds %s\n"
+        "connectTimeoutSeconds %s\nmaxMessageSize %d\nmaxDocumentLength %zu\n",
+        p.listen.to_string().c_str(), p.upstream.to_string().c_str(), p.ioThreads,
+        seconds(p.gracePeriod).c_str(), seconds(p.connectTimeout).c_str(), p.maxMessageSize,
+        cfg.maxDocumentLength);
+    for (const auto& line : plan.describe()) std::printf("%s\n", line.c_str());
+    return 0;
+  }
+
+  // A driver or a pipe reader going away must be an error code, not a kill.
+  std::signal(SIGPIPE, SIG_IGN);
+
+  monitor::Stats stats;
+  std::optional<app::SinkRuntime> sinkRuntime;
+  std::string adminAddress;
+  try {
+    sinkRuntime.emplace(plan, stats,
+                        sinks::tcp_health_check(cfg.proxy.upstream.host, cfg.proxy.upstream.port),
+                        [](std::string_view line) { diag(line); });
+    adminAddress = sinkRuntime->start();
+  } catch (const std::exception& e) {
+    diag(std::string("varanus: ") + e.what());
+    return 1;
+  }
+  monitor::EventOutput& events = sinkRuntime->dispatcher();
+
+  proxy::Server server(cfg.proxy, events, stats, proxy::tracker_factory());
+  proxy::Endpoint bound;
+  try {
+    bound = server.start();
+  } catch (const std::system_error& e) {
+    diag("varanus: cannot listen on " + cfg.proxy.listen.to_string() + ": " + e.code().message());
+    return 1;
+  } catch (const std::exception& e) {
+    diag("varanus: cannot listen on " + cfg.proxy.listen.to_string() + ": " + e.what());
+    return 1;
+  }
+
+  // Signals are handled on a thread of their own, installed before the
+  // start-up line so that a script may signal as soon as it has read it.
+  boost::asio::io_context signalContext(1);
+  boost::asio::signal_set signals(signalContext, SIGINT, SIGTERM, SIGHUP);
+  int stopSignals = 0;
+  std::function<void(const boost::system::error_code&, int)> onSignal =
+      [&](const boost::system::error_code& ec, int signo) {
+        if (ec) return;
+        if (signo == SIGHUP) {
+          sinkRuntime->reopen();
+        } else if (++stopSignals == 1) {
+          diag(std::string("varanus: ") + (signo == SIGINT ? "SIGINT" : "SIGTERM") +
+               ": stopping, grace period " + seconds(cfg.proxy.gracePeriod) +
+               " s (signal again to exit at once)");
+          server.stop(cfg.proxy.gracePeriod);
+        } else {
+          diag("varanus: second signal: exiting now");
+          std::_Exit(128 + signo);
+        }
+        signals.async_wait(onSignal);
+      };
+  signals.async_wait(onSignal);
+  std::thread signalThread([&] { signalContext.run(); });
+
+  diag("varanus: listening on " + bound.to_string() + ", upstream " +
+       cfg.proxy.upstream.to_string());
+  if (!adminAddress.empty()) diag("varanus: admin endpoint on http://" + adminAddress);
+
+  int status = 0;
+  try {
+    server.run();
+  } catch (const std::exception& e) {
+    diag(std::string("varanus: fatal: ") + e.what());
+    status = 1;
+  }
+  sinkRuntime->stop();  // every event published so far reaches its sinks
+
+  signals.cancel();
+  signalContext.stop();
+  signalThread.join();
+  return status;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc >= 2) {
-    const std::string_view cmd = argv[1];
-    if (cmd == "--help" || cmd == "-h" || cmd == "help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    if (cmd == "decode") return varanus::app::run_decode(argc - 1, argv + 1);
+  if (argc >= 2 && std::string_view(argv[1]) == "decode") {
+    return varanus::app::run_decode(argc - 1, argv + 1);
   }
-  return run_proxy(argc, argv);
+  try {
+    return run_proxy(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const std::exception& e) {
+    diag(std::string("varanus: fatal: ") + e.what());
+    return 1;
+  }
 }

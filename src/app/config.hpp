@@ -1,0 +1,41 @@
+// varanus app — configuration: the JSON config file (--config) and the
+// values the command line may override. Parsing lives here, not in the
+// proxy layer (which takes a plain ProxyConfig).
+//
+// Top-level sections are dispatched in config.cpp (apply_config_json). The
+// "sinks" section is kept raw in AppConfig::sinks for the sinks' own parser
+// (sink_config.cpp): add its call at the HOOK comment in config.cpp.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+
+#include "varanus/proxy/config.hpp"
+
+namespace varanus::app {
+
+struct AppConfig {
+  proxy::ProxyConfig proxy;
+  /// Bound on each document in an event line (JSON characters); 0 = unlimited.
+  std::size_t maxDocumentLength = 1000;
+  /// The config file's "sinks" section, unparsed (null when absent).
+  nlohmann::json sinks;
+};
+
+/// A config problem, worded for the user: "config: /upstream/port: expected integer".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Applies a parsed config document onto `cfg` (keys absent keep their
+/// values). Unknown keys and wrong types throw ConfigError naming the JSON
+/// pointer of the key. Keys starting with "_comment" are documentation: ignored.
+void apply_config_json(const nlohmann::json& doc, AppConfig& cfg);
+
+/// Reads and applies a config file. Throws ConfigError (unreadable file,
+/// invalid JSON, or as apply_config_json).
+void load_config_file(const std::string& path, AppConfig& cfg);
+
+}  // namespace varanus::app
