@@ -20,6 +20,8 @@ another process), written by the per-driver recorders in this folder:
     connection           the driver's name for the connection (pairs started
                          with its terminal event)
     serverConnectionId   when the driver publishes it (Node, libmongoc)
+    wireRequestId        optional: the id on the wire when the driver
+                         publishes another (libmongoc 1.23 publishes wire - 1)
     synthetic            true for the events a driver makes up for the
                          further batches of an exhaust stream (no request
                          was sent; PyMongo 3.11 gives them requestId 0)
@@ -196,6 +198,12 @@ class Command:
         return bool(self.started.get(key) or (self.terminal or {}).get(key))
 
     @property
+    def wire_id(self) -> Any:
+        """The requestID on the wire: `wireRequestId` when a driver's recorder
+        knows the driver publishes another id (libmongoc 1.23: wire - 1)."""
+        return self.started.get("wireRequestId", (self.terminal or {}).get("wireRequestId", self.request_id))
+
+    @property
     def hello_label(self) -> str:
         return self.started.get("hello") or ""
 
@@ -357,7 +365,7 @@ def compare(driver_events: list[dict], varanus_events: list[dict], label: str,
 
     # Pass 1: requests the driver sent itself, by requestId.
     for d in (c for c in dcmds if not c.synthetic):
-        cands = [v for v in by_id.get(d.request_id, []) if v.matched is None]
+        cands = [v for v in by_id.get(d.wire_id, []) if v.matched is None]
         same = [v for v in cands if v.name == d.name]
         sid = d.started.get("serverConnectionId")
         if sid is not None and len(same) > 1:
@@ -365,9 +373,9 @@ def compare(driver_events: list[dict], varanus_events: list[dict], label: str,
         if same:
             _match(r, d, same[0])
         elif cands:
-            r.error(f"commandName differs for requestId {d.request_id}", d, cands[0])
+            r.error(f"commandName differs for requestId {d.wire_id}", d, cands[0])
         else:
-            r.error(f"varanus has no event for requestId {d.request_id} ({d.name})", d)
+            r.error(f"varanus has no event for requestId {d.wire_id} ({d.name})", d)
 
     # Pass 2: the driver's synthetic exhaust events, in order among varanus's
     # exhaust events the driver did not send.
@@ -444,11 +452,24 @@ def _match(r: Result, d: Command, v: Command) -> None:
         r.error(f"serverConnectionId differs: driver {sid}, varanus {v.started.get('serverConnectionId')}", d, v)
         started_ok = False
 
-    if not d.synthetic and d.name in ("insert", "update", "delete"):
-        if _is_w0(d.command) != bool(v.started.get("unacknowledged")):
-            r.error(f"unacknowledged flag: driver sent w:{0 if _is_w0(d.command) else 'acknowledged'}, "
-                    f"varanus unacknowledged={bool(v.started.get('unacknowledged'))}", d, v)
+    # Unacknowledged means the request had moreToCome, which driver events do
+    # not show. A w:0 write whose succeeded event carries the spec's made-up
+    # reply {ok: 1} was sent that way (PyMongo, libmongoc); Node 6.9 sends
+    # w:0 writes as ordinary requests and publishes the server's reply.
+    if not d.synthetic and not terminal_only:
+        v_unacked = bool(v.started.get("unacknowledged"))
+        d_reply = normalize((d.terminal or {}).get("reply"))
+        made_up_reply = isinstance(d_reply, dict) and set(d_reply) == {"ok"}
+        if v_unacked and not _is_w0(d.command):
+            r.error("varanus says unacknowledged, but the driver's command has no w:0 write concern", d, v)
             started_ok = False
+        elif _is_w0(d.command) and made_up_reply and not v_unacked:
+            r.error("unacknowledged flag: the driver sent w:0 and got no reply, "
+                    "varanus unacknowledged=False", d, v)
+            started_ok = False
+        elif _is_w0(d.command) and not v_unacked:
+            r.notes.append(f"{d.name} requestId {d.request_id}: w:0 sent as an acknowledged request "
+                           "(no moreToCome); varanus reports it acknowledged")
 
     if started_ok and not terminal_only:
         r.matched_events += 1
@@ -483,7 +504,12 @@ def _match(r: Result, d: Command, v: Command) -> None:
                     f"{_write_error_codes(v.terminal.get('reply'))}", d, v)
             terminal_ok = False
 
-    if not d.synthetic:
+    if not d.synthetic and "reply" in d.terminal and d.terminal["reply"] is None:
+        # Node publishes succeeded at once for requests it does not wait on
+        # (endSessions at close): its duration does not span the round trip.
+        r.notes.append(f"{d.name} requestId {d.request_id}: the driver did not wait for the reply; "
+                       "durations not compared")
+    elif not d.synthetic:
         dd, vd = d.terminal.get("durationMicros"), v.terminal.get("durationMicros")
         res = d.terminal.get("durationResolutionMicros", 0) or 0
         if dd is None or vd is None:

@@ -2,7 +2,7 @@
 // The Node.js driver's side of an agreement run (run_agreement.py starts it):
 //   node node_workload.js URI VARIANT OUT.jsonl
 // Runs the variant's workload with `monitorCommands: true` and writes every
-// command event the driver published as one JSON line (relaxed Extended JSON)
+// command event the driver published as one JSON line (canonical Extended JSON)
 // in agree.py's driver-event format. NODE_PATH points at
 // tests/integration/node/node_modules (installed by scripts/setup-node.sh).
 const fs = require('fs');
@@ -17,14 +17,16 @@ if (!uri || !variant || !outPath) {
 const COMPRESSORS = ['zlib', 'snappy', 'zstd'];
 const DEADLINE_MS = 15000;
 
-const relaxed = doc => (doc === undefined ? null : JSON.parse(EJSON.stringify(doc, { relaxed: true })));
+// Canonical, not relaxed, Extended JSON: relaxed prints an int64 (cursor ids)
+// through a JavaScript double and loses digits. agree.py reads both forms.
+const ejson = doc => (doc === undefined ? null : JSON.parse(EJSON.stringify(doc, { relaxed: false })));
 const conn = e => `${e.address}/${e.connectionId}`;
 const serverConnectionId = e => (e.serverConnectionId == null ? null : Number(e.serverConnectionId));
 
 function failureOf(err) {
   if (err == null) return null;
   // A redacted failure is published as {} (the driver's maybeRedact).
-  if (!(err instanceof Error)) return relaxed(err);
+  if (!(err instanceof Error)) return ejson(err);
   const f = {};
   if (err.code !== undefined) f.code = err.code;
   if (err.codeName !== undefined) f.codeName = err.codeName;
@@ -70,7 +72,7 @@ async function main() {
   client.on('commandStarted', e =>
     events.push({
       event: 'commandStarted', requestId: e.requestId, commandName: e.commandName,
-      databaseName: e.databaseName, command: relaxed(e.command), connection: conn(e),
+      databaseName: e.databaseName, command: ejson(e.command), connection: conn(e),
       serverConnectionId: serverConnectionId(e),
     }));
   // Node's durations are whole milliseconds (Math.floor of process.hrtime at
@@ -78,7 +80,7 @@ async function main() {
   client.on('commandSucceeded', e =>
     events.push({
       event: 'commandSucceeded', requestId: e.requestId, commandName: e.commandName,
-      databaseName: e.databaseName, reply: relaxed(e.reply), durationMicros: e.duration * 1000,
+      databaseName: e.databaseName, reply: ejson(e.reply), durationMicros: e.duration * 1000,
       durationResolutionMicros: 1000, connection: conn(e), serverConnectionId: serverConnectionId(e),
     }));
   client.on('commandFailed', e =>

@@ -257,6 +257,41 @@ class AgreementTest(unittest.TestCase):
         del find(var, 42)["unacknowledged"]
         self.assertMismatch(drv, var, "unacknowledged flag")
 
+    def test_unacknowledged_without_w0(self):
+        drv, var = baseline()
+        find(var, 20)["unacknowledged"] = True
+        self.assertMismatch(drv, var, "no w:0 write concern")
+
+    def test_w0_sent_acknowledged_is_a_note(self):
+        # Node 6.9: a w:0 insert sent without moreToCome gets a real reply.
+        drv, var = baseline()
+        find(drv, 42, "commandSucceeded")["reply"] = {"n": 1, "ok": 1}
+        for e in var:
+            if e.get("requestId") == 42:
+                e.pop("unacknowledged", None)
+        r = self.run_compare(drv, var)
+        self.assertTrue(r.ok, r.report())
+        self.assertTrue(any("no moreToCome" in n for n in r.notes), r.report())
+
+    def test_no_duration_check_when_the_driver_did_not_wait(self):
+        drv, var = baseline()
+        find(drv, 20, "commandSucceeded")["reply"] = None
+        find(var, 20, "commandSucceeded")["durationMicros"] = 10**6
+        r = self.run_compare(drv, var)
+        self.assertTrue(r.ok, r.report())
+        self.assertTrue(any("did not wait" in n for n in r.notes), r.report())
+
+    def test_wire_request_id_overrides_the_published_one(self):
+        drv, var = baseline()
+        for e in drv:
+            if e.get("requestId") == 20:
+                e["requestId"], e["wireRequestId"] = 19, 20
+        self.assertTrue(self.run_compare(drv, var).ok)
+        for e in drv:
+            if e.get("requestId") == 19:
+                e["wireRequestId"] = 21
+        self.assertMismatch(drv, var, "commandName differs for requestId 21")
+
     def test_started_without_terminal(self):
         drv, var = baseline()
         var.remove(find(var, 50, "commandSucceeded"))
