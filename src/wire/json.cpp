@@ -1,42 +1,513 @@
-// Placeholder: libbson's writer until the fast bson_iter writer lands.
+// BSON -> relaxed Extended JSON, written straight into the caller's string.
+//
+// Values are those of libbson's bson_as_relaxed_extended_json (the tests
+// compare both parsed), written compact. The budget (JsonOptions::maxLength)
+// is enforced per token: an element that does not fit is rolled back whole
+// (its comma and key too), except strings, which are cut on a code point
+// boundary and closed. Then every open array/object is closed, so the output
+// stays valid JSON; the closers may run past the budget by the nesting depth.
 #include "varanus/wire/json.hpp"
+
+#include <charconv>
+#include <cstring>
 
 namespace varanus::wire {
 
+namespace {
+
+constexpr int kMaxDepth = 200;  // as libbson's BSON_MAX_RECURSION
+constexpr char kHex[] = "0123456789abcdef";
+
+// ----- string escaping -------------------------------------------------
+
+// Length of the valid UTF-8 sequence starting at p (lead byte >= 0x80), or 0.
+std::size_t utf8_seq(const unsigned char* p, std::size_t n) noexcept {
+  const unsigned char c = p[0];
+  if (c >= 0xC2 && c <= 0xDF) return (n >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (n < 3 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
+    if (c == 0xE0 && p[1] < 0xA0) return 0;  // overlong
+    if (c == 0xED && p[1] > 0x9F) return 0;  // surrogates
+    return 3;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (n < 4 || (p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
+    if (c == 0xF0 && p[1] < 0x90) return 0;  // overlong
+    if (c == 0xF4 && p[1] > 0x8F) return 0;  // > U+10FFFF
+    return 4;
+  }
+  return 0;
+}
+
+// Bytes that need more than a plain copy: controls, '"', '\\', non-ASCII.
+constexpr bool special(unsigned char c) noexcept {
+  return c < 0x20 || c == '"' || c == '\\' || c >= 0x80;
+}
+
+/// Appends the escaped body of a JSON string (no quotes). With a limit, stops
+/// before the unit that would pass `limit` (out.size() never exceeds it) and
+/// returns false.
+bool escape_into(std::string& out, const char* s, std::size_t n, std::size_t limit) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s);
+  std::size_t i = 0;
+  while (i < n) {
+    // A run of plain bytes.
+    std::size_t j = i;
+    while (j < n && !special(p[j])) ++j;
+    if (j > i) {
+      const std::size_t room = limit > out.size() ? limit - out.size() : 0;
+      if (j - i > room) {
+        out.append(s + i, room);
+        return false;
+      }
+      out.append(s + i, j - i);
+      i = j;
+      if (i == n) break;
+    }
+    // One special unit.
+    char buf[6];
+    std::size_t len = 0;
+    const char* src = buf;
+    const unsigned char c = p[i];
+    std::size_t consumed = 1;
+    switch (c) {
+      case '"':
+        buf[0] = '\\';
+        buf[1] = '"';
+        len = 2;
+        break;
+      case '\\':
+        buf[0] = '\\';
+        buf[1] = '\\';
+        len = 2;
+        break;
+      case '\n':
+        buf[0] = '\\';
+        buf[1] = 'n';
+        len = 2;
+        break;
+      case '\r':
+        buf[0] = '\\';
+        buf[1] = 'r';
+        len = 2;
+        break;
+      case '\t':
+        buf[0] = '\\';
+        buf[1] = 't';
+        len = 2;
+        break;
+      case '\b':
+        buf[0] = '\\';
+        buf[1] = 'b';
+        len = 2;
+        break;
+      case '\f':
+        buf[0] = '\\';
+        buf[1] = 'f';
+        len = 2;
+        break;
+      default:
+        if (c < 0x20) {
+          buf[0] = '\\';
+          buf[1] = 'u';
+          buf[2] = '0';
+          buf[3] = '0';
+          buf[4] = kHex[c >> 4];
+          buf[5] = kHex[c & 15];
+          len = 6;
+        } else {
+          const std::size_t k = utf8_seq(p + i, n - i);
+          if (k == 0) {
+            src = "\xEF\xBF\xBD";  // U+FFFD for a byte that starts no valid sequence
+            len = 3;
+          } else {
+            src = s + i;
+            len = k;
+            consumed = k;
+          }
+        }
+    }
+    if (out.size() + len > limit) return false;
+    out.append(src, len);
+    i += consumed;
+  }
+  return true;
+}
+
+// ----- small formatters ---------------------------------------------------
+
+template <class Int>
+void put_int(std::string& out, Int v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, static_cast<std::size_t>(r.ptr - buf));
+}
+
+void put_double(std::string& out, double d) {
+  if (d != d) {
+    out += R"({"$numberDouble":"NaN"})";
+    return;
+  }
+  if (d * 0 != 0) {
+    out += d > 0 ? R"({"$numberDouble":"Infinity"})" : R"({"$numberDouble":"-Infinity"})";
+    return;
+  }
+  char buf[32];
+  auto r = std::to_chars(buf, buf + sizeof buf, d);
+  const auto n = static_cast<std::size_t>(r.ptr - buf);
+  out.append(buf, n);
+  // As libbson: "1.0", not "1", so the value reads back as a double.
+  if (std::strspn(buf, "0123456789-") >= n) out += ".0";
+}
+
+void put_base64(std::string& out, const std::uint8_t* p, std::size_t n) {
+  static constexpr char k[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const std::size_t at = out.size();
+  out.resize(at + (n + 2) / 3 * 4);
+  char* o = out.data() + at;
+  std::size_t i = 0;
+  for (; i + 3 <= n; i += 3) {
+    const std::uint32_t v = (std::uint32_t{p[i]} << 16) | (std::uint32_t{p[i + 1]} << 8) | p[i + 2];
+    *o++ = k[v >> 18];
+    *o++ = k[(v >> 12) & 63];
+    *o++ = k[(v >> 6) & 63];
+    *o++ = k[v & 63];
+  }
+  if (i < n) {
+    std::uint32_t v = std::uint32_t{p[i]} << 16;
+    if (i + 1 < n) v |= std::uint32_t{p[i + 1]} << 8;
+    *o++ = k[v >> 18];
+    *o++ = k[(v >> 12) & 63];
+    *o++ = i + 1 < n ? k[(v >> 6) & 63] : '=';
+    *o++ = '=';
+  }
+}
+
+void put_oid(std::string& out, const bson_oid_t* oid) {
+  char buf[24];
+  for (int i = 0; i < 12; ++i) {
+    buf[2 * i] = kHex[oid->bytes[i] >> 4];
+    buf[2 * i + 1] = kHex[oid->bytes[i] & 15];
+  }
+  out += R"({"$oid":")";
+  out.append(buf, 24);
+  out += "\"}";
+}
+
+void put_2(char* p, unsigned v) {
+  p[0] = static_cast<char>('0' + v / 10);
+  p[1] = static_cast<char>('0' + v % 10);
+}
+
+// {"$date":"YYYY-MM-DDTHH:MM:SS[.mmm]Z"} for years 1970..9999, as libbson;
+// {"$date":{"$numberLong":"N"}} otherwise.
+void put_date(std::string& out, std::int64_t ms) {
+  if (ms < 0 || ms > 253402300799999LL) {
+    out += R"({"$date":{"$numberLong":")";
+    put_int(out, ms);
+    out += "\"}}";
+    return;
+  }
+  const std::int64_t secs = ms / 1000;
+  const auto milli = static_cast<unsigned>(ms % 1000);
+  const std::int64_t days = secs / 86400;
+  const auto sod = static_cast<unsigned>(secs % 86400);
+  // Days since 1970-01-01 to civil date (H. Hinnant's algorithm).
+  const std::int64_t z = days + 719468;
+  const std::int64_t era = z / 146097;
+  const auto doe = static_cast<unsigned>(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  const unsigned d = doy - (153 * mp + 2) / 5 + 1;
+  const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+  const auto y = static_cast<unsigned>(static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2));
+  char buf[24] = "0000-00-00T00:00:00.000";
+  put_2(buf, y / 100);
+  put_2(buf + 2, y % 100);
+  put_2(buf + 5, m);
+  put_2(buf + 8, d);
+  put_2(buf + 11, sod / 3600);
+  put_2(buf + 14, sod / 60 % 60);
+  put_2(buf + 17, sod % 60);
+  out += R"({"$date":")";
+  if (milli != 0) {
+    buf[20] = static_cast<char>('0' + milli / 100);
+    put_2(buf + 21, milli % 100);
+    out.append(buf, 23);
+  } else {
+    out.append(buf, 19);
+  }
+  out += "Z\"}";
+}
+
+void put_string(std::string& out, const char* s, std::size_t n) {
+  out += '"';
+  escape_into(out, s, n, static_cast<std::size_t>(-1));
+  out += '"';
+}
+
+// ----- the walk --------------------------------------------------------------
+
+struct Writer {
+  std::string& out;
+  std::size_t limit;  // absolute position in `out` the content must not pass
+  bool cut = false;
+  bool corrupt = false;
+
+  bool fits() const noexcept { return out.size() <= limit; }
+
+  // Writes the elements of `it` (already positioned before the first one).
+  void members(bson_iter_t& it, bool array, int depth) {
+    bool first = true;
+    while (!cut && bson_iter_next(&it)) {
+      const std::size_t mark = out.size();  // rollback point: before the comma
+      if (!first) out += ',';
+      first = false;
+      if (!array) {
+        out += '"';
+        if (!escape_into(out, bson_iter_key(&it), bson_iter_key_len(&it), limit)) {
+          rollback(mark);
+          return;
+        }
+        out += "\":";
+      }
+      if (!fits()) {
+        rollback(mark);
+        return;
+      }
+      value(it, depth, mark);
+    }
+    if (!cut && it.err_off != 0) corrupt = true;
+  }
+
+  void rollback(std::size_t mark) {
+    out.resize(mark);
+    cut = true;
+  }
+
+  // Writes one value; atomic values that overflow the budget are rolled back
+  // to `mark` (before the element's comma and key).
+  void value(bson_iter_t& it, int depth, std::size_t mark) {
+    switch (bson_iter_type(&it)) {
+      case BSON_TYPE_UTF8: {
+        std::uint32_t len = 0;
+        const char* s = bson_iter_utf8(&it, &len);
+        if (out.size() + 2 > limit) return rollback(mark);
+        out += '"';
+        if (!escape_into(out, s, len, limit - 1)) cut = true;
+        out += '"';
+        return;
+      }
+      case BSON_TYPE_DOCUMENT:
+      case BSON_TYPE_ARRAY: {
+        const bool array = BSON_ITER_HOLDS_ARRAY(&it);
+        if (out.size() + 2 > limit) return rollback(mark);
+        bson_iter_t child;
+        if (!bson_iter_recurse(&it, &child)) {
+          corrupt = true;
+          return;
+        }
+        out += array ? '[' : '{';
+        if (depth + 1 >= kMaxDepth) {
+          cut = true;  // too deep to follow: shown empty, reported as cut
+        } else {
+          members(child, array, depth + 1);
+        }
+        out += array ? ']' : '}';
+        return;
+      }
+      default:
+        atomic(it, depth);
+        if (!fits()) rollback(mark);
+        return;
+    }
+  }
+
+  void atomic(bson_iter_t& it, int depth) {
+    switch (bson_iter_type(&it)) {
+      case BSON_TYPE_DOUBLE:
+        put_double(out, bson_iter_double(&it));
+        return;
+      case BSON_TYPE_INT32:
+        put_int(out, bson_iter_int32(&it));
+        return;
+      case BSON_TYPE_INT64:
+        put_int(out, bson_iter_int64(&it));
+        return;
+      case BSON_TYPE_BOOL:
+        out += bson_iter_bool(&it) ? "true" : "false";
+        return;
+      case BSON_TYPE_NULL:
+        out += "null";
+        return;
+      case BSON_TYPE_UNDEFINED:
+        out += R"({"$undefined":true})";
+        return;
+      case BSON_TYPE_OID:
+        put_oid(out, bson_iter_oid(&it));
+        return;
+      case BSON_TYPE_DATE_TIME:
+        put_date(out, bson_iter_date_time(&it));
+        return;
+      case BSON_TYPE_BINARY: {
+        bson_subtype_t sub{};
+        std::uint32_t len = 0;
+        const std::uint8_t* data = nullptr;
+        bson_iter_binary(&it, &sub, &len, &data);
+        if (out.size() + (len + 2) / 3 * 4 > limit) {
+          out.resize(limit + 1);  // cannot fit: let the caller roll back
+          return;
+        }
+        out += R"({"$binary":{"base64":")";
+        put_base64(out, data, len);
+        out += R"(","subType":")";
+        const auto s = static_cast<unsigned>(sub);
+        out += kHex[(s >> 4) & 15];
+        out += kHex[s & 15];
+        out += "\"}}";
+        return;
+      }
+      case BSON_TYPE_REGEX: {
+        const char* options = nullptr;
+        const char* pattern = bson_iter_regex(&it, &options);
+        out += R"({"$regularExpression":{"pattern":)";
+        put_string(out, pattern, std::strlen(pattern));
+        out += R"(,"options":)";
+        // libbson writes the options sorted; so do we.
+        char sorted[8];
+        std::size_t n = 0;
+        for (char o : std::string_view("ilmsux")) {
+          if (options != nullptr && std::strchr(options, o) != nullptr && n < sizeof sorted)
+            sorted[n++] = o;
+        }
+        put_string(out, sorted, n);
+        out += "}}";
+        return;
+      }
+      case BSON_TYPE_DBPOINTER: {
+        std::uint32_t len = 0;
+        const char* coll = nullptr;
+        const bson_oid_t* oid = nullptr;
+        bson_iter_dbpointer(&it, &len, &coll, &oid);
+        out += R"({"$dbPointer":{"$ref":)";
+        put_string(out, coll, len);
+        out += R"(,"$id":)";
+        put_oid(out, oid);
+        out += "}}";
+        return;
+      }
+      case BSON_TYPE_CODE: {
+        std::uint32_t len = 0;
+        const char* code = bson_iter_code(&it, &len);
+        out += R"({"$code":)";
+        put_string(out, code, len);
+        out += '}';
+        return;
+      }
+      case BSON_TYPE_SYMBOL: {
+        std::uint32_t len = 0;
+        const char* sym = bson_iter_symbol(&it, &len);
+        out += R"({"$symbol":)";
+        put_string(out, sym, len);
+        out += '}';
+        return;
+      }
+      case BSON_TYPE_CODEWSCOPE: {
+        std::uint32_t len = 0;
+        std::uint32_t scope_len = 0;
+        const std::uint8_t* scope = nullptr;
+        const char* code = bson_iter_codewscope(&it, &len, &scope_len, &scope);
+        out += R"({"$code":)";
+        put_string(out, code, len);
+        out += R"(,"$scope":{)";
+        bson_t s;
+        bson_iter_t child;
+        if (depth + 1 < kMaxDepth && bson_init_static(&s, scope, scope_len) &&
+            bson_iter_init(&child, &s)) {
+          // The scope is written whole (no budget) and judged as one token.
+          Writer inner{out, static_cast<std::size_t>(-1)};
+          inner.members(child, false, depth + 1);
+          if (inner.corrupt) corrupt = true;
+        } else if (depth + 1 >= kMaxDepth) {
+          cut = true;
+        } else {
+          corrupt = true;
+        }
+        out += "}}";
+        return;
+      }
+      case BSON_TYPE_TIMESTAMP: {
+        std::uint32_t t = 0;
+        std::uint32_t i = 0;
+        bson_iter_timestamp(&it, &t, &i);
+        out += R"({"$timestamp":{"t":)";
+        put_int(out, t);
+        out += R"(,"i":)";
+        put_int(out, i);
+        out += "}}";
+        return;
+      }
+      case BSON_TYPE_DECIMAL128: {
+        bson_decimal128_t dec;
+        bson_iter_decimal128(&it, &dec);
+        char buf[BSON_DECIMAL128_STRING];
+        bson_decimal128_to_string(&dec, buf);
+        out += R"({"$numberDecimal":")";
+        out += buf;
+        out += "\"}";
+        return;
+      }
+      case BSON_TYPE_MINKEY:
+        out += R"({"$minKey":1})";
+        return;
+      case BSON_TYPE_MAXKEY:
+        out += R"({"$maxKey":1})";
+        return;
+      default:  // bson_iter_next never yields other types
+        corrupt = true;
+        out += "null";
+        return;
+    }
+  }
+};
+
+}  // namespace
+
 JsonResult append_relaxed_json(std::string& out, BsonView doc, const JsonOptions& options) {
   JsonResult r;
-  std::string s = doc.to_relaxed_json();
-  if (s.empty()) {
+  const std::size_t start = out.size();
+  bson_t b;
+  bson_iter_t it;
+  if (!doc.init_static(&b) || !bson_iter_init(&it, &b)) {
     out += "{}";
     r.valid = false;
     return r;
   }
-  if (options.maxLength != 0 && s.size() > options.maxLength) {
+  const std::size_t limit =
+      options.maxLength == 0 ? static_cast<std::size_t>(-1) : start + options.maxLength;
+  if (options.maxLength == 0) out.reserve(start + doc.size * 2);
+  Writer w{out, limit};
+  if (options.maxLength != 0 && options.maxLength < 2) {
     out += "{}";
-    r.truncated = true;
+    r.truncated = doc.size > 5;
     return r;
   }
-  out += s;
+  out += '{';
+  w.members(it, false, 0);
+  out += '}';
+  if (w.corrupt) {
+    out.resize(start);
+    out += "{}";
+    r.valid = false;
+    return r;
+  }
+  r.truncated = w.cut;
   return r;
 }
 
 void append_json_string(std::string& out, std::string_view s) {
-  out += '"';
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (c < 0x20) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\u00";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out += ch;
-    }
-  }
-  out += '"';
+  put_string(out, s.data(), s.size());
 }
 
 }  // namespace varanus::wire
