@@ -464,6 +464,62 @@ TEST_CASE("varanus relays a ping and prints its events as JSON lines on stdout")
   CHECK(lines[2].at("durationMicros").get<std::int64_t>() >= 0);
 }
 
+namespace {
+
+/// Starts varanus in front of `upstreamPort`, returns the port it listens on.
+int start_varanus(Child& c) {
+  REQUIRE(c.wait_stderr("\n"));
+  const std::string prefix = "varanus: listening on 127.0.0.1:";
+  REQUIRE(c.errText.rfind(prefix, 0) == 0);
+  return std::stoi(c.errText.substr(prefix.size()));
+}
+
+bool still_running(pid_t pid) {
+  int status = 0;
+  return ::waitpid(pid, &status, WNOHANG) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("SIGTERM waits for open connections up to the grace period, then exits 0") {
+  OkUpstream upstream;
+  Child c({"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:" + std::to_string(upstream.port),
+           "--grace-period", "0.5"});
+  const int port = start_varanus(c);
+  int fd = connect_to(static_cast<std::uint16_t>(port));
+  REQUIRE(fd >= 0);
+  std::this_thread::sleep_for(100ms);  // relaying has started
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(::kill(c.pid, SIGTERM) == 0);
+  CHECK(c.finish() == 0);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(waited >= 400ms);
+  CHECK(waited < 5s);
+  // The open connection was closed at the end of the grace period.
+  CHECK(c.outText.find("\"reason\":\"proxy stopped: grace period over\"") != std::string::npos);
+  ::close(fd);
+}
+
+TEST_CASE("a second signal exits at once") {
+  OkUpstream upstream;
+  Child c({"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:" + std::to_string(upstream.port),
+           "--grace-period", "30"});
+  const int port = start_varanus(c);
+  int fd = connect_to(static_cast<std::uint16_t>(port));
+  REQUIRE(fd >= 0);
+  std::this_thread::sleep_for(100ms);
+  REQUIRE(::kill(c.pid, SIGINT) == 0);
+  REQUIRE(c.wait_stderr("SIGINT: stopping"));
+  std::this_thread::sleep_for(300ms);
+  CHECK(still_running(c.pid));  // waiting for the open connection
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(::kill(c.pid, SIGINT) == 0);
+  CHECK(c.finish() == 128 + SIGINT);
+  CHECK(std::chrono::steady_clock::now() - t0 < 3s);
+  CHECK(c.errText.find("second signal") != std::string::npos);
+  ::close(fd);
+}
+
 TEST_CASE("varanus reports an address it cannot listen on and exits 1") {
   // Take a port, then ask varanus for the same one.
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
