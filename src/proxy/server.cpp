@@ -296,6 +296,7 @@ asio::awaitable<void> Session::run() {
   }
 
   if (error_code ec = co_await connect_upstream()) {
+    if (!reason_.empty()) co_return;  // the grace period ended while connecting: not a failure
     server_.stats.add(server_.stats.upstreamConnectFailures);
     server_.diag("varanus: upstream " + server_.upstreamName + " unreachable: " + ec.message() +
                  " (client " + clientName_ + " closed)");
