@@ -76,7 +76,8 @@ TEST_CASE("OP_QUERY and OP_REPLY builders round trip") {
 
   Doc a(R"({"_id": 1})"), b(R"({"_id": 2})");
   const BsonView docs[] = {a, b};
-  auto rr = decode(build_op_reply(2, 1, kReplyCursorNotFound, -7, 5, docs));
+  const Frame rr_frame = build_op_reply(2, 1, kReplyCursorNotFound, -7, 5, docs);
+  auto rr = decode(rr_frame);
   REQUIRE(rr.ok());
   const auto& p = std::get<OpReply>(rr->body);
   CHECK(p.cursorNotFound());
@@ -84,7 +85,8 @@ TEST_CASE("OP_QUERY and OP_REPLY builders round trip") {
   CHECK(p.startingFrom == 5);
   CHECK(p.numberReturned == 2);
   CHECK(p.documents.size() == 2);
-  auto empty = decode(build_op_reply(3, 1, 0, 0, 0, {}));
+  const Frame empty_frame = build_op_reply(3, 1, 0, 0, 0, {});
+  auto empty = decode(empty_frame);
   REQUIRE(empty.ok());
   CHECK(std::get<OpReply>(empty->body).documents.empty());
 }
@@ -92,13 +94,15 @@ TEST_CASE("OP_QUERY and OP_REPLY builders round trip") {
 TEST_CASE("OP_COMMAND builder round trips with input documents") {
   Doc meta(R"({"$replData": 1})"), args(R"({"insert": "c"})"), in(R"({"_id": 1})");
   const BsonView ins[] = {in, in};
-  auto r = decode(build_op_command(1, "db", "insert", meta, args, ins));
+  const Frame r_frame = build_op_command(1, "db", "insert", meta, args, ins);
+  auto r = decode(r_frame);
   REQUIRE(r.ok());
   const auto& c = std::get<OpCommand>(r->body);
   CHECK(c.inputDocs.size() == 2);
   CHECK(json(c.metadata) == json(meta));
   CHECK(json(c.commandArgs) == json(args));
-  auto rr = decode(build_op_command_reply(2, 1, meta, args, ins));
+  const Frame rr_frame = build_op_command_reply(2, 1, meta, args, ins);
+  auto rr = decode(rr_frame);
   REQUIRE(rr.ok());
   CHECK(std::get<OpCommandReply>(rr->body).outputDocs.size() == 2);
 }
@@ -110,7 +114,8 @@ TEST_CASE("command view helpers") {
   CHECK(first_key(e).empty());
   CHECK(first_key(BsonView{}).empty());
   SUBCASE("empty OP_MSG body is not a command") {
-    auto r = decode(build_op_msg(1, 0, 0, e));
+    const Frame r_frame = build_op_msg(1, 0, 0, e);
+    auto r = decode(r_frame);
     REQUIRE(r.ok());
     auto v = command_view(*r);
     REQUIRE_FALSE(v.ok());
@@ -118,7 +123,8 @@ TEST_CASE("command view helpers") {
   }
   SUBCASE("OP_MSG without $db has an empty database") {
     Doc nodb(R"({"ping": 1})");
-    auto r = decode(build_op_msg(1, 0, 0, nodb));
+    const Frame r_frame = build_op_msg(1, 0, 0, nodb);
+    auto r = decode(r_frame);
     REQUIRE(r.ok());
     auto v = command_view(*r);
     REQUIRE(v.ok());

@@ -127,7 +127,8 @@ TEST_CASE("OP_QUERY on <db>.$cmd is a command") {
 TEST_CASE("OP_QUERY wrapped in $query is unwrapped") {
   Doc wrapped(
       R"({"$query": {"count": "c", "query": {}}, "$readPreference": {"mode": "secondary"}})");
-  auto r = decode(build_op_query(3, 0, 0, "shop.$cmd", 0, -1, wrapped));
+  const Frame r_frame = build_op_query(3, 0, 0, "shop.$cmd", 0, -1, wrapped);
+  auto r = decode(r_frame);
   REQUIRE(r.ok());
   auto v = command_view(*r);
   REQUIRE(v.ok());
@@ -136,7 +137,8 @@ TEST_CASE("OP_QUERY wrapped in $query is unwrapped") {
   CHECK(json(v->body) == R"({ "count" : "c", "query" : {  } })");
 
   Doc legacy(R"({"query": {"isMaster": 1}, "$readPreference": {"mode": "primary"}})");
-  auto r2 = decode(build_op_query(4, 0, 0, "admin.$cmd", 0, -1, legacy));
+  const Frame r2_frame = build_op_query(4, 0, 0, "admin.$cmd", 0, -1, legacy);
+  auto r2 = decode(r2_frame);
   REQUIRE(r2.ok());
   auto v2 = command_view(*r2);
   REQUIRE(v2.ok());
@@ -145,7 +147,8 @@ TEST_CASE("OP_QUERY wrapped in $query is unwrapped") {
 
 TEST_CASE("OP_QUERY on a collection is not a command") {
   Doc filter(R"({"x": 1})");
-  auto r = decode(build_op_query(5, 0, 0, "shop.orders", 10, 20, filter));
+  const Frame r_frame = build_op_query(5, 0, 0, "shop.orders", 10, 20, filter);
+  auto r = decode(r_frame);
   REQUIRE(r.ok());
   const auto& q = std::get<OpQuery>(r->body);
   CHECK_FALSE(q.isCommand());
@@ -186,7 +189,8 @@ TEST_CASE("OP_REPLY decodes its documents and QueryFailure") {
   SUBCASE("QueryFailure") {
     Doc err(R"({"$err": "boom", "code": 13})");
     const BsonView docs[] = {err};
-    auto f = decode(build_op_reply(2, 1, kReplyQueryFailure, 0, 0, docs));
+    const Frame f_frame = build_op_reply(2, 1, kReplyQueryFailure, 0, 0, docs);
+    auto f = decode(f_frame);
     REQUIRE(f.ok());
     CHECK(std::get<OpReply>(f->body).queryFailure());
   }

@@ -416,7 +416,8 @@ TEST_CASE("nesting deeper than the bound is invalid BSON, not a stack overflow")
   }
   const BsonView deep{inner.data(), static_cast<std::uint32_t>(inner.size())};
   CHECK_FALSE(validate_bson(deep));
-  auto r = decode(build_op_msg(1, 0, 0, deep));
+  const Frame r_frame = build_op_msg(1, 0, 0, deep);
+  auto r = decode(r_frame);
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().code == Errc::invalid_bson);
 }
