@@ -15,7 +15,11 @@
 namespace varanus::wire {
 
 struct JsonOptions {
-  std::size_t maxLength = 0;  ///< 0 = unlimited; else budget in characters of JSON text
+  /// 0 = unlimited; else the budget in bytes of JSON text. Elements that do
+  /// not fit are left out whole (strings are cut at a code point); the
+  /// brackets that close what is open are written after the budget, so the
+  /// output may exceed it by the nesting depth (the root's '}' included).
+  std::size_t maxLength = 0;
 };
 
 struct JsonResult {
