@@ -326,7 +326,7 @@ Doc run_find_and_modify(CommandContext& ctx, const CommandInput& in, const bson_
 struct Accumulator {
   std::string field;  // output name
   std::string op;     // $sum $min $max $first $last $avg $count
-  bson_iter_t arg;    // the operand (1, "$field", ...)
+  Value arg;          // the operand (1, "$field", ...)
 };
 
 // The value an expression ("$field" or a constant) has for `doc`; nullopt if missing.
@@ -369,7 +369,7 @@ std::variant<std::vector<BsonBytes>, CommandError> group_stage(std::vector<BsonB
         opName != "$last" && opName != "$avg" && opName != "$count") {
       return CommandError{15952, "Location15952", "unknown group operator '" + opName + "'"};
     }
-    accs.push_back({std::string(name), opName, op});
+    accs.push_back({std::string(name), opName, Value(op)});
   }
   std::vector<Group> groups;
   for (auto& doc : docs) {
@@ -401,6 +401,7 @@ std::variant<std::vector<BsonBytes>, CommandError> group_stage(std::vector<BsonB
     bson_concat(result.get(), kd.get());
     for (const auto& acc : accs) {
       const char* f = acc.field.c_str();
+      const bson_iter_t arg = acc.arg.iter();
       if (acc.op == "$sum" || acc.op == "$avg" || acc.op == "$count") {
         std::int64_t isum = 0;
         double dsum = 0;
@@ -414,7 +415,7 @@ std::variant<std::vector<BsonBytes>, CommandError> group_stage(std::vector<BsonB
             ++isum;
             continue;
           }
-          v = eval(d.get(), acc.arg);
+          v = eval(d.get(), arg);
           if (!v || !as_double(*v)) continue;
           ++count;
           if (bson_iter_type(&*v) == BSON_TYPE_DOUBLE) isDouble = true;
@@ -438,7 +439,7 @@ std::variant<std::vector<BsonBytes>, CommandError> group_stage(std::vector<BsonB
       std::optional<BsonBytes> best;
       for (const auto& doc : g.docs) {
         StaticDoc d(doc);
-        auto v = eval(d.get(), acc.arg);
+        auto v = eval(d.get(), arg);
         if (!v) continue;
         bool take = !best || acc.op == "$last";
         if (best && (acc.op == "$min" || acc.op == "$max")) {
@@ -492,7 +493,7 @@ Doc run_aggregate(CommandContext& ctx, const CommandInput& in, const bson_t* bod
   bson_iter_t st;
   bson_iter_init(&st, stages.get());
   std::vector<std::pair<std::string, BsonView>> list;
-  std::vector<bson_iter_t> args;
+  std::vector<Value> args;
   while (bson_iter_next(&st)) {
     if (!BSON_ITER_HOLDS_DOCUMENT(&st))
       return error_reply(
@@ -505,7 +506,7 @@ Doc run_aggregate(CommandContext& ctx, const CommandInput& in, const bson_t* bod
     }
     std::string name = bson_iter_key(&s);
     list.emplace_back(name, sub_view(s));
-    args.push_back(s);
+    args.emplace_back(s);
   }
   FindSpec first;
   std::size_t i = 0;
@@ -518,7 +519,7 @@ Doc run_aggregate(CommandContext& ctx, const CommandInput& in, const bson_t* bod
   std::vector<BsonBytes> docs = std::move(std::get<0>(found));
   for (; i < list.size(); ++i) {
     const auto& [name, arg] = list[i];
-    const bson_iter_t& raw = args[i];
+    const bson_iter_t raw = args[i].iter();
     if (name == "$match") {
       if (auto e = validate_filter(arg)) return error_reply(*e);
       StaticDoc f(arg);

@@ -12,6 +12,21 @@ Doc Doc::copy_of(BsonView v) {
   return d;
 }
 
+Value::Value(const bson_iter_t& it) {
+  Doc d;
+  append_iter(d.get(), "v", it);
+  bytes_ = d.bytes();
+}
+
+bson_iter_t Value::iter() const noexcept {
+  // The iterator points into bytes_, not into the (static) bson_t.
+  StaticDoc d(bytes_);
+  bson_iter_t it;
+  bson_iter_init(&it, d.get());
+  bson_iter_next(&it);
+  return it;
+}
+
 BsonView sub_view(const bson_iter_t& it) noexcept {
   const std::uint8_t* data = nullptr;
   std::uint32_t len = 0;

@@ -76,6 +76,19 @@ inline BsonView view_of(const BsonBytes& bytes) noexcept {
   return {bytes.data(), static_cast<std::uint32_t>(bytes.size())};
 }
 
+/// One BSON value that can live in containers. bson_iter_t is declared
+/// 128-byte aligned, which heap containers do not honour (UBSan), so keep
+/// iterators on the stack and copies of values in a Value.
+class Value {
+ public:
+  explicit Value(const bson_iter_t& it);
+  /// An iterator at the value; valid while this Value lives.
+  bson_iter_t iter() const noexcept;
+
+ private:
+  BsonBytes bytes_;  // {"v": value}
+};
+
 /// The sub-document / array an iterator points at (empty view otherwise).
 BsonView sub_view(const bson_iter_t& it) noexcept;
 

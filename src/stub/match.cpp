@@ -355,7 +355,7 @@ Updated apply_update(BsonView original, BsonView update, bool inserting) {
   struct Change {
     std::string field;
     std::string op;
-    bson_iter_t value;
+    Value value;
   };
   std::vector<Change> changes;
   bson_iter_t it;
@@ -368,7 +368,7 @@ Updated apply_update(BsonView original, BsonView update, bool inserting) {
     }
     bson_iter_t f;
     bson_iter_recurse(&it, &f);
-    while (bson_iter_next(&f)) changes.push_back({bson_iter_key(&f), op, f});
+    while (bson_iter_next(&f)) changes.push_back({bson_iter_key(&f), op, Value(f)});
   }
   auto change_for = [&](std::string_view field) -> const Change* {
     const Change* found = nullptr;
@@ -389,19 +389,20 @@ Updated apply_update(BsonView original, BsonView update, bool inserting) {
       continue;
     }
     done.emplace(key);
-    if (key == "_id" && (c->op != "$set" || compare_values(it, c->value) != 0)) {
+    const bson_iter_t value = c->value.iter();
+    if (key == "_id" && (c->op != "$set" || compare_values(it, value) != 0)) {
       return {{}, immutable_id()};
     }
     if (c->op == "$set") {
-      append_iter(out.get(), key, c->value);
+      append_iter(out.get(), key, value);
     } else if (c->op == "$inc") {
-      if (!is_number(it) || !is_number(c->value)) {
+      if (!is_number(it) || !is_number(value)) {
         return {{},
                 CommandError::type_mismatch("Cannot apply $inc to a value of non-numeric type. "
                                             "The field '" +
                                             std::string(key) + "' has a non-numeric type")};
       }
-      append_sum(out.get(), key, &it, c->value);
+      append_sum(out.get(), key, &it, value);
     }
     // $unset: drop the field.
   }
@@ -409,13 +410,14 @@ Updated apply_update(BsonView original, BsonView update, bool inserting) {
     if (done.contains(c.field) || c.op == "$unset") continue;
     done.emplace(c.field);
     const Change* last = change_for(c.field);
+    const bson_iter_t value = last->value.iter();
     if (last->op == "$set") {
-      append_iter(out.get(), c.field, last->value);
+      append_iter(out.get(), c.field, value);
     } else if (last->op == "$inc") {
-      if (!is_number(last->value)) {
+      if (!is_number(value)) {
         return {{}, CommandError::type_mismatch("Cannot increment with non-numeric argument")};
       }
-      append_sum(out.get(), c.field, nullptr, last->value);
+      append_sum(out.get(), c.field, nullptr, value);
     }
   }
   return {out.bytes(), std::nullopt};

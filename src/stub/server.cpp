@@ -104,6 +104,14 @@ int run_server(const Options& options) {
   }
 
   auto state = std::make_unique<ServerState>(options, hosts);
+  // Catch SIGTERM/SIGINT before announcing the address: whoever reads it may
+  // stop us at once, and must get a clean exit.
+  auto signals = std::make_unique<asio::signal_set>(*contexts[0], SIGINT, SIGTERM);
+  signals->async_wait([&](const boost::system::error_code& err, int) {
+    if (err) return;
+    for (auto& ctx : contexts) ctx->stop();
+  });
+
   for (const auto& h : hosts) std::printf("%s\n", h.c_str());
   std::fflush(stdout);
   if (options.replSet.empty()) {
@@ -122,12 +130,6 @@ int run_server(const Options& options) {
                    log_exception);
   }
 
-  asio::signal_set signals(*contexts[0], SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& err, int) {
-    if (err) return;
-    for (auto& ctx : contexts) ctx->stop();
-  });
-
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < contexts.size(); ++i) {
     threads.emplace_back([&ctx = *contexts[i]] { ctx.run(); });
@@ -135,9 +137,20 @@ int run_server(const Options& options) {
   contexts[0]->run();
   for (auto& t : threads) t.join();
 
-  // Sessions (coroutine frames owned by the contexts) refer to the state:
-  // destroy them, the acceptors and the contexts before it.
+  // Sessions (coroutine frames owned by the contexts) refer to the state, and
+  // the signal set and acceptors to their context: destroy them in order.
+  // A pending accept holds a socket of another context: cancel the accepts and
+  // let their handlers finish (the accept loops return) before any context dies.
   guards.clear();
+  signals.reset();
+  for (auto& a : acceptors) {
+    boost::system::error_code ignored;
+    a->close(ignored);
+  }
+  for (auto& ctx : contexts) {
+    ctx->restart();
+    ctx->poll();
+  }
   acceptors.clear();
   contexts.clear();
   std::fprintf(stderr, "varanus-stub: stopped\n");

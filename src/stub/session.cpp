@@ -44,6 +44,22 @@ wire::Frame query_failure(std::int32_t responseTo, const CommandError& e) {
   return wire::build_op_reply(0, responseTo, wire::kReplyQueryFailure, 0, 0, docs);
 }
 
+// The filter and sort of a legacy query, bare or {$query: ..., $orderby: ...}.
+// (Not in a coroutine: bson_t and bson_iter_t are over-aligned types that
+// coroutine frames do not align.)
+FindSpec legacy_query_spec(BsonView query) {
+  StaticDoc doc(query);
+  FindSpec spec;
+  bson_iter_t it;
+  if (find(doc.get(), "$query", &it) && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+    spec.filter = sub_view(it);
+    spec.sort = get_document(doc.get(), "$orderby");
+  } else {
+    spec.filter = query;
+  }
+  return spec;
+}
+
 wire::Frame op_reply(std::int32_t responseTo, const std::vector<BsonBytes>& docs,
                      std::int64_t cursorId, std::int32_t startingFrom, std::int32_t flags = 0) {
   std::vector<BsonView> views;
@@ -295,15 +311,7 @@ asio::awaitable<bool> Session::handle_legacy_find(const wire::Message& m) {
   // wrapped as {$query: filter, $orderby: sort, $readPreference: ...}.
   const auto& q = std::get<wire::OpQuery>(m.body);
   std::optional<wire::Compressor> c = m.compressor;
-  StaticDoc query(q.query);
-  FindSpec spec;
-  bson_iter_t it;
-  if (find(query.get(), "$query", &it) && BSON_ITER_HOLDS_DOCUMENT(&it)) {
-    spec.filter = sub_view(it);
-    spec.sort = get_document(query.get(), "$orderby");
-  } else {
-    spec.filter = q.query;
-  }
+  FindSpec spec = legacy_query_spec(q.query);
   if (q.returnFieldsSelector) spec.projection = *q.returnFieldsSelector;
   spec.skip = std::max(0, q.numberToSkip);
   // numberToReturn: 0 = default batch; negative or 1 = one batch of that many

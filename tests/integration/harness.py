@@ -121,6 +121,8 @@ class Server:
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> "Server":
+        if self.proc is not None:
+            return self  # already started (start_stub() then `with`)
         self._stderr_file = tempfile.TemporaryFile()
         stderr_target = subprocess.PIPE if self.address_from == "stderr" else self._stderr_file
         self.proc = subprocess.Popen(
