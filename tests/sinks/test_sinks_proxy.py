@@ -6,12 +6,11 @@ command monitoring, both formats, filters, `values` redaction, UDP,
 stops reading (the driver's latency unchanged, drops counted) and comes
 back (events flow again).
 
-    test_sinks_proxy.py PROXY_BIN STUB_BIN [unittest args]
+    test_sinks_proxy.py VARANUS_BIN STUB_BIN [unittest args]
 
-PROXY_BIN takes varanus's flags (--listen, --upstream, --log-file,
---log-format, --admin, --plugin, --max-document-length) and
---sinks-config FILE ({"sinks": ...}); it announces "listening on H:P" and
-"admin endpoint on H:P" on stderr.
+VARANUS_BIN is the varanus executable: --listen, --upstream, --config FILE
+(here {"sinks": ...}), --log-file, --log-format; it announces "listening
+on H:P" and "admin endpoint on http://H:P" on stderr.
 """
 import collections
 import json
@@ -79,15 +78,20 @@ def proxy(args, tmp, sinks=None):
         cfg = os.path.join(tmp, "sinks.json")
         with open(cfg, "w") as f:
             json.dump({"sinks": sinks}, f)
-        argv += ["--sinks-config", cfg]
+        argv += ["--config", cfg]
     return Server(argv + args, name="proxy", address_from="stderr",
-                  address_regex=r"listening on (\S+)")
+                  address_regex=r"listening on ([^\s,]+)")
 
 
 def admin_of(server):
-    m = re.search(r"admin endpoint on (\S+)", server.stderr())
-    assert m, server.stderr()
-    return m.group(1)
+    """The admin endpoint's address from the start-up lines."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        m = re.search(r"admin endpoint on (?:http://)?(\S+)", server.stderr())
+        if m:
+            return m.group(1)
+        time.sleep(0.05)
+    raise AssertionError("no admin endpoint line:\n" + server.stderr())
 
 
 def commands_of(lines):
@@ -232,8 +236,12 @@ class SinksThroughProxy(unittest.TestCase):
                 stats = json.loads(urllib.request.urlopen(f"http://{admin_of(px)}/stats").read())
                 tcp = [s for s in stats["sinks"] if s["name"].startswith("tcp:")][0]
                 self.assertGreater(tcp["dropped"], 0, stats)
-                # The driver did not wait for the collector.
-                self.assertLess(stalled, max(3 * first, first + 0.005), (first, stalled))
+                # The driver did not wait for the collector. (Generous: 2-core CI
+                # machines run the sink thread, the proxy and the driver at once;
+                # waiting on the collector would cost seconds, not milliseconds.)
+                print(f"insert latency: collector reading {first * 1e3:.2f} ms, "
+                      f"not reading {stalled * 1e3:.2f} ms, dropped {tcp['dropped']}")
+                self.assertLess(stalled, max(4 * first, first + 0.02), (first, stalled))
 
                 # The collector reads again: new events arrive.
                 conn.settimeout(0.5)
