@@ -3,6 +3,7 @@
 #   WERROR=ON      warnings are errors (CI)
 #   SANITIZE=ON    ASan + UBSan
 #   BUILD_TYPE=... CMake build type (default RelWithDebInfo)
+#   TARGETS="a b" build only these targets (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
@@ -16,4 +17,6 @@ if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
     ${CMAKE_EXTRA:-}
 fi
 # Two cores on the project's machines; more jobs only thrash memory.
-cmake --build "$BUILD_DIR" --parallel "${JOBS:-$(nproc)}"
+targets=()
+for t in ${TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$BUILD_DIR" --parallel "${JOBS:-$(nproc)}" "${targets[@]}"
