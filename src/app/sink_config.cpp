@@ -435,10 +435,9 @@ SinkRuntime::SinkRuntime(const SinkPlan& plan, monitor::Stats& stats, sinks::Hea
       }
       dispatcher_->add(std::move(sink));
     } catch (const sinks::PluginError& e) {
-      throw std::runtime_error(std::string("varanus: ") + e.what() + " (" + s.where + ")");
+      throw std::runtime_error(std::string(e.what()) + " (" + s.where + ")");
     } catch (const std::exception& e) {
-      throw std::runtime_error("varanus: sink " + s.where + " (" + type_name(s.type) +
-                               "): " + e.what());
+      throw std::runtime_error("sink " + s.where + " (" + type_name(s.type) + "): " + e.what());
     }
   }
   if (adminOptions_) {

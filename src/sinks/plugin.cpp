@@ -12,7 +12,11 @@ std::shared_ptr<Sink> load_sink_plugin(const std::string& path, const std::strin
   void* raw = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (raw == nullptr) {
     const char* err = ::dlerror();
-    throw PluginError(who + "cannot load: " + (err ? err : "unknown error"));
+    std::string why = err ? err : "unknown error";
+    if (why.find("undefined symbol") != std::string::npos &&
+        why.find("varanus") != std::string::npos)
+      why += " (the loading executable must export varanus's symbols: CMake ENABLE_EXPORTS)";
+    throw PluginError(who + "cannot load: " + why);
   }
   std::shared_ptr<void> handle(raw, [](void* h) { ::dlclose(h); });
 

@@ -131,6 +131,7 @@ class SinksThroughProxy(unittest.TestCase):
                     datagrams.append(json.loads(udp.recv(65536)))
             except socket.timeout:
                 pass
+            udp.close()
 
             everything = read_lines(p("all.log"))
             ours = commands_of(everything)
@@ -208,6 +209,21 @@ class SinksThroughProxy(unittest.TestCase):
             for f in rotated:
                 self.assertLessEqual(os.path.getsize(os.path.join(tmp, f)), 4000)
                 read_lines(os.path.join(tmp, f))  # whole lines only
+
+    def test_plugin_sink(self):
+        plugin = os.environ.get("VARANUS_EXAMPLE_PLUGIN")
+        if not plugin:
+            self.skipTest("VARANUS_EXAMPLE_PLUGIN not set")
+        with tempfile.TemporaryDirectory() as tmp:
+            counts = os.path.join(tmp, "counts.json")
+            sinks = {"outputs": [{"type": "plugin", "path": plugin, "config": {"output": counts}},
+                                 {"type": "file", "path": os.path.join(tmp, "all.log")}]}
+            with proxy([], tmp, sinks) as px:
+                workload(px.uri(directConnection="true"), inserts=4, finds=0, fail=False,
+                         app="plugin-app")
+            with open(counts) as f:
+                got = json.load(f)
+            self.assertIn(got.get("plugin-app"), (4, 5), got)  # + endSessions
 
     def test_tcp_collector_stops_reading_then_comes_back(self):
         collector = socket.socket()
