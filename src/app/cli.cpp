@@ -58,7 +58,7 @@ options:
   --max-document-length N   bound on each document (command, reply) in an event line,
                             in JSON characters; cut documents say so (default 1000,
                             0 = unlimited)
-  --check-config            validate the configuration (file and flags), print what
+  --check-config [FILE]     validate the configuration (FILE, or --config, and flags), print what
                             would run, exit 0 (2 on an error); opens nothing
   -h, --help                this text
   --version                 print the version
@@ -113,6 +113,11 @@ Cli parse_cli(const std::vector<std::string>& args) {
     }
     if (a == "--check-config") {
       check = true;
+      // `varanus --check-config FILE` is short for `--config FILE --check-config`.
+      if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) {
+        if (configPath) return error("--check-config FILE: --config was given too");
+        configPath = args[++i];
+      }
       continue;
     }
     if (a.rfind("--", 0) != 0) return error("unexpected argument '" + a + "'");

@@ -229,6 +229,10 @@ TEST_CASE("sink flags are parsed with the others") {
   CHECK(bad.action == Cli::Action::error);
   CHECK(bad.error.find("--log-format") != std::string::npos);
   CHECK(parse({"--check-config"}).action == Cli::Action::check);
+  // --check-config FILE reads FILE as the config: a missing file is an error naming it.
+  Cli missing = parse({"--check-config", "/nonexistent/varanus.json"});
+  CHECK(missing.action == Cli::Action::error);
+  CHECK(missing.error.find("/nonexistent/varanus.json") != std::string::npos);
 }
 
 TEST_CASE("the config file sets options and flags override it") {
