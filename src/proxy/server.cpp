@@ -44,6 +44,7 @@
 #include <system_error>
 #include <thread>
 #include <unordered_set>
+#include <memory>
 #include <vector>
 
 namespace varanus::proxy {
@@ -177,8 +178,9 @@ class Session {
         client_(std::move(client)),
         upstream_(client_.get_executor()),
         id_(id),
-        toServer_(server.config.bufferSize),
-        toClient_(server.config.bufferSize) {
+        bufferSize_(server.config.bufferSize),
+        toServer_(std::make_unique_for_overwrite<std::uint8_t[]>(bufferSize_)),
+        toClient_(std::make_unique_for_overwrite<std::uint8_t[]>(bufferSize_)) {
     worker_.add(this);
   }
   ~Session() { worker_.remove(this); }
@@ -216,8 +218,12 @@ class Session {
   tcp::socket upstream_;
   std::uint64_t id_;
   std::string clientName_;
-  std::vector<std::uint8_t> toServer_;  // reused read buffers, one per direction
-  std::vector<std::uint8_t> toClient_;
+  // Reused read buffers, one per direction. Left uninitialised: a read always
+  // fills what is used, and untouched pages of an idle connection's buffers
+  // then cost no resident memory (zero-filling made every connection 128 KiB).
+  std::size_t bufferSize_;
+  std::unique_ptr<std::uint8_t[]> toServer_;
+  std::unique_ptr<std::uint8_t[]> toClient_;
   std::unique_ptr<Inspector> inspector_;
   std::string reason_;
 };
@@ -333,17 +339,17 @@ asio::awaitable<void> Session::pump(Dir dir) {
   const bool fromClient = dir == Dir::toServer;
   tcp::socket& from = fromClient ? client_ : upstream_;
   tcp::socket& to = fromClient ? upstream_ : client_;
-  std::vector<std::uint8_t>& buf = fromClient ? toServer_ : toClient_;
+  std::uint8_t* buf = fromClient ? toServer_.get() : toClient_.get();
   const char* fromName = fromClient ? "client" : "upstream";
   const char* toName = fromClient ? "upstream" : "client";
   auto& byteCounter = fromClient ? server_.stats.bytesFromClient : server_.stats.bytesFromServer;
 
   for (;;) {
-    auto [rec, n] = co_await from.async_read_some(asio::buffer(buf), use_tuple);
+    auto [rec, n] = co_await from.async_read_some(asio::buffer(buf, bufferSize_), use_tuple);
     if (n > 0) {
       server_.stats.add(byteCounter, static_cast<std::int64_t>(n));
       if (inspector_->inspecting()) {
-        const std::span<const std::uint8_t> bytes(buf.data(), n);
+        const std::span<const std::uint8_t> bytes(buf, n);
         if (fromClient) {
           inspector_->client_data(bytes, monitor::Clock::now());
         } else {
@@ -351,7 +357,7 @@ asio::awaitable<void> Session::pump(Dir dir) {
         }
         if (!inspector_->inspecting()) inspection_stopped();
       }
-      auto [wec, written] = co_await asio::async_write(to, asio::buffer(buf.data(), n), use_tuple);
+      auto [wec, written] = co_await asio::async_write(to, asio::buffer(buf, n), use_tuple);
       if (wec) {
         if (wec != asio::error::operation_aborted) {
           set_reason(std::string(toName) + " write failed: " + wec.message());
