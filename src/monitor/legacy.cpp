@@ -48,6 +48,19 @@ void append_docs_array(bson_t* out, std::string_view key, std::span<const wire::
   bson_append_array_end(out, &arr);
 }
 
+void append_int64_array(bson_t* out, std::string_view key, std::span<const std::int64_t> ids) {
+  bson_t arr;
+  bson_append_array_begin(out, key.data(), len(key), &arr);
+  char buf[16];
+  std::uint32_t i = 0;
+  for (auto id : ids) {
+    const char* k;
+    auto klen = bson_uint32_to_string(i++, &k, buf, sizeof buf);
+    bson_append_int64(&arr, k, static_cast<int>(klen), id);
+  }
+  bson_append_array_end(out, &arr);
+}
+
 // Legacy query modifiers and the find-command option each becomes.
 struct Modifier {
   std::string_view legacy;
@@ -152,31 +165,13 @@ wire::BsonBytes getmore_from_op(const wire::OpGetMore& g) {
 wire::BsonBytes killcursors_from_op(const wire::OpKillCursors& k) {
   Doc d;
   bson_append_utf8(&d, "killCursors", 11, "", 0);
-  bson_t arr;
-  bson_append_array_begin(&d, "cursors", 7, &arr);
-  char buf[16];
-  std::uint32_t i = 0;
-  for (auto id : k.cursorIds) {
-    const char* key;
-    auto klen = bson_uint32_to_string(i++, &key, buf, sizeof buf);
-    bson_append_int64(&arr, key, static_cast<int>(klen), id);
-  }
-  bson_append_array_end(&d, &arr);
+  append_int64_array(&d, "cursors", k.cursorIds);
   return bytes_of(&d);
 }
 
 wire::BsonBytes killcursors_reply(const wire::OpKillCursors& k) {
   Doc d;
-  bson_t arr;
-  bson_append_array_begin(&d, "cursorsUnknown", 14, &arr);
-  char buf[16];
-  std::uint32_t i = 0;
-  for (auto id : k.cursorIds) {
-    const char* key;
-    auto klen = bson_uint32_to_string(i++, &key, buf, sizeof buf);
-    bson_append_int64(&arr, key, static_cast<int>(klen), id);
-  }
-  bson_append_array_end(&d, &arr);
+  append_int64_array(&d, "cursorsUnknown", k.cursorIds);
   BSON_APPEND_DOUBLE(&d, "ok", 1.0);
   return bytes_of(&d);
 }
