@@ -8,11 +8,19 @@
 // hands the cell back with seq = d + capacity. Full = the cell at the
 // producer's position still holds an unconsumed event (seq < p): drop.
 //
-// Sleeping: the sink thread sets sleeping_ and re-checks the ring before it
-// waits (with a timeout, the tick); a producer that sees sleeping_ takes the
-// wake mutex only to notify — at most once per sleep, never per event.
+// Sleeping: state_ is both what the sink thread is doing and the futex word
+// it sleeps on. Lingering is a timed sleep nobody needs to end (producers
+// end it only when the ring is half full). Before a deep sleep the sink
+// thread stores kAsleep, fences and re-checks the ring; a producer fences
+// after its push and then reads state_: either it sees kAsleep and wakes
+// the thread (exchange to kBusy, one FUTEX_WAKE), or the thread sees the
+// event. A futex wait on a word that already changed returns at once, so a
+// wake between the check and the wait is not lost.
 #include "varanus/sinks/dispatcher.hpp"
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <bit>
@@ -36,7 +44,34 @@ inline void full_fence() noexcept {
 #endif
 }
 
+constexpr std::uint32_t kBusy = 0;
+constexpr std::uint32_t kLingering = 1;
+constexpr std::uint32_t kAsleep = 2;
+
+static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
+                  std::atomic<std::uint32_t>::is_always_lock_free,
+              "the futex word is a plain 32-bit integer");
+
+inline std::uint32_t* futex_word(std::atomic<std::uint32_t>& a) noexcept {
+  return reinterpret_cast<std::uint32_t*>(&a);
+}
+
 }  // namespace
+
+void Dispatcher::wake() noexcept {
+  ::syscall(SYS_futex, futex_word(state_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+}
+
+void Dispatcher::sleep_until_woken(std::uint32_t asleep,
+                                   std::chrono::microseconds timeout) noexcept {
+  const auto us = std::max<std::int64_t>(timeout.count(), 1);
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(us / 1'000'000);
+  ts.tv_nsec = static_cast<long>((us % 1'000'000) * 1000);
+  // Returns at the timeout, on a wake, at once when state_ != asleep, or on
+  // a signal: every case is handled by the caller looking again.
+  ::syscall(SYS_futex, futex_word(state_), FUTEX_WAIT_PRIVATE, asleep, &ts, nullptr, 0);
+}
 
 Dispatcher::Dispatcher(monitor::Stats& stats, DispatcherOptions options)
     : stats_(stats), options_(std::move(options)) {
@@ -54,11 +89,13 @@ Dispatcher::~Dispatcher() {
 void Dispatcher::add(std::shared_ptr<Sink> sink) {
   if (options_.diagnostics) sink->set_error_handler(options_.diagnostics);
   sinks_.push_back(std::move(sink));
+  hasSinks_ = true;
 }
 
 void Dispatcher::start() {
   if (started_ || stopped_.load()) return;
   started_ = true;
+  if (!hasSinks_) return;  // nothing to deliver to: no thread
   thread_ = std::thread([this] { run(); });
 }
 
@@ -101,32 +138,42 @@ bool Dispatcher::ring_empty() const noexcept {
 
 void Dispatcher::publish(Event&& event) {
   stats_.add(stats_.eventsPublished);
+  if (!hasSinks_) return;  // no sink: nothing would ever read it
   if (stopped_.load(std::memory_order_relaxed) || !try_push(event)) {
     droppedPending_.fetch_add(1, std::memory_order_relaxed);
     droppedTotal_.fetch_add(1, std::memory_order_relaxed);
     stats_.add(stats_.eventsDropped);
     return;
   }
-  // Pairs with the fence in run(): either we see sleeping_, or the sink
+  // Pairs with the fence in run(): either we see kAsleep, or the sink
   // thread sees our event before it waits.
   full_fence();
-  if (sleeping_.load(std::memory_order_relaxed) && sleeping_.exchange(false)) {
-    std::lock_guard lock(wakeMutex_);
-    wake_.notify_one();
+  const std::uint32_t s = state_.load(std::memory_order_relaxed);
+  if (s == kBusy) return;
+  if (s == kLingering) {
+    // It will look again within `linger`; wake it early only when the ring
+    // could otherwise fill up before then.
+    const std::size_t fill =
+        enqueuePos_.load(std::memory_order_relaxed) - consumed_.load(std::memory_order_relaxed);
+    if (fill < capacity() / 2) return;
+  }
+  if (state_.exchange(kBusy) != kBusy) {
+    wakeups_.fetch_add(1, std::memory_order_relaxed);
+    wake();
   }
 }
 
 void Dispatcher::stop() {
   if (stopped_.exchange(true)) return;
   stopping_.store(true);
-  if (started_) {
-    {
-      std::lock_guard lock(wakeMutex_);
-      wake_.notify_one();
-    }
+  if (thread_.joinable()) {
+    state_.store(kBusy);
+    wake();
     thread_.join();
-  } else {
+  } else if (hasSinks_) {
     run();  // never started: drain on this thread
+  } else {
+    housekeeping(std::chrono::steady_clock::now(), true);
   }
 }
 
@@ -186,6 +233,7 @@ void Dispatcher::run() {
   windowStart_ = clock::now();
   lastWarning_ = windowStart_ - options_.dropWarningInterval;
   auto lastTick = clock::now();
+  bool delivered = false;  // since the last sleep
   for (;;) {
     while (batch.size() < options_.batchSize) {
       batch.emplace_back();
@@ -198,9 +246,11 @@ void Dispatcher::run() {
       deliver(batch);
       flush_all();
       batch.clear();  // events (and their documents) are freed here, off the I/O threads
+      consumed_.store(dequeuePos_, std::memory_order_relaxed);
       const auto now = clock::now();
       lastTick = now;
       housekeeping(now, false);
+      delivered = true;
       continue;
     }
     const auto now = clock::now();
@@ -210,11 +260,21 @@ void Dispatcher::run() {
       flush_all();  // idle tick: network sinks retry, reconnect
       lastTick = now;
     }
-    std::unique_lock lock(wakeMutex_);
-    sleeping_.store(true, std::memory_order_relaxed);
+    if (delivered && options_.linger.count() > 0) {
+      // Events are flowing: look again after the linger, unasked.
+      delivered = false;
+      state_.store(kLingering, std::memory_order_relaxed);
+      sleep_until_woken(kLingering, options_.linger);
+      state_.store(kBusy, std::memory_order_relaxed);
+      continue;
+    }
+    delivered = false;
+    state_.store(kAsleep, std::memory_order_relaxed);
     full_fence();
-    if (ring_empty() && !stopping_.load()) wake_.wait_for(lock, options_.tick);
-    sleeping_.store(false, std::memory_order_relaxed);
+    if (ring_empty() && !stopping_.load())
+      sleep_until_woken(kAsleep,
+                        std::chrono::duration_cast<std::chrono::microseconds>(options_.tick));
+    state_.store(kBusy, std::memory_order_relaxed);
   }
   housekeeping(clock::now(), true);
   for (auto& sink : sinks_) sink->close();  // close() flushes first

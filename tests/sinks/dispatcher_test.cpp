@@ -356,3 +356,65 @@ TEST_CASE("a callback sink receives events on the sink thread") {
   REQUIRE(threads.size() == 1);
   CHECK(*threads.begin() != std::this_thread::get_id());
 }
+
+TEST_CASE("while events keep coming, publishing wakes the sink thread rarely") {
+  // A steady stream of one event every ~20 us for ~0.2 s: the sink thread
+  // lingers between batches instead of sleeping until woken, so producers
+  // almost never need a futex wake (a wake per event would be a syscall on
+  // every I/O-thread publish).
+  monitor::Stats stats;
+  sinks::DispatcherOptions o;
+  o.linger = 1ms;
+  sinks::Dispatcher d(stats, o);
+  auto rec = std::make_shared<RecordingSink>();
+  d.add(rec);
+  d.start();
+  constexpr int kEvents = 10'000;
+  const auto begin = std::chrono::steady_clock::now();
+  for (int i = 0; i < kEvents; ++i) {
+    d.publish(event_for(1, i));
+    const auto due = begin + std::chrono::microseconds(20 * (i + 1));
+    while (std::chrono::steady_clock::now() < due) {
+    }
+  }
+  const std::uint64_t wakes = d.wakeups();
+  d.stop();
+  std::lock_guard lock(rec->m);
+  CHECK(rec->seen.size() == kEvents);
+  MESSAGE("wake-ups for " << kEvents << " events: " << wakes);
+  CHECK(wakes < kEvents / 50);
+}
+
+TEST_CASE("an event published to an idle dispatcher reaches the sink promptly") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  auto rec = std::make_shared<RecordingSink>();
+  d.add(rec);
+  d.start();
+  std::this_thread::sleep_for(30ms);  // the sink thread is asleep by now
+  const auto t0 = std::chrono::steady_clock::now();
+  d.publish(event_for(1, 7));
+  bool seen = false;
+  while (!seen && std::chrono::steady_clock::now() - t0 < 2s) {
+    std::this_thread::sleep_for(100us);
+    std::lock_guard lock(rec->m);
+    seen = !rec->seen.empty();
+  }
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(seen);
+  CHECK(d.wakeups() == 1);  // it slept: the publish woke it, not the 100 ms tick
+  CHECK(waited < 90ms);
+  d.stop();
+}
+
+TEST_CASE("with no sink there is no sink thread and publishing only counts") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  d.start();
+  CHECK_FALSE(d.running());
+  for (int i = 0; i < 1000; ++i) d.publish(event_for(1, i));
+  d.stop();
+  CHECK(stats.find("varanus_events_published_total") == 1000);
+  CHECK(d.dropped() == 0);
+  CHECK(stats.find("varanus_events_dropped_total") == 0);
+}
