@@ -10,5 +10,6 @@ function(varanus_add_test name)
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE varanus_doctest_main ${ARG_LIBS})
   target_compile_definitions(${name} PRIVATE VARANUS_TESTDATA_DIR="${VARANUS_TESTDATA_DIR}")
-  doctest_discover_tests(${name} TEST_PREFIX "${name}: " PROPERTIES LABELS unit)
+  # TIMEOUT: a hung test fails in minutes instead of stalling CI.
+  doctest_discover_tests(${name} TEST_PREFIX "${name}: " PROPERTIES LABELS unit TIMEOUT 180)
 endfunction()

@@ -101,7 +101,15 @@ int run_proxy(const std::vector<std::string>& args) {
   }
   monitor::EventOutput& events = sinkRuntime->dispatcher();
 
-  proxy::Server server(cfg.proxy, events, stats, proxy::tracker_factory());
+  // Copy into events only what the sinks can show: nothing when no sink
+  // renders documents, a bounded prefix when every rendering is bounded.
+  proxy::ProxyConfig proxyConfig = cfg.proxy;
+  if (const auto bound = sinkRuntime->dispatcher().document_bound()) {
+    proxyConfig.tracker.documentBound = *bound;
+  } else {
+    proxyConfig.tracker.captureDocuments = false;
+  }
+  proxy::Server server(proxyConfig, events, stats, proxy::tracker_factory());
   proxy::Endpoint bound;
   try {
     bound = server.start();

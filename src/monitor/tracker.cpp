@@ -57,6 +57,14 @@ std::string string_key(wire::BsonView body, const char* key) {
   return {};
 }
 
+/// A document built by the tracker (legacy upconversions), bounded like the
+/// ones it copies: moved when small, copied bounded when large.
+wire::BoundedBytes bounded(wire::BsonBytes doc, const wire::CopyBound& bound) {
+  if (bound.unlimited() || doc.size() <= 4 * bound.jsonLength) return {std::move(doc), false};
+  return wire::bounded_copy(wire::BsonView{doc.data(), static_cast<std::uint32_t>(doc.size())},
+                            bound);
+}
+
 }  // namespace
 
 Tracker::Tracker(ConnectionInfoPtr info, EventOutput& out, TrackerOptions options)
@@ -108,7 +116,7 @@ void Tracker::server_data(std::span<const std::uint8_t> bytes, Clock now) {
   }
 }
 
-void Tracker::start_command(Pending p, std::int32_t requestId, wire::BsonBytes command,
+void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedBytes command,
                             bool unacked, wire::BsonBytes impliedReply, Clock now) {
   ++stats_.commands;
   Event started = make_event(EventType::commandStarted, now);
@@ -121,8 +129,15 @@ void Tracker::start_command(Pending p, std::int32_t requestId, wire::BsonBytes c
   started.redacted = p.redacted;
   started.unacknowledged = unacked;
   started.compressor = p.compressor;
-  if (options_.captureDocuments)
-    started.document = p.redacted ? detail::empty_document() : std::move(command);
+  if (options_.captureDocuments) {
+    if (p.redacted) {
+      started.document = detail::empty_document();
+    } else {
+      started.document = std::move(command.bytes);
+      started.documentCut = command.cut;
+      started.documentOmitted = command.omitted;
+    }
+  }
   out_.publish(std::move(started));
 
   if (unacked) {
@@ -218,10 +233,10 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
     handshakeSeen_ = true;
     if (p.exhaustAllowed && p.commandName == "getMore")
       p.ns = p.databaseName + "." + string_key(view->body, "collection");
-    wire::BsonBytes command;
+    wire::BoundedBytes command;
     if (options_.captureDocuments && !p.redacted) {
-      command = wire::merged_command(*view);
-      if (p.exhaustAllowed && p.hello != HelloKind::none) p.streamCommand = command;
+      command = wire::bounded_merged_command(*view, options_.documentBound);
+      if (p.exhaustAllowed && p.hello != HelloKind::none) p.streamCommand = command.bytes;
     }
     return start_command(std::move(p), requestId, std::move(command), view->moreToCome,
                          detail::ok_reply(), now);
@@ -229,6 +244,8 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
 
   // Legacy opcodes, upconverted to the commands drivers report for them.
   const bool docs = options_.captureDocuments;
+  const wire::BsonBytes none;
+  auto keep = [&](wire::BsonBytes doc) { return bounded(std::move(doc), options_.documentBound); };
   if (auto* q = std::get_if<wire::OpQuery>(&msg.body)) {
     p.commandName = "find";
     p.databaseName = std::string(q->database());
@@ -236,27 +253,27 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
     p.ns = std::string(q->fullCollectionName);
     p.exhaustAllowed = q->exhaust();
     handshakeSeen_ = true;
-    return start_command(std::move(p), requestId,
-                         docs ? detail::find_from_query(*q) : wire::BsonBytes{}, false, {}, now);
+    return start_command(std::move(p), requestId, keep(docs ? detail::find_from_query(*q) : none),
+                         false, {}, now);
   }
   if (auto* g = std::get_if<wire::OpGetMore>(&msg.body)) {
     p.commandName = "getMore";
     p.ns = std::string(g->fullCollectionName);
     p.databaseName = p.ns.substr(0, p.ns.find('.'));
     p.legacy = Pending::Legacy::getMore;
-    return start_command(std::move(p), requestId,
-                         docs ? detail::getmore_from_op(*g) : wire::BsonBytes{}, false, {}, now);
+    return start_command(std::move(p), requestId, keep(docs ? detail::getmore_from_op(*g) : none),
+                         false, {}, now);
   }
   if (auto* k = std::get_if<wire::OpKillCursors>(&msg.body)) {
     p.commandName = "killCursors";
     return start_command(std::move(p), requestId,
-                         docs ? detail::killcursors_from_op(*k) : wire::BsonBytes{}, true,
-                         docs ? detail::killcursors_reply(*k) : wire::BsonBytes{}, now);
+                         keep(docs ? detail::killcursors_from_op(*k) : none), true,
+                         docs ? detail::killcursors_reply(*k) : none, now);
   }
   auto legacy_write = [&](const char* name, std::string_view ns, wire::BsonBytes command) {
     p.commandName = name;
     p.databaseName = std::string(ns.substr(0, ns.find('.')));
-    start_command(std::move(p), requestId, std::move(command), true, detail::ok_reply(), now);
+    start_command(std::move(p), requestId, keep(std::move(command)), true, detail::ok_reply(), now);
   };
   if (auto* ins = std::get_if<wire::OpInsert>(&msg.body))
     return legacy_write("insert", ins->fullCollectionName,
@@ -334,8 +351,14 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
       done.document = succeeded ? detail::empty_document() : detail::redacted_failure(replyDoc);
     else if (!built.empty() && replyDoc.data == built.data())
       done.document = std::move(built);
-    else
+    else if (!succeeded || replyDoc.empty())
       done.document = detail::copy_of(replyDoc);
+    else {
+      wire::BoundedBytes copy = wire::bounded_copy(replyDoc, options_.documentBound);
+      done.document = std::move(copy.bytes);
+      done.documentCut = copy.cut;
+      done.documentOmitted = copy.omitted;
+    }
   } else if (!succeeded) {
     // Failure details are needed even without documents.
     done.document = p.redacted ? detail::redacted_failure(replyDoc) : detail::copy_of(replyDoc);
@@ -359,7 +382,8 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
         dot == std::string::npos ? std::string_view{} : std::string_view(next.ns).substr(dot + 1);
     if (options_.captureDocuments) command = detail::getmore_command(cursorId, coll);
   }
-  start_command(std::move(next), msg.header.requestId, std::move(command), false, {}, now);
+  start_command(std::move(next), msg.header.requestId, wire::BoundedBytes{std::move(command)},
+                false, {}, now);
 }
 
 void Tracker::fail_all(std::string_view message, Clock now) {

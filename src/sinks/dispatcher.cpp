@@ -92,6 +92,20 @@ void Dispatcher::add(std::shared_ptr<Sink> sink) {
   hasSinks_ = true;
 }
 
+std::optional<wire::CopyBound> Dispatcher::document_bound() const {
+  std::optional<wire::CopyBound> bound;
+  for (const auto& sink : sinks_) {
+    const DocumentNeed need = sink->document_need();
+    if (need == DocumentNeed::none) continue;
+    if (!bound) bound.emplace();
+    const RenderOptions& r = sink->render_options();
+    if (need == DocumentNeed::whole || r.maxDocumentLength == 0) return wire::CopyBound{};
+    bound->jsonLength = std::max(bound->jsonLength, 2 * r.maxDocumentLength + 128);
+    bound->typeNames = bound->typeNames || r.redaction == Redaction::values;
+  }
+  return bound;
+}
+
 void Dispatcher::start() {
   if (started_ || stopped_.load()) return;
   started_ = true;

@@ -112,15 +112,18 @@ wire::BsonView view_of(const wire::BsonBytes& b) {
   return {b.data(), static_cast<std::uint32_t>(b.size())};
 }
 
-// The document as a JSON object, bounded. Empty bytes (redacted) -> {}.
-bool append_document(std::string& out, const wire::BsonBytes& doc, const RenderOptions& o) {
+// The event's document as a JSON object, bounded. Empty bytes (redacted) ->
+// {}. True when cut, here or by the bounded copy the proxy kept.
+bool append_document(std::string& out, const Event& e, const RenderOptions& o) {
+  const wire::BsonBytes& doc = e.document;
   if (doc.empty()) {
     out += "{}";
     return false;
   }
   if (o.redaction == Redaction::values)
-    return append_type_json(out, view_of(doc), o.maxDocumentLength);
-  return wire::append_relaxed_json(out, view_of(doc), {o.maxDocumentLength}).truncated;
+    return append_type_json(out, view_of(doc), o.maxDocumentLength) || e.documentOmitted;
+  return wire::append_relaxed_json(out, view_of(doc), {o.maxDocumentLength}).truncated ||
+         e.documentCut;
 }
 
 // Scratch space for documents that become JSON strings (mongodb-log). The
@@ -281,10 +284,10 @@ void render_varanus(std::string& out, const Event& e, const RenderOptions& o) {
       str(out, "databaseName", e.databaseName);
       if (e.type == EventType::commandStarted) {
         key(out, "command");
-        flag(out, "commandTruncated", append_document(out, e.document, o));
+        flag(out, "commandTruncated", append_document(out, e, o));
       } else if (e.type == EventType::commandSucceeded) {
         key(out, "reply");
-        flag(out, "replyTruncated", append_document(out, e.document, o));
+        flag(out, "replyTruncated", append_document(out, e, o));
         num(out, "durationMicros", e.durationMicros);
       } else {
         flag(out, "failureTruncated", append_failure(out, e, o));

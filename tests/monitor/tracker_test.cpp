@@ -444,3 +444,56 @@ TEST_CASE("every started event gets exactly one terminal event") {
   CHECK(started == terminal);
   for (auto& [id, n] : terminal) CHECK(n == 1);
 }
+
+TEST_CASE("with a document bound, large commands and replies are kept bounded and marked cut") {
+  Recorder out;
+  monitor::TrackerOptions options;
+  options.documentBound = {2128, false};
+  monitor::Tracker tracker(std::make_shared<monitor::ConnectionInfo>(monitor::ConnectionInfo{
+                               1, "127.0.0.1:50000", "127.0.0.1:27017", "", "", {}}),
+                           out, options);
+  FakeTime clock;
+  // An insert of one 1 MB document in a kind-1 sequence.
+  Doc body(R"({"insert": "big", "ordered": true, "$db": "bench"})");
+  const std::string payload(1'000'000, 'x');
+  Doc doc("{\"_id\": 1, \"payload\": \"" + payload + "\"}");
+  const wire::DocumentSequence seq{"documents", {doc.view()}};
+  tracker.client_data(wire::build_op_msg(5, 0, 0, body.view(), std::span(&seq, 1)), clock.at(0us));
+  // A 1 MB reply, and a small one.
+  tracker.server_data(msg(900, 5, "{\"n\": 1, \"pad\": \"" + payload + "\", \"ok\": 1}"),
+                      clock.at(10us));
+  tracker.client_data(msg(6, 0, R"({"ping": 1, "$db": "admin"})"), clock.at(20us));
+  tracker.server_data(msg(901, 6, R"({"ok": 1})"), clock.at(30us));
+  auto cmds = out.commands();
+  REQUIRE(cmds.size() == 4);
+  CHECK(cmds[0].documentCut);
+  CHECK(cmds[0].document.size() < 4096);
+  CHECK(to_json(cmds[0].document)["insert"] == "big");
+  CHECK(to_json(cmds[0].document)["documents"][0]["_id"] == 1);
+  CHECK(cmds[1].documentCut);
+  CHECK(cmds[1].document.size() < 4096);
+  CHECK_FALSE(cmds[2].documentCut);
+  CHECK_FALSE(cmds[3].documentCut);
+  CHECK(to_json(cmds[3].document)["ok"] == 1);
+}
+
+TEST_CASE("a failed reply is kept whole whatever the bound (code and errmsg come last)") {
+  Recorder out;
+  monitor::TrackerOptions options;
+  options.documentBound = {200, false};
+  monitor::Tracker tracker(std::make_shared<monitor::ConnectionInfo>(monitor::ConnectionInfo{
+                               1, "127.0.0.1:50000", "127.0.0.1:27017", "", "", {}}),
+                           out, options);
+  FakeTime clock;
+  tracker.client_data(msg(5, 0, R"({"find": "c", "$db": "d"})"), clock.at(0us));
+  const std::string long_msg(5000, 'e');
+  tracker.server_data(
+      msg(900, 5,
+          "{\"ok\": 0, \"errmsg\": \"" + long_msg + "\", \"code\": 2, \"codeName\": \"BadValue\"}"),
+      clock.at(10us));
+  auto cmds = out.commands();
+  REQUIRE(cmds.size() == 2);
+  CHECK(cmds[1].type == EventType::commandFailed);
+  CHECK_FALSE(cmds[1].documentCut);
+  CHECK(to_json(cmds[1].document)["codeName"] == "BadValue");
+}

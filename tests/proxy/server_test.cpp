@@ -703,3 +703,27 @@ TEST_CASE("undecodable and oversized traffic is relayed, counted and logged once
     CHECK(proxy.diags().size() == 1);
   }
 }
+
+TEST_CASE("an upstream that speaks first and closes at once is relayed, every time") {
+  // The upstream's bytes and FIN may arrive in the very event that tells the
+  // proxy its connect completed: they must not be lost (edge-triggered).
+  FakeUpstream upstream([](tcp::socket s) -> asio::awaitable<void> {
+    const std::string hi = "hello";
+    co_await asio::async_write(s, asio::buffer(hi), use_tuple);
+    error_code ignored;
+    s.shutdown(tcp::socket::shutdown_send, ignored);
+    std::vector<std::uint8_t> buf(64);
+    for (;;) {
+      auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), use_tuple);
+      if (ec) co_return;
+    }
+  });
+  Proxy proxy(upstream.port(), 1);
+  for (int i = 0; i < 200; ++i) {
+    Client client(proxy.bound.port);
+    auto [back, ec] = client.drain();
+    REQUIRE(std::string(back.begin(), back.end()) == "hello");
+    REQUIRE(ec == asio::error::eof);
+  }
+  CHECK(eventually([&] { return proxy.server->active_connections() == 0; }));
+}

@@ -19,6 +19,7 @@
 
 #include "sink_test_util.hpp"
 #include "varanus/sinks/line_sinks.hpp"
+#include "varanus/sinks/metrics.hpp"
 
 using namespace varanus;
 using namespace sinks_test;
@@ -417,4 +418,41 @@ TEST_CASE("with no sink there is no sink thread and publishing only counts") {
   CHECK(stats.find("varanus_events_published_total") == 1000);
   CHECK(d.dropped() == 0);
   CHECK(stats.find("varanus_events_dropped_total") == 0);
+}
+
+TEST_CASE("the document bound is what the sinks can show") {
+  monitor::Stats stats;
+  SUBCASE("no sink, or only counters: no documents") {
+    sinks::Dispatcher d(stats);
+    CHECK_FALSE(d.document_bound().has_value());
+    d.add(std::make_shared<sinks::MetricsSink>());
+    CHECK_FALSE(d.document_bound().has_value());
+  }
+  SUBCASE("the largest rendering wins; values redaction asks for type names") {
+    sinks::Dispatcher d(stats);
+    sinks::RenderOptions small;
+    small.maxDocumentLength = 100;
+    sinks::RenderOptions types;
+    types.maxDocumentLength = 1000;
+    types.redaction = sinks::Redaction::values;
+    d.add(std::make_shared<RecordingSink>("a", small));
+    d.add(std::make_shared<RecordingSink>("b", types));
+    auto b = d.document_bound();
+    REQUIRE(b.has_value());
+    CHECK(b->jsonLength == 2 * 1000 + 128);
+    CHECK(b->typeNames);
+  }
+  SUBCASE("an unbounded rendering or a callback sink needs whole documents") {
+    sinks::Dispatcher d(stats);
+    sinks::RenderOptions unbounded;
+    unbounded.maxDocumentLength = 0;
+    d.add(std::make_shared<RecordingSink>("a"));
+    d.add(std::make_shared<RecordingSink>("b", unbounded));
+    REQUIRE(d.document_bound().has_value());
+    CHECK(d.document_bound()->unlimited());
+    sinks::Dispatcher d2(stats);
+    d2.add(std::make_shared<sinks::CallbackSink>([](const sinks::RenderedEvent&) {}));
+    REQUIRE(d2.document_bound().has_value());
+    CHECK(d2.document_bound()->unlimited());
+  }
 }

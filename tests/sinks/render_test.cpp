@@ -8,6 +8,7 @@
 #include <string>
 
 #include "sink_test_util.hpp"
+#include "varanus/wire/bounded.hpp"
 
 using namespace varanus;
 using namespace sinks_test;
@@ -343,4 +344,45 @@ TEST_CASE("a render cache renders once per options and reuses its buffers") {
   monitor::Event e2 = started(99);
   cache.next();
   CHECK(json::parse(cache.line(e2, a))["requestId"] == 99);
+}
+
+TEST_CASE("a bounded copy renders the same line as the whole document, in every format") {
+  // Documents of every shape, large enough to be cut: the line for the
+  // bounded copy (what the proxy keeps) must be the whole document's line.
+  const std::string big(50'000, 'w');
+  const std::string docs[] = {
+      R"({"insert": "c", "documents": [{"_id": 1, "payload": ")" + big + R"("}], "$db": "d"})",
+      R"({"find": "c", "filter": {"a": ")" + big +
+          R"(", "b": 1, "c": {"d": [1, 2, 3]}}, "$db": "d"})",
+      R"({"a": ")" + big + R"(", "after1": 1, "after2": "two", "after3": {"x": [true, null]}})",
+      kUnicodeCommand,
+  };
+  for (const auto& text : docs) {
+    const wire::BsonBytes whole = bson(text);
+    for (std::size_t max : {50u, 300u, 1000u}) {
+      for (Format format : {Format::varanus, Format::mongodbLog}) {
+        for (sinks::Redaction redaction : {sinks::Redaction::none, sinks::Redaction::values}) {
+          RenderOptions o;
+          o.format = format;
+          o.maxDocumentLength = max;
+          o.redaction = redaction;
+          const wire::CopyBound bound{2 * max + 128, redaction == sinks::Redaction::values};
+          const wire::BoundedBytes copy = wire::bounded_copy(
+              wire::BsonView{whole.data(), static_cast<std::uint32_t>(whole.size())}, bound);
+          monitor::Event full = started(11, text);
+          monitor::Event kept = full;
+          kept.document = copy.bytes;
+          kept.documentCut = copy.cut;
+          std::string a, b;
+          sinks::render_line(a, full, o);
+          sinks::render_line(b, kept, o);
+          CAPTURE(max);
+          CAPTURE(static_cast<int>(format));
+          CAPTURE(static_cast<int>(redaction));
+          CHECK(a == b);
+          if (copy.cut) CHECK(copy.bytes.size() < whole.size());
+        }
+      }
+    }
+  }
 }

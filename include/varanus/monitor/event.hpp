@@ -61,6 +61,12 @@ struct Event {
   /// Empty document when redacted (the spec's `{}`), reduced to code/codeName/
   /// errorLabels for a redacted server error.
   wire::BsonBytes document;
+  /// `document` is a bounded copy (wire::bounded_copy) that left part of the
+  /// original out: a rendering must say the document was cut.
+  bool documentCut = false;
+  /// ... and whole elements were left out, not only values cut short (which
+  /// a type-name rendering does not show).
+  bool documentOmitted = false;
   std::int64_t durationMicros = 0;  ///< succeeded/failed: request read -> reply read, monotonic
   HelloKind hello = HelloKind::none;
   bool unacknowledged = false;  ///< moreToCome request (w:0) or legacy write: no reply comes

@@ -27,6 +27,7 @@
 #include <unordered_map>
 
 #include "varanus/monitor/event.hpp"
+#include "varanus/wire/bounded.hpp"
 #include "varanus/wire/frame.hpp"
 
 namespace varanus::monitor {
@@ -35,6 +36,11 @@ struct TrackerOptions {
   std::int32_t maxMessageSize = wire::kDefaultMaxMessageSize;
   /// Copy command/reply documents into events. Off when no sink renders documents.
   bool captureDocuments = true;
+  /// How much of each command and (successful) reply an event keeps: what
+  /// the sinks' bounded renderings can show (wire/bounded.hpp). Default:
+  /// whole documents. Failed replies are always kept whole (their code,
+  /// codeName and errmsg come last).
+  wire::CopyBound documentBound;
 };
 
 struct Clock {
@@ -93,7 +99,7 @@ class Tracker {
   void on_reply(std::span<const std::uint8_t> frame, Clock now);
   void stop(std::string why, Clock now);
   Event make_event(EventType type, Clock now) const;
-  void start_command(Pending p, std::int32_t requestId, wire::BsonBytes command, bool unacked,
+  void start_command(Pending p, std::int32_t requestId, wire::BoundedBytes command, bool unacked,
                      wire::BsonBytes impliedReply, Clock now);
   void fail_all(std::string_view message, Clock now);
   void learn_handshake(wire::BsonView body);

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -43,6 +44,7 @@
 #include "varanus/monitor/event.hpp"
 #include "varanus/monitor/stats.hpp"
 #include "varanus/sinks/sink.hpp"
+#include "varanus/wire/bounded.hpp"
 
 namespace varanus::sinks {
 
@@ -78,6 +80,12 @@ class Dispatcher final : public monitor::EventOutput {
 
   /// Registers a sink. Before start() only.
   void add(std::shared_ptr<Sink> sink);
+  /// What the registered sinks need of event documents, as a bound for
+  /// monitor::TrackerOptions::documentBound; nullopt when none needs any
+  /// (no sinks, or only counters), so that documents need not be copied.
+  /// A rendering with maxDocumentLength L needs 2L + 128 characters (the
+  /// mongodb-log format renders twice what it keeps, then cuts).
+  std::optional<wire::CopyBound> document_bound() const;
   const std::vector<std::shared_ptr<Sink>>& sinks() const noexcept { return sinks_; }
 
   /// Starts the sink thread. Events published before start() wait in the ring.

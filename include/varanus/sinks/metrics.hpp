@@ -56,6 +56,8 @@ class MetricsSink : public Sink {
   /// Count of varanus_commands_total for these labels (tests). Thread-safe.
   std::uint64_t commands(std::string_view command, std::string_view database,
                          std::string_view outcome) const;
+  /// Counts and times; never renders a document.
+  DocumentNeed document_need() const noexcept override { return DocumentNeed::none; }
 
  protected:
   void write_(const RenderedEvent& event) override;

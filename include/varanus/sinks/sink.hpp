@@ -58,6 +58,15 @@ struct SinkFilter {
 /// Called with one line of text when a sink fails (no trailing newline).
 using ErrorHandler = std::function<void(std::string_view line)>;
 
+/// What a sink needs of the documents (command, reply) in events. The proxy
+/// keeps no more than its sinks need: copying a whole 1 MB insert into an
+/// event costs the I/O thread, and most sinks show its first kilobyte.
+enum class DocumentNeed : std::uint8_t {
+  none,      ///< never looks at Event::document (counters); failures are still kept
+  rendered,  ///< what its rendering shows (bounded by maxDocumentLength): the default
+  whole,     ///< reads Event::document itself and wants it complete
+};
+
 /// Base class of every sink.
 ///
 /// @warning Threads: write_(), flush_(), close_() and reopen_() run on the
@@ -101,6 +110,9 @@ class Sink {
   void set_render_options(const RenderOptions& render) { render_ = render; }
   /// Where failure lines go; default: stderr. Set before events flow.
   void set_error_handler(ErrorHandler handler) { onError_ = std::move(handler); }
+  /// See DocumentNeed. A sink that reads Event::document beyond what its
+  /// line shows overrides this with DocumentNeed::whole.
+  virtual DocumentNeed document_need() const noexcept { return DocumentNeed::rendered; }
 
   // Counters, readable from any thread.
   /// Events that passed the filter and were taken by write_() (not dropped).
@@ -160,6 +172,8 @@ class CallbackSink : public Sink {
   explicit CallbackSink(Callback callback, std::string name = "callback", RenderOptions render = {},
                         SinkFilter filter = {})
       : Sink(std::move(name), render, std::move(filter)), callback_(std::move(callback)) {}
+  /// The callback may read Event::document: it gets whole documents.
+  DocumentNeed document_need() const noexcept override { return DocumentNeed::whole; }
 
  protected:
   void write_(const RenderedEvent& event) override { callback_(event); }
