@@ -35,37 +35,57 @@ FrameCheck check_frame(std::span<const std::uint8_t> buffered,
   return r;
 }
 
+namespace {
+// A buffer grown past this for one large frame is released after it.
+constexpr std::size_t kKeepCapacity = 64 * 1024;
+}  // namespace
+
 FrameReader::FrameReader(std::int32_t maxMessageSize) : max_(maxMessageSize) {}
 
 void FrameReader::feed(std::span<const std::uint8_t> bytes) {
   if (error_ || bytes.empty()) return;
-  // Frames handed out so far stay valid only until this call: drop them now.
-  if (start_ > 0) {
-    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(start_));
-    start_ = 0;
+  if (!in_.empty()) stash();  // fed twice without draining: keep the first
+  in_ = bytes;
+  // A bad length fails the stream at once, before anything of it is kept.
+  const std::size_t have = buf_.size() - start_;
+  if (have < 4 && have + in_.size() >= 4) {
+    std::uint8_t prefix[4];
+    for (std::size_t i = 0; i < 4; ++i) prefix[i] = i < have ? buf_[start_ + i] : in_[i - have];
+    const FrameCheck fc = check_frame({prefix, 4}, max_);
+    if (fc.status == FrameStatus::error) fail(fc);
   }
-  // Before buffering, look at the pending frame's length: a bad one fails
-  // the stream at once, and a good one tells how much room it needs.
-  std::size_t take = bytes.size();
-  if (buf_.size() < 4) {
-    std::uint8_t prefix[4] = {};
-    const std::size_t have = buf_.size();
-    const std::size_t n = std::min<std::size_t>(4 - have, bytes.size());
-    for (std::size_t i = 0; i < have; ++i) prefix[i] = buf_[i];
-    for (std::size_t i = 0; i < n; ++i) prefix[have + i] = bytes[i];
-    if (have + n == 4) {
-      const FrameCheck fc = check_frame({prefix, 4}, max_);
-      if (fc.status == FrameStatus::error) {
-        error_ = fc.error;
-        error_->offset += consumed_;
-        buf_.clear();
-        buf_.shrink_to_fit();
-        return;
-      }
-      if (buf_.capacity() < fc.length) buf_.reserve(fc.length);
-    }
-  }
-  buf_.insert(buf_.end(), bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(take));
+}
+
+void FrameReader::compact() {
+  if (start_ == 0) return;
+  buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(start_));
+  start_ = 0;
+  if (buf_.empty() && buf_.capacity() > kKeepCapacity) buf_.shrink_to_fit();
+}
+
+void FrameReader::stash() {
+  compact();
+  buf_.insert(buf_.end(), in_.begin(), in_.end());
+  in_ = {};
+}
+
+void FrameReader::take(std::size_t n) {
+  n = std::min(n, in_.size());
+  buf_.insert(buf_.end(), in_.begin(), in_.begin() + static_cast<std::ptrdiff_t>(n));
+  in_ = in_.subspan(n);
+}
+
+FrameReader::Next FrameReader::fail(const FrameCheck& fc) {
+  error_ = fc.error;
+  error_->offset += consumed_;
+  buf_.clear();
+  buf_.shrink_to_fit();
+  start_ = 0;
+  in_ = {};
+  Next n;
+  n.status = FrameStatus::error;
+  n.error = error_;
+  return n;
 }
 
 FrameReader::Next FrameReader::next() {
@@ -75,24 +95,43 @@ FrameReader::Next FrameReader::next() {
     n.error = error_;
     return n;
   }
-  const std::span<const std::uint8_t> pending(buf_.data() + start_, buf_.size() - start_);
-  const FrameCheck fc = check_frame(pending, max_);
+  compact();  // the frame handed out last time is done with
+  if (!buf_.empty()) {
+    // Complete the buffered frame from the input: its length prefix first,
+    // then exactly the rest of it.
+    if (buf_.size() < 4) take(4 - buf_.size());
+    if (buf_.size() < 4) return n;
+    const FrameCheck fc = check_frame({buf_.data(), 4}, max_);
+    if (fc.status == FrameStatus::error) return fail(fc);
+    if (buf_.size() < fc.length) {
+      if (buf_.capacity() < fc.length) buf_.reserve(fc.length);
+      take(fc.length - buf_.size());
+      if (buf_.size() < fc.length) return n;
+    }
+    n.status = FrameStatus::frame;
+    n.frame = {buf_.data(), fc.length};
+    start_ = fc.length;
+    consumed_ += fc.length;
+    return n;
+  }
+  if (in_.empty()) return n;
+  // Nothing buffered: hand out frames in place.
+  const FrameCheck fc = check_frame(in_, max_);
   switch (fc.status) {
-    case FrameStatus::need_more:
-      return n;
     case FrameStatus::error:
-      error_ = fc.error;
-      error_->offset += consumed_;
-      buf_.clear();
-      start_ = 0;
-      n.status = FrameStatus::error;
-      n.error = error_;
-      return n;
+      return fail(fc);
     case FrameStatus::frame:
       n.status = FrameStatus::frame;
-      n.frame = pending.first(fc.length);
-      start_ += fc.length;
+      n.frame = in_.first(fc.length);
+      in_ = in_.subspan(fc.length);
       consumed_ += fc.length;
+      return n;
+    case FrameStatus::need_more:
+      // A frame that continues in later input: buffer its start, with room
+      // for all of it when the length is known (checked against the maximum
+      // already, so nothing oversized is ever allocated).
+      if (fc.length != 0 && buf_.capacity() < fc.length) buf_.reserve(fc.length);
+      stash();
       return n;
   }
   return n;

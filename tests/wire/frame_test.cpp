@@ -287,3 +287,37 @@ TEST_CASE("every fuzz seed is a sound stream of frames") {
   }
   CHECK(seeds >= 20);
 }
+
+TEST_CASE("the reader copies only frames that continue in later input") {
+  std::vector<std::size_t> lengths;
+  const Bytes stream = sample_stream(lengths);
+  SUBCASE("whole frames are handed out in place") {
+    FrameReader r;
+    r.feed(stream);
+    auto n = r.next();
+    REQUIRE(n.status == FrameStatus::frame);
+    CHECK(n.frame.data() == stream.data());  // no copy
+    n = r.next();
+    REQUIRE(n.status == FrameStatus::frame);
+    CHECK(n.frame.data() == stream.data() + lengths[0]);
+  }
+  SUBCASE("fed twice without draining, several frames are still read in order") {
+    FrameReader r;
+    const std::size_t cut = lengths[0] + lengths[1] + 3;
+    r.feed({stream.data(), cut});
+    r.feed({stream.data() + cut, stream.size() - cut});
+    std::size_t total = 0;
+    std::size_t count = 0;
+    for (;;) {
+      auto n = r.next();
+      if (n.status != FrameStatus::frame) break;
+      CHECK(n.frame.size() == lengths[count]);
+      CHECK(std::equal(n.frame.begin(), n.frame.end(),
+                       stream.begin() + static_cast<std::ptrdiff_t>(total)));
+      total += n.frame.size();
+      ++count;
+    }
+    CHECK(count == lengths.size());
+    CHECK(r.buffered() == 0);
+  }
+}
