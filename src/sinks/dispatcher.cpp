@@ -3,10 +3,17 @@
 //
 // Ring: Dmitry Vyukov's bounded queue. Each cell carries a sequence number;
 // a producer claims position p with a CAS on enqueuePos_ when cell[p].seq
-// == p, moves its Event in, then publishes with seq = p + 1 (release). The
-// single consumer reads cell[d] when seq == d + 1, moves the Event out, and
-// hands the cell back with seq = d + capacity. Full = the cell at the
-// producer's position still holds an unconsumed event (seq < p): drop.
+// == p, puts its Event in, then publishes with seq = p + 1 (release). The
+// single consumer reads cell[d] in place when seq == d + 1 and hands the
+// cell back with seq = d + capacity. Full = the cell at the producer's
+// position still holds an unconsumed event (seq < p): drop.
+//
+// Events stay in their cells: the consumer never moves one out. So the
+// memory of an event (its document buffer, its connection's reference
+// count) is only ever touched again by a producer, which overwrites the
+// cell reusing the document buffer's capacity: no allocation on one thread
+// freed on the other (glibc's arenas then lock and bounce between cores),
+// no reference count bounced between cores for every event.
 //
 // Sleeping: state_ is both what the sink thread is doing and the futex word
 // it sleeps on. Lingering is a timed sleep nobody needs to end (producers
@@ -43,6 +50,9 @@ inline void full_fence() noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
 #endif
 }
+
+// Document buffers up to this stay in their ring cell for the next event.
+constexpr std::size_t kKeepDocumentCapacity = 4096;
 
 constexpr std::uint32_t kBusy = 0;
 constexpr std::uint32_t kLingering = 1;
@@ -128,21 +138,33 @@ bool Dispatcher::try_push(Event& event) noexcept {
       pos = enqueuePos_.load(std::memory_order_relaxed);
     }
   }
+  // The document goes into the cell's own buffer (its capacity kept from
+  // earlier events); the publisher's buffer is freed here, by the thread
+  // that allocated it. Everything else is moved.
+  wire::BsonBytes incoming = std::move(event.document);
+  wire::BsonBytes buffer = std::move(cell->event.document);
   cell->event = std::move(event);
+  buffer.assign(incoming.begin(), incoming.end());
+  cell->event.document = std::move(buffer);
   cell->seq.store(pos + 1, std::memory_order_release);
   return true;
 }
 
-bool Dispatcher::try_pop(Event& out) noexcept {
+const Event* Dispatcher::front() noexcept {
   Cell& cell = cells_[dequeuePos_ & mask_];
   const std::size_t seq = cell.seq.load(std::memory_order_acquire);
-  if (seq != dequeuePos_ + 1) return false;  // empty (or a producer is mid-move)
-  out = std::move(cell.event);
-  // Leave the cell empty (moved-from strings/vectors hold no memory), so the
-  // next producer's move-assignment frees nothing on the I/O thread.
+  if (seq != dequeuePos_ + 1) return nullptr;  // empty (or a producer is mid-write)
+  return &cell.event;
+}
+
+void Dispatcher::release() noexcept {
+  Cell& cell = cells_[dequeuePos_ & mask_];
+  // A buffer grown for a large (bounded) document is not kept for ever:
+  // cells would hold the largest document each ever saw.
+  if (cell.event.document.capacity() > kKeepDocumentCapacity)
+    wire::BsonBytes().swap(cell.event.document);
   cell.seq.store(dequeuePos_ + mask_ + 1, std::memory_order_release);
   ++dequeuePos_;
-  return true;
 }
 
 bool Dispatcher::ring_empty() const noexcept {
@@ -191,12 +213,10 @@ void Dispatcher::stop() {
   }
 }
 
-void Dispatcher::deliver(std::vector<Event>& batch) {
-  for (const Event& e : batch) {
-    cache_.next();
-    const RenderedEvent rendered(e, cache_);
-    for (auto& sink : sinks_) sink->write(rendered);
-  }
+void Dispatcher::deliver(const Event& e) {
+  cache_.next();
+  const RenderedEvent rendered(e, cache_);
+  for (auto& sink : sinks_) sink->write(rendered);
 }
 
 void Dispatcher::flush_all() {
@@ -241,25 +261,22 @@ void Dispatcher::housekeeping(std::chrono::steady_clock::time_point now, bool fo
 
 void Dispatcher::run() {
   using clock = std::chrono::steady_clock;
-  std::vector<Event> batch;
-  batch.reserve(options_.batchSize);
   // The first drop warns at once; later ones at most once per interval.
   windowStart_ = clock::now();
   lastWarning_ = windowStart_ - options_.dropWarningInterval;
   auto lastTick = clock::now();
   bool delivered = false;  // since the last sleep
   for (;;) {
-    while (batch.size() < options_.batchSize) {
-      batch.emplace_back();
-      if (!try_pop(batch.back())) {
-        batch.pop_back();
-        break;
-      }
+    std::size_t taken = 0;
+    while (taken < options_.batchSize) {
+      const Event* e = front();
+      if (e == nullptr) break;
+      deliver(*e);
+      release();
+      ++taken;
     }
-    if (!batch.empty()) {
-      deliver(batch);
+    if (taken != 0) {
       flush_all();
-      batch.clear();  // events (and their documents) are freed here, off the I/O threads
       consumed_.store(dequeuePos_, std::memory_order_relaxed);
       const auto now = clock::now();
       lastTick = now;

@@ -261,19 +261,45 @@ const monitor::ConnectionInfo& info_of(const Event& e) {
   return e.connection ? *e.connection : none;
 }
 
-void render_varanus(std::string& out, const Event& e, const RenderOptions& o) {
-  const monitor::ConnectionInfo& c = info_of(e);
-  out += "{\"t\":\"";
-  append_rfc3339(out, e.time);
-  out += "\",\"event\":\"";
-  out += monitor::to_string(e.type);
-  out += '"';
+}  // namespace
+
+// The keys every line of a connection shares, from connectionId to driver.
+static void append_connection(std::string& out, const monitor::ConnectionInfo& c) {
   num(out, "connectionId", c.connectionId);
   str(out, "client", c.client);
   str(out, "server", c.server);
   if (c.serverConnectionId) num(out, "serverConnectionId", *c.serverConnectionId);
   if (!c.appName.empty()) str(out, "appName", c.appName);
   if (!c.driver.empty()) str(out, "driver", c.driver);
+}
+
+void RenderCache::append_connection(std::string& out, const monitor::ConnectionInfoPtr& c) {
+  // Direct-mapped by address. The entry holds a reference, so the address
+  // cannot be reused by another connection's snapshot while it is cached.
+  const auto h = reinterpret_cast<std::uintptr_t>(c.get()) / alignof(monitor::ConnectionInfo);
+  Connection& slot = connections_[h % connections_.size()];
+  if (slot.info != c) {
+    slot.text.clear();
+    sinks::append_connection(slot.text, *c);
+    slot.info = c;
+  }
+  out += slot.text;
+}
+
+namespace {
+
+void render_varanus(std::string& out, const Event& e, const RenderOptions& o, RenderCache* cache) {
+  const monitor::ConnectionInfo& c = info_of(e);
+  out += "{\"t\":\"";
+  append_rfc3339(out, e.time);
+  out += "\",\"event\":\"";
+  out += monitor::to_string(e.type);
+  out += '"';
+  if (cache != nullptr && e.connection) {
+    cache->append_connection(out, e.connection);
+  } else {
+    append_connection(out, c);
+  }
 
   switch (e.type) {
     case EventType::commandStarted:
@@ -532,7 +558,7 @@ void render_line(std::string& out, const monitor::Event& event, const RenderOpti
   if (options.format == Format::mongodbLog)
     render_mongodb_log(out, event, options);
   else
-    render_varanus(out, event, options);
+    render_varanus(out, event, options, nullptr);
 }
 
 std::string_view RenderCache::line(const monitor::Event& event, const RenderOptions& options) {
@@ -549,7 +575,10 @@ std::string_view RenderCache::line(const monitor::Event& event, const RenderOpti
   }
   if (slot->generation != generation_) {
     slot->text.clear();
-    render_line(slot->text, event, options);
+    if (options.format == Format::mongodbLog)
+      render_mongodb_log(slot->text, event, options);
+    else
+      render_varanus(slot->text, event, options, this);
     slot->generation = generation_;
   }
   return slot->text;

@@ -8,7 +8,9 @@
 // stays valid JSON; the closers may run past the budget by the nesting depth.
 #include "varanus/wire/json.hpp"
 
+#include <bit>
 #include <charconv>
+#include <cstdint>
 #include <cstring>
 
 namespace varanus::wire {
@@ -44,6 +46,31 @@ constexpr bool special(unsigned char c) noexcept {
   return c < 0x20 || c == '"' || c == '\\' || c >= 0x80;
 }
 
+// Index of the first special byte in p[i, n), or n. Eight bytes at a time
+// (SWAR): a byte is flagged when its high bit is set (>= 0x80), when it is
+// below 0x20, or when it equals '"' or '\\'. The borrow tricks may also flag
+// bytes *after* a flagged one, never before it, so the lowest flag is exact.
+std::size_t plain_run_end(const unsigned char* p, std::size_t i, std::size_t n) noexcept {
+  constexpr std::uint64_t ones = 0x0101010101010101ULL;
+  constexpr std::uint64_t highs = 0x8080808080808080ULL;
+  while (i + 8 <= n) {
+    std::uint64_t v;
+    std::memcpy(&v, p + i, 8);
+    const std::uint64_t q = v ^ (ones * '"');
+    const std::uint64_t b = v ^ (ones * '\\');
+    const std::uint64_t flags =
+        (v | ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+    if (flags != 0) {
+      if constexpr (std::endian::native == std::endian::little)
+        return i + static_cast<std::size_t>(std::countr_zero(flags)) / 8;
+      break;  // big-endian: finish bytewise
+    }
+    i += 8;
+  }
+  while (i < n && !special(p[i])) ++i;
+  return i;
+}
+
 /// Appends the escaped body of a JSON string (no quotes). With a limit, stops
 /// before the unit that would pass `limit` (out.size() never exceeds it) and
 /// returns false.
@@ -52,8 +79,7 @@ bool escape_into(std::string& out, const char* s, std::size_t n, std::size_t lim
   std::size_t i = 0;
   while (i < n) {
     // A run of plain bytes.
-    std::size_t j = i;
-    while (j < n && !special(p[j])) ++j;
+    const std::size_t j = plain_run_end(p, i, n);
     if (j > i) {
       const std::size_t room = limit > out.size() ? limit - out.size() : 0;
       if (j - i > room) {

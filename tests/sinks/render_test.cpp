@@ -386,3 +386,27 @@ TEST_CASE("a bounded copy renders the same line as the whole document, in every 
     }
   }
 }
+
+TEST_CASE("the render cache gives the same lines as render_line, per connection snapshot") {
+  sinks::RenderCache cache;
+  std::vector<monitor::ConnectionInfoPtr> conns;
+  for (std::uint64_t id = 1; id <= 200; ++id) conns.push_back(connection(id, id % 2 == 0));
+  // A later snapshot of connection 1 (the handshake revealed the app name).
+  auto updated = std::make_shared<monitor::ConnectionInfo>(*conns[0]);
+  updated->appName = "billing";
+  conns.push_back(updated);
+  for (int pass = 0; pass < 3; ++pass) {
+    for (const auto& c : conns) {
+      for (Format format : {Format::varanus, Format::mongodbLog}) {
+        monitor::Event e = started();
+        e.connection = c;
+        RenderOptions o;
+        o.format = format;
+        std::string expected;
+        sinks::render_line(expected, e, o);
+        cache.next();
+        CHECK(cache.line(e, o) == expected);
+      }
+    }
+  }
+}

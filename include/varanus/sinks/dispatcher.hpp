@@ -15,12 +15,12 @@
 //
 // Waking the sink thread is what costs: a futex wake per event is a syscall
 // and a context switch on the I/O thread's critical path. So the sink
-// thread, after draining the ring, *lingers*: it sleeps `linger` (1 ms) on
+// thread, after draining the ring, *lingers*: it sleeps `linger` (4 ms) on
 // its own and drains again, and producers do not wake it (unless the ring
 // passes half full). Only when a linger finds the ring empty does it go to
 // a deep sleep that the next publish() ends with one futex wake. Under load
 // that is no wake-up at all from the I/O threads and one batch (one write(2)
-// per file sink) per millisecond; idle, no wake-up at all but the tick.
+// per file sink) per linger; idle, no wake-up at all but the tick.
 //
 // One sink thread drains the ring in batches, renders each event's line at
 // most once per distinct RenderOptions (sinks with the same format share
@@ -64,7 +64,7 @@ struct DispatcherOptions {
   /// without asking to be woken: events published meanwhile cost the I/O
   /// threads no syscall, and reach the sinks at most this late (plus the
   /// rendering). Zero: the sink thread waits to be woken at once.
-  std::chrono::microseconds linger{1000};
+  std::chrono::microseconds linger{4000};
   /// Where warnings and sink failures go (one line, no newline). Default:
   /// stderr. Called on the sink thread.
   std::function<void(std::string_view)> diagnostics;
@@ -122,10 +122,13 @@ class Dispatcher final : public monitor::EventOutput {
     monitor::Event event;
   };
   bool try_push(monitor::Event& event) noexcept;
-  bool try_pop(monitor::Event& out) noexcept;
+  /// The next event in the ring, read in place, or null; release() hands
+  /// its cell back to the producers.
+  const monitor::Event* front() noexcept;
+  void release() noexcept;
   bool ring_empty() const noexcept;
   void run();
-  void deliver(std::vector<monitor::Event>& batch);
+  void deliver(const monitor::Event& event);
   void flush_all();
   void housekeeping(std::chrono::steady_clock::time_point now, bool force);
   void diag(std::string_view line);

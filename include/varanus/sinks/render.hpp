@@ -21,6 +21,7 @@
 // sink thread, never on an I/O thread.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -85,8 +86,16 @@ class RenderCache {
   std::string_view line(const monitor::Event& event, const RenderOptions& options);
   /// Starts a new event: forgets previous lines, keeps the buffers.
   void next() noexcept { ++generation_; }
+  /// Appends the keys a connection's lines share (connectionId ... driver),
+  /// rendered once per connection snapshot and kept.
+  void append_connection(std::string& out, const monitor::ConnectionInfoPtr& connection);
 
  private:
+  struct Connection {
+    monitor::ConnectionInfoPtr info;
+    std::string text;
+  };
+  std::array<Connection, 64> connections_;
   struct Slot {
     RenderOptions options;
     std::string text;
