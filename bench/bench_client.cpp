@@ -391,6 +391,66 @@ std::vector<double> ping_latency(std::uint16_t port, std::size_t maxCount, Secon
   return us;
 }
 
+PingConnection::PingConnection(PingConnection&& o) noexcept
+    : fd_(o.fd_), req_(std::move(o.req_)), reply_(std::move(o.reply_)), id_(o.id_) {
+  o.fd_ = -1;
+}
+
+PingConnection::~PingConnection() {
+  close();
+}
+
+void PingConnection::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+bool PingConnection::open(std::uint16_t port, Window* w) {
+  close();
+  fd_ = connect_blocking(port);
+  if (fd_ < 0) {
+    note(*w, "connect failed");
+    return false;
+  }
+  req_ = Requests::make();
+  if (roundtrip(fd_, req_.isMaster, 1, reply_) == 0) {
+    note(*w, "handshake failed");
+    close();
+    return false;
+  }
+  for (std::int32_t i = 0; i < 200; ++i) {
+    if (roundtrip(fd_, req_.ping, 2 + i, reply_) == 0) {
+      note(*w, "ping failed");
+      close();
+      return false;
+    }
+  }
+  return true;
+}
+
+void PingConnection::run(Seconds slice, std::size_t maxCount, std::vector<double>& out, Window* w) {
+  if (fd_ < 0) return;
+  const auto t0 = Clock::now();
+  const auto end = t0 + std::chrono::duration_cast<Clock::duration>(slice);
+  std::size_t n = 0;
+  while (n < maxCount) {
+    const auto a = Clock::now();
+    if (a >= end) break;
+    const std::size_t got = roundtrip(fd_, req_.ping, ++id_, reply_);
+    const auto b = Clock::now();
+    if (got == 0 || !reply_ok(reply_, got)) {
+      note(*w, got == 0 ? "ping: no reply" : "ping: " + reply_error(reply_, got));
+      close();
+      break;
+    }
+    out.push_back(std::chrono::duration<double, std::micro>(b - a).count());
+    ++n;
+  }
+  w->seconds += Seconds(Clock::now() - t0).count();
+  w->ops += n;
+  w->commands += n;
+}
+
 namespace {
 
 /// One connection of the epoll workloads.

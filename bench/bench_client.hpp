@@ -58,6 +58,30 @@ bool drop(std::uint16_t port, const std::string& coll);
 /// (a) one connection, sequential ping: one latency sample (µs) per ping.
 std::vector<double> ping_latency(std::uint16_t port, std::size_t maxCount, Seconds maxTime,
                                  Window* w);
+/// (a) as above, but kept open so that targets can take turns in short
+/// slices: with the machine's drift shared alike by every target, latency
+/// differences of a few µs show through noise of tens.
+class PingConnection {
+ public:
+  PingConnection() = default;
+  PingConnection(const PingConnection&) = delete;
+  PingConnection& operator=(const PingConnection&) = delete;
+  PingConnection(PingConnection&& o) noexcept;
+  ~PingConnection();
+  /// Connects, handshakes (isMaster) and sends 200 warm-up pings.
+  bool open(std::uint16_t port, Window* w);
+  /// Pings for `slice` (at most `maxCount` samples); appends µs per ping.
+  void run(Seconds slice, std::size_t maxCount, std::vector<double>& out, Window* w);
+  void close();
+  bool is_open() const noexcept { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+  Requests req_;
+  Bytes reply_;
+  std::int32_t id_ = 1000;
+};
+
 /// (b) `conns` connections, one command in flight each, find/insert alternating.
 Window mix(std::uint16_t port, int conns, Seconds duration, std::uint64_t maxOps, pid_t cpuPid);
 /// (c) one connection, sequential inserts of one document of `docBytes`.

@@ -21,13 +21,12 @@
 //
 // The relay, per Session:
 //
-//   client fd ──readable──▶ recv into the worker's buffer ──▶ Inspector
-//                                                 (before the write, so a request is
-//                                                  registered before its reply can come)
-//             ──▶ send to upstream; what the socket does not take waits in the
-//                 session's out-buffer for that side, and reading the source
-//                 pauses until it is flushed (EPOLLOUT) — backpressure, bounded
-//                 by one buffer per direction.
+//   client fd ──readable──▶ recv into the worker's buffer ──▶ send to upstream
+//             ──▶ Inspector (after the send, off the latency path; still before
+//                 the reply can be read, which happens on this thread, later)
+//             what the socket does not take waits in the session's out-buffer
+//             for that side, and reading the source pauses until it is flushed
+//             (EPOLLOUT) — backpressure, bounded by one buffer per direction.
 //
 // Edge-triggered epoll: every event only sets flags (readable / writable);
 // the session then reads a side once when it is readable and its peer has no
@@ -879,20 +878,15 @@ bool Session::read_from(Side from) {
   } else {
     src.readable = false;  // a short read: drained, the next byte brings an edge
   }
-  server_.stats.add(from == client ? server_.stats.bytesFromClient : server_.stats.bytesFromServer,
-                    static_cast<std::int64_t>(got));
-  if (inspector_->inspecting()) {
-    const std::span<const std::uint8_t> bytes(buf, got);
-    if (from == client) {
-      inspector_->client_data(bytes, monitor::Clock::now());
-    } else {
-      inspector_->server_data(bytes, monitor::Clock::now());
-    }
-    if (!inspector_->inspecting()) inspection_stopped();
-  }
-  // Forward at once; what the socket does not take waits in dst.out, and
-  // this side is not read again until it is flushed.
+  // Forward at once, then inspect: the bytes are on their way before the
+  // Tracker spends its microsecond on them (it is not on the latency path),
+  // and a reply still cannot be read before its request was inspected: both
+  // happen on this thread, the reply in a later event. The time is taken
+  // when the bytes were read. What the socket does not take waits in
+  // dst.out, and this side is not read again until that is flushed.
+  const monitor::Clock readAt = monitor::Clock::now();
   std::size_t sent = 0;
+  int writeError = 0;
   while (sent < got) {
     const ssize_t w = ::send(dst.fd, buf + sent, got - sent, MSG_NOSIGNAL);
     if (w >= 0) {
@@ -901,8 +895,22 @@ bool Session::read_from(Side from) {
     }
     const int err = errno;
     if (err == EINTR) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK) break;
-    fail(std::string(name(to)) + " write failed: " + errno_text(err));
+    if (err != EAGAIN && err != EWOULDBLOCK) writeError = err;
+    break;
+  }
+  server_.stats.add(from == client ? server_.stats.bytesFromClient : server_.stats.bytesFromServer,
+                    static_cast<std::int64_t>(got));
+  if (inspector_->inspecting()) {
+    const std::span<const std::uint8_t> bytes(buf, got);
+    if (from == client) {
+      inspector_->client_data(bytes, readAt);
+    } else {
+      inspector_->server_data(bytes, readAt);
+    }
+    if (!inspector_->inspecting()) inspection_stopped();
+  }
+  if (writeError != 0) {
+    fail(std::string(name(to)) + " write failed: " + errno_text(writeError));
     return false;
   }
   if (sent < got) {

@@ -21,9 +21,11 @@ class Inspector {
   virtual ~Inspector() = default;
   /// The upstream connection is up; relaying starts.
   virtual void opened(monitor::Clock now) = 0;
-  /// Bytes read from the client, before they are written to the upstream.
+  /// Bytes read from the client (just after they were sent on to the
+  /// upstream; `now` is when they were read). Always before any reply to
+  /// them can be read: both happen on the connection's one thread.
   virtual void client_data(std::span<const std::uint8_t> bytes, monitor::Clock now) = 0;
-  /// Bytes read from the upstream, before they are written to the client.
+  /// Bytes read from the upstream, likewise (sent on to the client first).
   virtual void server_data(std::span<const std::uint8_t> bytes, monitor::Clock now) = 0;
   /// Both directions are done; `reason` says which side did what.
   virtual void closed(std::string_view reason, monitor::Clock now) = 0;
