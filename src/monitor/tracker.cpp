@@ -206,6 +206,9 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
   wire::DecodeOptions opts;
   opts.maxMessageSize = options_.maxMessageSize;
   opts.validateBson = false;  // iterators bound-check; a full walk costs per byte
+  // Nor a CRC-32C over every checksummed message: the upstream verifies it
+  // and rejects a bad one; an observer only needs the bytes to be in bounds.
+  opts.verifyChecksum = false;
   auto decoded = wire::decode(frame, opts);
   if (!decoded) return stop("client message: " + decoded.error().message(), now);
   const wire::Message& msg = *decoded;
@@ -238,8 +241,10 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
       command = wire::bounded_merged_command(*view, options_.documentBound);
       if (p.exhaustAllowed && p.hello != HelloKind::none) p.streamCommand = command.bytes;
     }
-    return start_command(std::move(p), requestId, std::move(command), view->moreToCome,
-                         detail::ok_reply(), now);
+    return start_command(
+        std::move(p), requestId, std::move(command), view->moreToCome,
+        view->moreToCome && options_.captureDocuments ? detail::ok_reply() : wire::BsonBytes{},
+        now);
   }
 
   // Legacy opcodes, upconverted to the commands drivers report for them.
@@ -292,6 +297,7 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
   wire::DecodeOptions opts;
   opts.maxMessageSize = options_.maxMessageSize;
   opts.validateBson = false;
+  opts.verifyChecksum = false;
   auto decoded = wire::decode(frame, opts);
   if (!decoded) return stop("upstream message: " + decoded.error().message(), now);
   const wire::Message& msg = *decoded;

@@ -804,9 +804,13 @@ void Session::on_event(Side side, std::uint32_t events) {
   if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) p.rdhup = true;
   if (state == State::connecting) {
     if (side == upstream && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+      // Writable and no error: connected (no getsockopt needed for that).
       int err = 0;
-      socklen_t len = sizeof err;
-      if (::getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+      if (events & (EPOLLERR | EPOLLHUP)) {
+        socklen_t len = sizeof err;
+        if (::getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+        if (err == 0) err = ECONNREFUSED;  // hung up without an error code
+      }
       if (err == 0) {
         connected();
       } else {
@@ -947,6 +951,10 @@ void Session::pass_eof(Side to) {
   Peer& dst = peers_[to];
   if (dst.shut || !dst.out.empty()) return;  // after the flush
   dst.shut = true;
+  // When `to` has said EOF too (and nothing waits for it), this EOF ends the
+  // connection: close() right after sends the FIN, a shutdown() is one
+  // syscall for nothing (a connection churn pays it every time).
+  if (dst.eof && peers_[other(to)].out.empty()) return;
   ::shutdown(dst.fd, SHUT_WR);
 }
 

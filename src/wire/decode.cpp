@@ -402,8 +402,12 @@ Result<Message> decode(std::span<const std::uint8_t> frame, const DecodeOptions&
   const auto body = frame.subspan(kHeaderSize);
 
   if (hdr.opCode != static_cast<std::int32_t>(OpCode::compressed)) {
-    const std::uint32_t header_crc =
-        hdr.opCode == static_cast<std::int32_t>(OpCode::msg) ? crc32c(frame.first(kHeaderSize)) : 0;
+    // The header's CRC only when a checksum will be verified (rare: drivers
+    // seldom send one), not for every message.
+    const bool checked = options.verifyChecksum &&
+                         hdr.opCode == static_cast<std::int32_t>(OpCode::msg) && body.size() >= 4 &&
+                         (detail::load_u32(body.data()) & kChecksumPresent) != 0;
+    const std::uint32_t header_crc = checked ? crc32c(frame.first(kHeaderSize)) : 0;
     if (!decode_body(hdr.opCode, Cursor(body, kHeaderSize), header_crc, m.body, x)) return x.err;
     return m;
   }
@@ -449,7 +453,8 @@ Result<Message> decode(std::span<const std::uint8_t> frame, const DecodeOptions&
   // The original header is not on the wire; the checksum of a compressed
   // OP_MSG covers the header the sender built: same ids, original opcode.
   std::uint32_t header_crc = 0;
-  if (original == static_cast<std::int32_t>(OpCode::msg)) {
+  if (original == static_cast<std::int32_t>(OpCode::msg) && options.verifyChecksum &&
+      m.owned.size() >= 4 && (detail::load_u32(m.owned.data()) & kChecksumPresent) != 0) {
     std::uint8_t oh[kHeaderSize];
     detail::store_u32(oh, static_cast<std::uint32_t>(usize) + kHeaderSize);
     detail::store_u32(oh + 4, static_cast<std::uint32_t>(hdr.requestId));
