@@ -8,10 +8,13 @@
 // stays valid JSON; the closers may run past the budget by the nesting depth.
 #include "varanus/wire/json.hpp"
 
+#include <algorithm>
+#include <array>
 #include <bit>
 #include <charconv>
 #include <cstdint>
 #include <cstring>
+#include <string_view>
 
 namespace varanus::wire {
 
@@ -19,6 +22,56 @@ namespace {
 
 constexpr int kMaxDepth = 200;  // as libbson's BSON_MAX_RECURSION
 constexpr char kHex[] = "0123456789abcdef";
+
+/// The output: the caller's std::string, written through a raw pointer.
+/// std::string's own appends are out-of-line calls with checks each; the
+/// writer makes dozens of tiny appends per document, so this keeps the
+/// string sized ahead (its bytes past `used_` are scratch) and trims it to
+/// what was written when done.
+class Out {
+ public:
+  explicit Out(std::string& s, std::size_t expect) : s_(s), used_(s.size()) {
+    reserve_more(expect + 64);
+  }
+  ~Out() { s_.resize(used_); }
+  Out(const Out&) = delete;
+  Out& operator=(const Out&) = delete;
+
+  std::size_t size() const noexcept { return used_; }
+  char* data() noexcept { return data_; }
+  void append(const char* p, std::size_t n) {
+    if (cap_ - used_ < n) reserve_more(n);
+    std::memcpy(data_ + used_, p, n);
+    used_ += n;
+  }
+  Out& operator+=(char c) {
+    if (used_ == cap_) reserve_more(1);
+    data_[used_++] = c;
+    return *this;
+  }
+  Out& operator+=(std::string_view v) {
+    append(v.data(), v.size());
+    return *this;
+  }
+  Out& operator+=(const char* z) { return *this += std::string_view(z); }
+  /// Shrinks (rollback) or grows (the new bytes are then written by the caller).
+  void resize(std::size_t n) {
+    if (n > cap_) reserve_more(n - used_);
+    used_ = n;
+  }
+
+ private:
+  void reserve_more(std::size_t n) {
+    const std::size_t want = std::max(used_ + n, 2 * cap_);
+    s_.resize(want);
+    data_ = s_.data();
+    cap_ = want;
+  }
+  std::string& s_;
+  char* data_ = nullptr;
+  std::size_t used_;
+  std::size_t cap_ = 0;
+};
 
 // ----- string escaping -------------------------------------------------
 
@@ -42,8 +95,16 @@ std::size_t utf8_seq(const unsigned char* p, std::size_t n) noexcept {
 }
 
 // Bytes that need more than a plain copy: controls, '"', '\\', non-ASCII.
-constexpr bool special(unsigned char c) noexcept {
+constexpr bool special_byte(unsigned char c) noexcept {
   return c < 0x20 || c == '"' || c == '\\' || c >= 0x80;
+}
+constexpr auto kSpecial = [] {
+  std::array<bool, 256> t{};
+  for (unsigned c = 0; c < 256; ++c) t[c] = special_byte(static_cast<unsigned char>(c));
+  return t;
+}();
+inline bool special(unsigned char c) noexcept {
+  return kSpecial[c];
 }
 
 // Index of the first special byte in p[i, n), or n. Eight bytes at a time
@@ -74,7 +135,7 @@ std::size_t plain_run_end(const unsigned char* p, std::size_t i, std::size_t n) 
 /// Appends the escaped body of a JSON string (no quotes). With a limit, stops
 /// before the unit that would pass `limit` (out.size() never exceeds it) and
 /// returns false.
-bool escape_into(std::string& out, const char* s, std::size_t n, std::size_t limit) {
+bool escape_into(Out& out, const char* s, std::size_t n, std::size_t limit) {
   const auto* p = reinterpret_cast<const unsigned char*>(s);
   std::size_t i = 0;
   while (i < n) {
@@ -163,13 +224,13 @@ bool escape_into(std::string& out, const char* s, std::size_t n, std::size_t lim
 // ----- small formatters ---------------------------------------------------
 
 template <class Int>
-void put_int(std::string& out, Int v) {
+void put_int(Out& out, Int v) {
   char buf[24];
   auto r = std::to_chars(buf, buf + sizeof buf, v);
   out.append(buf, static_cast<std::size_t>(r.ptr - buf));
 }
 
-void put_double(std::string& out, double d) {
+void put_double(Out& out, double d) {
   if (d != d) {
     out += R"({"$numberDouble":"NaN"})";
     return;
@@ -186,7 +247,7 @@ void put_double(std::string& out, double d) {
   if (std::strspn(buf, "0123456789-") >= n) out += ".0";
 }
 
-void put_base64(std::string& out, const std::uint8_t* p, std::size_t n) {
+void put_base64(Out& out, const std::uint8_t* p, std::size_t n) {
   static constexpr char k[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   const std::size_t at = out.size();
   out.resize(at + (n + 2) / 3 * 4);
@@ -209,7 +270,7 @@ void put_base64(std::string& out, const std::uint8_t* p, std::size_t n) {
   }
 }
 
-void put_oid(std::string& out, const bson_oid_t* oid) {
+void put_oid(Out& out, const bson_oid_t* oid) {
   char buf[24];
   for (int i = 0; i < 12; ++i) {
     buf[2 * i] = kHex[oid->bytes[i] >> 4];
@@ -227,7 +288,7 @@ void put_2(char* p, unsigned v) {
 
 // {"$date":"YYYY-MM-DDTHH:MM:SS[.mmm]Z"} for years 1970..9999, as libbson;
 // {"$date":{"$numberLong":"N"}} otherwise.
-void put_date(std::string& out, std::int64_t ms) {
+void put_date(Out& out, std::int64_t ms) {
   if (ms < 0 || ms > 253402300799999LL) {
     out += R"({"$date":{"$numberLong":")";
     put_int(out, ms);
@@ -267,7 +328,7 @@ void put_date(std::string& out, std::int64_t ms) {
   out += "Z\"}";
 }
 
-void put_string(std::string& out, const char* s, std::size_t n) {
+void put_string(Out& out, const char* s, std::size_t n) {
   out += '"';
   escape_into(out, s, n, static_cast<std::size_t>(-1));
   out += '"';
@@ -276,7 +337,7 @@ void put_string(std::string& out, const char* s, std::size_t n) {
 // ----- the walk --------------------------------------------------------------
 
 struct Writer {
-  std::string& out;
+  Out& out;
   std::size_t limit;  // absolute position in `out` the content must not pass
   bool cut = false;
   bool corrupt = false;
@@ -500,19 +561,23 @@ struct Writer {
 
 }  // namespace
 
-JsonResult append_relaxed_json(std::string& out, BsonView doc, const JsonOptions& options) {
+JsonResult append_relaxed_json(std::string& str, BsonView doc, const JsonOptions& options) {
   JsonResult r;
-  const std::size_t start = out.size();
+  const std::size_t start = str.size();
   bson_t b;
   bson_iter_t it;
   if (!doc.init_static(&b) || !bson_iter_init(&it, &b)) {
-    out += "{}";
+    str += "{}";
     r.valid = false;
     return r;
   }
   const std::size_t limit =
       options.maxLength == 0 ? static_cast<std::size_t>(-1) : start + options.maxLength;
-  if (options.maxLength == 0) out.reserve(start + doc.size * 2);
+  // Room for the likely output up front: the budget, or twice the BSON.
+  const std::size_t expect = options.maxLength == 0
+                                 ? static_cast<std::size_t>(doc.size) * 2
+                                 : std::min<std::size_t>(options.maxLength, doc.size * 2);
+  Out out(str, expect);
   Writer w{out, limit};
   if (options.maxLength != 0 && options.maxLength < 2) {
     out += "{}";
@@ -532,7 +597,8 @@ JsonResult append_relaxed_json(std::string& out, BsonView doc, const JsonOptions
   return r;
 }
 
-void append_json_string(std::string& out, std::string_view s) {
+void append_json_string(std::string& str, std::string_view s) {
+  Out out(str, s.size() + 2);
   put_string(out, s.data(), s.size());
 }
 
