@@ -391,6 +391,19 @@ std::vector<double> ping_latency(std::uint16_t port, std::size_t maxCount, Secon
   return us;
 }
 
+void add(Window& into, const Window& w) {
+  const auto sum = [](double a, double b) { return a < 0 ? b : (b < 0 ? a : a + b); };
+  into.ops += w.ops;
+  into.commands += w.commands;
+  into.bytes += w.bytes;
+  into.seconds += w.seconds;
+  into.cpuSeconds = sum(into.cpuSeconds, w.cpuSeconds);
+  into.cpuMainSeconds = sum(into.cpuMainSeconds, w.cpuMainSeconds);
+  into.completed += w.completed;
+  if (into.errors == 0 && w.errors != 0) into.firstError = w.firstError;
+  into.errors += w.errors;
+}
+
 PingConnection::PingConnection(PingConnection&& o) noexcept
     : fd_(o.fd_), req_(std::move(o.req_)), reply_(std::move(o.reply_)), id_(o.id_) {
   o.fd_ = -1;

@@ -49,6 +49,10 @@ struct Window {
   std::string firstError;
 };
 
+/// Adds the counts of `w` to `into` (several windows of one target taken as
+/// one: seconds, operations, CPU add up).
+void add(Window& into, const Window& w);
+
 /// Loads the collections the workloads read: bench.small (100 tiny docs)
 /// and bench.read10k (10,000 docs of ~1 KiB). Direct to the stub.
 bool seed(std::uint16_t stubPort, std::string* error);

@@ -284,16 +284,33 @@ double load_average() {
   return v;
 }
 
-double machine_busy_seconds() {
+namespace {
+struct CpuTimes {
+  double busy = -1;   // user + nice + system + irq + softirq, seconds (all CPUs)
+  double steal = -1;  // time the hypervisor ran someone else
+};
+CpuTimes cpu_times() {
   std::istringstream in(read_file("/proc/stat"));
   std::string cpu;
   unsigned long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0,
                      steal = 0;
   in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
-  if (cpu != "cpu") return -1;
+  CpuTimes t;
+  if (cpu != "cpu") return t;
   const long hz = ::sysconf(_SC_CLK_TCK);
-  return static_cast<double>(user + nice + system + irq + softirq + steal) /
-         static_cast<double>(hz > 0 ? hz : 100);
+  const double tick = 1.0 / static_cast<double>(hz > 0 ? hz : 100);
+  t.busy = static_cast<double>(user + nice + system + irq + softirq) * tick;
+  t.steal = static_cast<double>(steal) * tick;
+  return t;
+}
+}  // namespace
+
+double machine_busy_seconds() {
+  return cpu_times().busy;
+}
+
+double steal_seconds() {
+  return cpu_times().steal;
 }
 
 double own_cpu_seconds() {

@@ -76,6 +76,9 @@ double load_average();
 /// CPU seconds the whole machine has been busy (all cores; /proc/stat:
 /// user nice system irq softirq steal).
 double machine_busy_seconds();
+/// CPU-seconds the hypervisor gave to other guests while this one wanted to
+/// run (/proc/stat "steal"): the noise a VM's neighbours add.
+double steal_seconds();
 /// CPU seconds of this process plus its reaped children (getrusage).
 double own_cpu_seconds();
 

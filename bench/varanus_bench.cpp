@@ -56,6 +56,7 @@ namespace vb = varanus::bench;
 
 namespace {
 constexpr double kPingSlice = 0.05;  // (a): seconds each target pings before the next one's turn
+constexpr double kThroughputSlice = 0.4;  // (b)-(d), (f): seconds of a target's turn
 }  // namespace
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
@@ -472,6 +473,13 @@ class Bench {
  private:
   void run_workload(const std::string& code, const std::string& name,
                     const std::function<void(Target&, int)>& fn, bool proxiesOnly = false);
+  /// As run_workload, but each round is cut in `slices` short windows and the
+  /// targets take turns slice by slice (rotated): `fn` runs one slice, the
+  /// slices of a round are summed, `done` records the round's total.
+  void run_sliced(const std::string& code, const std::string& name, int slices,
+                  const std::function<vb::Window(Target&, bool lastSlice)>& fn,
+                  const std::function<void(Target&, const vb::Window&)>& done);
+  bool usable(Target& t);
   bool wanted(const std::string& code) const {
     return ("," + o_.workloads + ",").find("," + code + ",") != std::string::npos;
   }
@@ -530,7 +538,7 @@ class Bench {
   int idleUsed_ = 0;
   std::size_t hugeSent_ = 0;
   std::string limitNote_;
-  double wallSeconds_ = 0, foreignCpu_ = -1;
+  double wallSeconds_ = 0, foreignCpu_ = -1, stealCpu_ = -1;
   VaranusFlags flags_;
 };
 
@@ -633,11 +641,49 @@ void Bench::run_workload(const std::string& code, const std::string& name,
   }
 }
 
+bool Bench::usable(Target& t) {
+  if (!t.ok || !selected(t)) return false;
+  if (t.pid() > 0 && !vb::alive(t.proc)) {
+    t.ok = false;
+    t.error =
+        "exited during the benchmark; stderr: " + vb::read_file(t.proc.errPath).substr(0, 300);
+    errors_.push_back(t.key + ": " + t.error);
+    say("  ! %s\n", errors_.back());
+    return false;
+  }
+  return true;
+}
+
+void Bench::run_sliced(const std::string& code, const std::string& name, int slices,
+                       const std::function<vb::Window(Target&, bool)>& fn,
+                       const std::function<void(Target&, const vb::Window&)>& done) {
+  if (!wanted(code)) return;
+  say("%s\n", name);
+  const auto n = targets_.size();
+  slices = std::max(1, slices);
+  for (int r = 0; r < o_.plan.rounds; ++r) {
+    std::vector<vb::Window> total(n);
+    std::vector<bool> ran(n, false);
+    for (int sl = 0; sl < slices; ++sl) {
+      for (std::size_t k = 0; k < n; ++k) {
+        const std::size_t i = (k + static_cast<std::size_t>(sl + r)) % n;
+        Target& t = targets_[i];
+        if (!usable(t)) continue;
+        vb::add(total[i], fn(t, sl == slices - 1));
+        ran[i] = true;
+      }
+    }
+    for (std::size_t i = 0; i < n; ++i)
+      if (ran[i] && targets_[i].ok) done(targets_[i], total[i]);
+  }
+}
+
 int Bench::run() {
   Plan& p = o_.plan;
   started_ = now_utc();
   loadStart_ = vb::load_average();
   const double busy0 = vb::machine_busy_seconds(), own0 = vb::own_cpu_seconds();
+  const double steal0 = vb::steal_seconds();
   const auto wall0 = Clock::now();
 
   // The proxies hold two descriptors per idle connection, the client one.
@@ -830,13 +876,27 @@ int Bench::run() {
     }
   }
 
+  // (b), (c), (d), (f): the targets take turns in slices of ~0.4 s within
+  // each round, so that the machine's drift falls alike on all of them.
+  const auto slices_of = [](double seconds) {
+    return std::max(1, static_cast<int>(seconds / kThroughputSlice + 0.5));
+  };
+
   // (b) find/insert mix.
   for (int conns : {16, 64}) {
     const std::string k = "b" + std::to_string(conns);
-    run_workload(
-        k, "(b) " + std::to_string(conns) + " connections find/insert", [&](Target& t, int) {
+    const int n = slices_of(p.mixSeconds);
+    run_sliced(
+        k, "(b) " + std::to_string(conns) + " connections find/insert", n,
+        [&](Target& t, bool last) {
           truncate_log(t);
-          auto w = vb::mix(t.port, conns, secs(p.mixSeconds), 50'000'000, t.pid());
+          auto w = vb::mix(t.port, conns, secs(p.mixSeconds / n), 50'000'000, t.pid());
+          // Events against commands: on one full-rate slice per round.
+          if (conns == 64 && last) count_events(t, w, conns);
+          vb::drop(stubPort_, "mix");
+          return w;
+        },
+        [&](Target& t, const vb::Window& w) {
           workload_error(t, "(b)", w);
           if (w.seconds > 0 && w.ops > 0) {
             record(k + "_ops_s", t, static_cast<double>(w.ops) / w.seconds);
@@ -848,41 +908,61 @@ int Bench::run() {
                      w.cpuMainSeconds * 1e6 / static_cast<double>(w.ops));
             }
           }
-          if (conns == 64) count_events(t, w, conns);
-          vb::drop(stubPort_, "mix");
         });
   }
 
   // (c) 1 MB inserts.
-  run_workload("c", "(c) 1 MB inserts", [&](Target& t, int) {
-    truncate_log(t);
-    auto w = vb::big_inserts(t.port, 1'000'000, secs(p.bigSeconds), 100'000, t.pid());
-    workload_error(t, "(c)", w);
-    if (w.seconds > 0 && w.ops > 0)
-      record("c_mb_s", t, static_cast<double>(w.bytes) / 1e6 / w.seconds);
-  });
+  {
+    const int n = slices_of(p.bigSeconds);
+    run_sliced(
+        "c", "(c) 1 MB inserts", n,
+        [&](Target& t, bool) {
+          truncate_log(t);
+          return vb::big_inserts(t.port, 1'000'000, secs(p.bigSeconds / n), 100'000, t.pid());
+        },
+        [&](Target& t, const vb::Window& w) {
+          workload_error(t, "(c)", w);
+          if (w.seconds > 0 && w.ops > 0)
+            record("c_mb_s", t, static_cast<double>(w.bytes) / 1e6 / w.seconds);
+        });
+  }
 
   // (d) read back 10,000 documents through getMore.
-  run_workload("d", "(d) 10,000 documents via getMore", [&](Target& t, int) {
-    truncate_log(t);
-    auto w = vb::read_back(t.port, secs(p.readSeconds), 100'000, t.pid());
-    workload_error(t, "(d)", w);
-    if (w.seconds > 0 && w.ops > 0)
-      record("d_mb_s", t, static_cast<double>(w.bytes) / 1e6 / w.seconds);
-  });
+  {
+    const int n = slices_of(p.readSeconds);
+    run_sliced(
+        "d", "(d) 10,000 documents via getMore", n,
+        [&](Target& t, bool) {
+          truncate_log(t);
+          return vb::read_back(t.port, secs(p.readSeconds / n), 100'000, t.pid());
+        },
+        [&](Target& t, const vb::Window& w) {
+          workload_error(t, "(d)", w);
+          if (w.seconds > 0 && w.ops > 0)
+            record("d_mb_s", t, static_cast<double>(w.bytes) / 1e6 / w.seconds);
+        });
+  }
 
   // (f) connection churn.
-  run_workload("f", "(f) connection churn", [&](Target& t, int) {
-    truncate_log(t);
-    auto w = vb::churn(t.port, p.churnConcurrency, secs(p.churnSeconds), 1'000'000, t.pid());
-    workload_error(t, "(f)", w);
-    if (w.seconds > 0 && w.ops > 0) {
-      record("f_conn_s", t, static_cast<double>(w.ops) / w.seconds);
-      if (w.cpuSeconds >= 0) {
-        record("f_cpu_us_per_conn", t, w.cpuSeconds * 1e6 / static_cast<double>(w.ops));
-      }
-    }
-  });
+  {
+    const int n = slices_of(p.churnSeconds);
+    run_sliced(
+        "f", "(f) connection churn", n,
+        [&](Target& t, bool) {
+          truncate_log(t);
+          return vb::churn(t.port, p.churnConcurrency, secs(p.churnSeconds / n), 1'000'000,
+                           t.pid());
+        },
+        [&](Target& t, const vb::Window& w) {
+          workload_error(t, "(f)", w);
+          if (w.seconds > 0 && w.ops > 0) {
+            record("f_conn_s", t, static_cast<double>(w.ops) / w.seconds);
+            if (w.cpuSeconds >= 0) {
+              record("f_cpu_us_per_conn", t, w.cpuSeconds * 1e6 / static_cast<double>(w.ops));
+            }
+          }
+        });
+  }
 
   // The realistic variant: libmongoc as the client (its own cost included).
   if (vb::mongoc_available()) {
@@ -960,6 +1040,7 @@ int Bench::run() {
   // benchmark itself keeps both cores busy.
   wallSeconds_ = std::chrono::duration<double>(Clock::now() - wall0).count();
   foreignCpu_ = (vb::machine_busy_seconds() - busy0) - (vb::own_cpu_seconds() - own0);
+  stealCpu_ = vb::steal_seconds() - steal0;
 
   const auto cs = checks();
   print_table(cs);
@@ -1127,6 +1208,10 @@ void Bench::print_table(const std::vector<Check>& cs) const {
       "quiet machine)\n",
       foreignCpu_, wallSeconds_, 100.0 * foreignCpu_ / std::max(1.0, wallSeconds_ * cores));
   std::printf(
+      "hypervisor steal: %.1f CPU-seconds (%.1f%% of the machine: time other guests of the host "
+      "took; it makes rounds drift)\n",
+      stealCpu_, 100.0 * stealCpu_ / std::max(1.0, wallSeconds_ * cores));
+  std::printf(
       "clients: the project's wire builders over raw sockets (no driver), one client thread "
       "(epoll for many connections); (a') and (b') use libmongoc %s\n"
       "fairness: haproxy nbthread 1, varanus --io-threads 1 (plus its sink thread), stub 1 "
@@ -1203,6 +1288,7 @@ json Bench::to_json(const std::vector<Check>& cs) const {
                   {"loadAverageStart", loadStart_},
                   {"loadAverageEnd", loadEnd_},
                   {"otherProcessesCpuSeconds", foreignCpu_},
+                  {"stealCpuSeconds", stealCpu_},
                   {"wallSeconds", wallSeconds_}};
   j["clients"] = "varanus wire builders over raw sockets, one client thread; (a') (b') libmongoc";
   j["libmongoc"] = vb::mongoc_available() ? vb::mongoc_version() : "";

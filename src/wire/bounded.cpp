@@ -183,55 +183,48 @@ class Copier {
   bool failed_ = false;
 };
 
+/// A document that could not be walked: `{}`, said to be cut.
+BoundedBytes invalid() {
+  return {empty_doc(), true, true};
+}
+
+/// The copy a walk built into `out` (destroyed here).
+BoundedBytes finish(const Copier& c, bson_t* out) {
+  BoundedBytes r;
+  r.bytes = c.failed() ? empty_doc() : copy_bytes(out);
+  r.cut = c.cut() || c.failed();
+  r.omitted = c.omitted() || c.failed();
+  bson_destroy(out);
+  return r;
+}
+
 }  // namespace
 
 BoundedBytes bounded_copy(BsonView doc, const CopyBound& bound) {
-  BoundedBytes r;
   bson_t in;
-  if (!doc.init_static(&in)) {
-    r.bytes = empty_doc();
-    r.cut = r.omitted = true;
-    return r;
-  }
-  if (bound.unlimited() || doc.size <= kWholeFactor * bound.jsonLength) {
-    r.bytes.assign(doc.data, doc.data + doc.size);
-    return r;
-  }
+  if (!doc.init_static(&in)) return invalid();
+  if (bound.unlimited() || doc.size <= kWholeFactor * bound.jsonLength)
+    return {BsonBytes(doc.data, doc.data + doc.size), false, false};
   bson_iter_t it;
-  if (!bson_iter_init(&it, &in)) {
-    r.bytes = empty_doc();
-    r.cut = r.omitted = true;
-    return r;
-  }
+  if (!bson_iter_init(&it, &in)) return invalid();
   Copier c(bound);
   c.open();
   bson_t out;
   bson_init(&out);
   c.members(it, &out, false, 0);
-  r.bytes = c.failed() ? empty_doc() : copy_bytes(&out);
-  r.cut = c.cut() || c.failed();
-  r.omitted = c.omitted() || c.failed();
-  bson_destroy(&out);
-  return r;
+  return finish(c, &out);
 }
 
 BoundedBytes bounded_merged_command(const CommandView& view, const CopyBound& bound) {
   if (view.sequences == nullptr || view.sequences->empty()) return bounded_copy(view.body, bound);
-  BoundedBytes r;
   std::size_t total = view.body.size;
   for (const DocumentSequence& seq : *view.sequences)
     for (const BsonView& d : seq.documents) total += d.size + 16;
-  if (bound.unlimited() || total <= kWholeFactor * bound.jsonLength) {
-    r.bytes = merged_command(view);
-    return r;
-  }
+  if (bound.unlimited() || total <= kWholeFactor * bound.jsonLength)
+    return {merged_command(view), false, false};
   bson_t body;
   bson_iter_t it;
-  if (!view.body.init_static(&body) || !bson_iter_init(&it, &body)) {
-    r.bytes = empty_doc();
-    r.cut = r.omitted = true;
-    return r;
-  }
+  if (!view.body.init_static(&body) || !bson_iter_init(&it, &body)) return invalid();
   Copier c(bound);
   c.open();
   bson_t out;
@@ -269,11 +262,7 @@ BoundedBytes bounded_merged_command(const CommandView& view, const CopyBound& bo
     }
     bson_append_array_end(&out, &arr);
   }
-  r.bytes = c.failed() ? empty_doc() : copy_bytes(&out);
-  r.cut = c.cut() || c.failed();
-  r.omitted = c.omitted() || c.failed();
-  bson_destroy(&out);
-  return r;
+  return finish(c, &out);
 }
 
 }  // namespace varanus::wire
