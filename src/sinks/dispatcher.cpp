@@ -10,8 +10,8 @@
 //
 // Events stay in their cells: the consumer never moves one out. So the
 // memory of an event (its document buffer, its connection's reference
-// count) is only ever touched again by a producer, which overwrites the
-// cell reusing the document buffer's capacity: no allocation on one thread
+// count) is only ever touched again by a producer, which takes the old
+// buffer back when it overwrites the cell: no allocation on one thread
 // freed on the other (glibc's arenas then lock and bounce between cores),
 // no reference count bounced between cores for every event.
 //
@@ -138,14 +138,13 @@ bool Dispatcher::try_push(Event& event) noexcept {
       pos = enqueuePos_.load(std::memory_order_relaxed);
     }
   }
-  // The document goes into the cell's own buffer (its capacity kept from
-  // earlier events); the publisher's buffer is freed here, by the thread
-  // that allocated it. Everything else is moved.
-  wire::BsonBytes incoming = std::move(event.document);
-  wire::BsonBytes buffer = std::move(cell->event.document);
+  // The event moves in; the cell's previous document buffer moves out into
+  // the publisher's event, to be freed by the publishing thread (which, with
+  // one I/O thread, is the one that allocated it): no copy, and no free of
+  // another thread's memory.
+  wire::BsonBytes previous = std::move(cell->event.document);
   cell->event = std::move(event);
-  buffer.assign(incoming.begin(), incoming.end());
-  cell->event.document = std::move(buffer);
+  event.document = std::move(previous);
   cell->seq.store(pos + 1, std::memory_order_release);
   return true;
 }

@@ -6,6 +6,7 @@
 
 #include <charconv>
 #include <cstring>
+#include <limits>
 
 #include "varanus/wire/json.hpp"
 
@@ -67,11 +68,22 @@ void append_int(std::string& out, Int v) {
   out.append(buf, r.ptr);
 }
 
-// `,"key":` — keys are ASCII literals, never escaped.
+// `,"key":` — keys are ASCII literals, never escaped. One append (three
+// small std::string appends cost more than the copy).
 void key(std::string& out, std::string_view k) {
-  out += ",\"";
-  out += k;
-  out += "\":";
+  char buf[64];
+  if (k.size() > sizeof buf - 4) {
+    out += ",\"";
+    out += k;
+    out += "\":";
+    return;
+  }
+  buf[0] = ',';
+  buf[1] = '"';
+  std::memcpy(buf + 2, k.data(), k.size());
+  buf[k.size() + 2] = '"';
+  buf[k.size() + 3] = ':';
+  out.append(buf, k.size() + 4);
 }
 
 void str(std::string& out, std::string_view k, std::string_view v) {
@@ -532,6 +544,19 @@ bool append_type_json(std::string& out, wire::BsonView doc, std::size_t maxLengt
 void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
   using namespace std::chrono;
   const auto us = duration_cast<microseconds>(t.time_since_epoch());
+  // Events come in bursts within one second: the calendar part is worked
+  // out once per second (per thread), only the microseconds every time.
+  thread_local std::int64_t cachedSecond = std::numeric_limits<std::int64_t>::min();
+  thread_local char cached[20];
+  const std::int64_t second = floor<seconds>(us).count();
+  if (second == cachedSecond) {
+    char buf[27];
+    std::memcpy(buf, cached, 20);
+    put_digits(buf + 20, static_cast<unsigned>((us - seconds{second}).count()), 6);
+    buf[26] = 'Z';
+    out.append(buf, sizeof buf);
+    return;
+  }
   const auto day = floor<days>(us);
   const year_month_day ymd{sys_days{day}};
   const std::int64_t tod = (us - day).count();  // microseconds into the day, >= 0
@@ -551,6 +576,8 @@ void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
   buf[19] = '.';
   put_digits(buf + 20, static_cast<unsigned>(tod % 1'000'000), 6);
   buf[26] = 'Z';
+  std::memcpy(cached, buf, 20);
+  cachedSecond = second;
   out.append(buf, sizeof buf);
 }
 

@@ -332,6 +332,24 @@ TEST_CASE("timestamps are RFC 3339 UTC with microseconds") {
   CHECK(s == "2028-02-29T00:00:00.000007Z");
 }
 
+TEST_CASE("timestamps stay right within a second and across a second, a day, a year") {
+  // The calendar part is cached per second: every step must still show.
+  using namespace std::chrono;
+  const auto base = sys_days{year{1999} / 12 / 31} + hours{23} + minutes{59} + seconds{58};
+  const char* expected[] = {"1999-12-31T23:59:58.999998Z", "1999-12-31T23:59:58.999999Z",
+                            "1999-12-31T23:59:59.000000Z", "1999-12-31T23:59:59.500000Z",
+                            "2000-01-01T00:00:00.000000Z", "2000-01-01T00:00:00.000001Z",
+                            "1999-12-31T23:59:59.000001Z"};
+  const microseconds offsets[] = {
+      microseconds{999998},  microseconds{999999},  microseconds{1000000}, microseconds{1500000},
+      microseconds{2000000}, microseconds{2000001}, microseconds{1000001}};
+  for (int i = 0; i < 7; ++i) {
+    std::string s;
+    sinks::append_rfc3339(s, base + offsets[i]);
+    CHECK(s == expected[i]);
+  }
+}
+
 TEST_CASE("a render cache renders once per options and reuses its buffers") {
   sinks::RenderCache cache;
   monitor::Event e = started();
