@@ -85,10 +85,9 @@ void Dispatcher::sleep_until_woken(std::uint32_t asleep,
 
 Dispatcher::Dispatcher(monitor::Stats& stats, DispatcherOptions options)
     : stats_(stats), options_(std::move(options)) {
-  const std::size_t n = std::bit_ceil(std::max<std::size_t>(options_.queueSize, 2));
-  cells_.reset(new Cell[n]);
-  for (std::size_t i = 0; i < n; ++i) cells_[i].seq.store(i, std::memory_order_relaxed);
-  mask_ = n - 1;
+  // The ring (256 bytes a slot, 16 MiB by default) is allocated with the
+  // first sink: with none, nothing is ever queued.
+  mask_ = std::bit_ceil(std::max<std::size_t>(options_.queueSize, 2)) - 1;
   if (options_.batchSize == 0) options_.batchSize = 1;
 }
 
@@ -99,6 +98,11 @@ Dispatcher::~Dispatcher() {
 void Dispatcher::add(std::shared_ptr<Sink> sink) {
   if (options_.diagnostics) sink->set_error_handler(options_.diagnostics);
   sinks_.push_back(std::move(sink));
+  if (!cells_) {
+    const std::size_t n = mask_ + 1;
+    cells_.reset(new Cell[n]);
+    for (std::size_t i = 0; i < n; ++i) cells_[i].seq.store(i, std::memory_order_relaxed);
+  }
   hasSinks_ = true;
 }
 
