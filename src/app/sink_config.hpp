@@ -11,7 +11,8 @@
 // The "sinks" section (every key optional):
 //
 //   "sinks": {
-//     "queueSize": 65536,                    events the dispatcher queue holds
+//     "queueSize": 65536,                    events the dispatcher queue holds (256 bytes each
+//                                            plus the last document each slot carried)
 //     "dropWarningIntervalSeconds": 10,      at most one "dropped N events" line per interval
 //     "admin": {                             admin HTTP endpoint: /metrics /healthz /stats
 //       "listen": "127.0.0.1:9108",          loopback by default; port 0 = a free port
