@@ -344,6 +344,25 @@ struct Writer {
 
   bool fits() const noexcept { return out.size() <= limit; }
 
+  /// The fast path of keys and strings: a short one with nothing to escape
+  /// that fits whole is written `"text"` (then `after`, unless '\0') in one
+  /// append. Otherwise writes nothing and returns false: the caller takes
+  /// the general path, which gives the same output when this one applies.
+  bool quoted_plain(const char* s, std::size_t n, char after) {
+    constexpr std::size_t kMax = 60;
+    const std::size_t total = n + (after != '\0' ? 3 : 2);
+    if (n > kMax || out.size() + total > limit) return false;
+    const auto* p = reinterpret_cast<const unsigned char*>(s);
+    if (plain_run_end(p, 0, n) != n) return false;
+    char buf[kMax + 3];
+    buf[0] = '"';
+    std::memcpy(buf + 1, s, n);
+    buf[n + 1] = '"';
+    if (after != '\0') buf[n + 2] = after;
+    out.append(buf, total);
+    return true;
+  }
+
   // Writes the elements of `it` (already positioned before the first one).
   void members(bson_iter_t& it, bool array, int depth) {
     bool first = true;
@@ -352,12 +371,16 @@ struct Writer {
       if (!first) out += ',';
       first = false;
       if (!array) {
-        out += '"';
-        if (!escape_into(out, bson_iter_key(&it), bson_iter_key_len(&it), limit)) {
-          rollback(mark);
-          return;
+        const char* k = bson_iter_key(&it);
+        const std::size_t klen = bson_iter_key_len(&it);
+        if (!quoted_plain(k, klen, ':')) {
+          out += '"';
+          if (!escape_into(out, k, klen, limit)) {
+            rollback(mark);
+            return;
+          }
+          out += "\":";
         }
-        out += "\":";
       }
       if (!fits()) {
         rollback(mark);
@@ -380,6 +403,7 @@ struct Writer {
       case BSON_TYPE_UTF8: {
         std::uint32_t len = 0;
         const char* s = bson_iter_utf8(&it, &len);
+        if (quoted_plain(s, len, '\0')) return;
         if (out.size() + 2 > limit) return rollback(mark);
         out += '"';
         if (!escape_into(out, s, len, limit - 1)) cut = true;
