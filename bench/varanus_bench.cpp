@@ -911,37 +911,28 @@ int Bench::run() {
         });
   }
 
-  // (c) 1 MB inserts.
-  {
-    const int n = slices_of(p.bigSeconds);
+  // (c) 1 MB inserts and (d) 10,000 documents read back through getMore:
+  // MB/s of the window's payload bytes.
+  const auto bandwidth = [&](const std::string& code, const std::string& name, double seconds,
+                             const std::function<vb::Window(Target&, vb::Seconds)>& one) {
+    const int n = slices_of(seconds);
     run_sliced(
-        "c", "(c) 1 MB inserts", n,
+        code, name, n,
         [&](Target& t, bool) {
           truncate_log(t);
-          return vb::big_inserts(t.port, 1'000'000, secs(p.bigSeconds / n), 100'000, t.pid());
+          return one(t, secs(seconds / n));
         },
         [&](Target& t, const vb::Window& w) {
-          workload_error(t, "(c)", w);
+          workload_error(t, "(" + code + ")", w);
           if (w.seconds > 0 && w.ops > 0)
-            record("c_mb_s", t, static_cast<double>(w.bytes) / 1e6 / w.seconds);
+            record(code + "_mb_s", t, static_cast<double>(w.bytes) / 1e6 / w.seconds);
         });
-  }
-
-  // (d) read back 10,000 documents through getMore.
-  {
-    const int n = slices_of(p.readSeconds);
-    run_sliced(
-        "d", "(d) 10,000 documents via getMore", n,
-        [&](Target& t, bool) {
-          truncate_log(t);
-          return vb::read_back(t.port, secs(p.readSeconds / n), 100'000, t.pid());
-        },
-        [&](Target& t, const vb::Window& w) {
-          workload_error(t, "(d)", w);
-          if (w.seconds > 0 && w.ops > 0)
-            record("d_mb_s", t, static_cast<double>(w.bytes) / 1e6 / w.seconds);
-        });
-  }
+  };
+  bandwidth("c", "(c) 1 MB inserts", p.bigSeconds, [&](Target& t, vb::Seconds d) {
+    return vb::big_inserts(t.port, 1'000'000, d, 100'000, t.pid());
+  });
+  bandwidth("d", "(d) 10,000 documents via getMore", p.readSeconds,
+            [&](Target& t, vb::Seconds d) { return vb::read_back(t.port, d, 100'000, t.pid()); });
 
   // (f) connection churn.
   {
