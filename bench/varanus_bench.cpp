@@ -627,15 +627,7 @@ void Bench::run_workload(const std::string& code, const std::string& name,
   for (int r = 0; r < rounds; ++r) {
     for (std::size_t i = 0; i < n; ++i) {
       Target& t = targets_[(i + static_cast<std::size_t>(r)) % n];
-      if (!t.ok || !selected(t) || (proxiesOnly && t.pid() <= 0)) continue;
-      if (t.pid() > 0 && !vb::alive(t.proc)) {
-        t.ok = false;
-        t.error =
-            "exited during the benchmark; stderr: " + vb::read_file(t.proc.errPath).substr(0, 300);
-        errors_.push_back(t.key + ": " + t.error);
-        say("  ! %s\n", errors_.back());
-        continue;
-      }
+      if ((proxiesOnly && t.pid() <= 0) || !usable(t)) continue;
       fn(t, r);
     }
   }

@@ -228,11 +228,9 @@ class OutBuffer {
   std::span<const std::uint8_t> pending() const noexcept {
     return {data_.get() + begin_, end_ - begin_};
   }
-  void assign(std::span<const std::uint8_t> bytes, std::size_t capacity) {
-    if (!data_ || capacity_ < bytes.size()) {
-      capacity_ = std::max(capacity, bytes.size());
-      data_ = std::make_unique_for_overwrite<std::uint8_t[]>(capacity_);
-    }
+  /// Only when empty (a side is not read while its peer has a backlog).
+  void assign(std::span<const std::uint8_t> bytes) {
+    data_ = std::make_unique_for_overwrite<std::uint8_t[]>(bytes.size());
     std::memcpy(data_.get(), bytes.data(), bytes.size());
     begin_ = 0;
     end_ = bytes.size();
@@ -241,13 +239,12 @@ class OutBuffer {
     begin_ += n;
     if (begin_ == end_) {
       data_.reset();
-      capacity_ = begin_ = end_ = 0;
+      begin_ = end_ = 0;
     }
   }
 
  private:
   std::unique_ptr<std::uint8_t[]> data_;
-  std::size_t capacity_ = 0;
   std::size_t begin_ = 0;
   std::size_t end_ = 0;
 };
@@ -259,7 +256,7 @@ struct Worker {
   int epfd = -1;
   int wakeFd = -1;
   std::unique_ptr<std::uint8_t[]> buffer;  // the read buffer every session here shares
-  std::size_t bufferSize;
+                                           // (server.config.bufferSize bytes)
 
   // Sessions (intrusive list), those waiting on a connect timeout (in
   // deadline order: every timeout has the same length), those with a side
@@ -361,7 +358,7 @@ class Session {
   }
 
   void connect_next();
-  void connect_failed(int err, const std::string& message);
+  void connect_failed(const std::string& message);
   void connected();
   void pump();
   bool read_from(Side s);
@@ -451,7 +448,7 @@ void detail::ServerState::accept_ready() {
 
 // ---- Worker ----------------------------------------------------------------------
 
-Worker::Worker(detail::ServerState& s) : server(s), bufferSize(s.config.bufferSize) {
+Worker::Worker(detail::ServerState& s) : server(s) {
   epfd = ::epoll_create1(EPOLL_CLOEXEC);
   if (epfd < 0) throw_errno(errno, "epoll_create1");
   wakeFd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -466,7 +463,7 @@ Worker::Worker(detail::ServerState& s) : server(s), bufferSize(s.config.bufferSi
   ::epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFd, &ev);
   // Left uninitialised: a read fills what is used; untouched pages cost no
   // resident memory.
-  buffer = std::make_unique_for_overwrite<std::uint8_t[]>(bufferSize);
+  buffer = std::make_unique_for_overwrite<std::uint8_t[]>(server.config.bufferSize);
 }
 
 Worker::~Worker() {
@@ -689,7 +686,8 @@ void Session::start() {
   }
   // A host name: resolve on the resolver thread, come back here with the
   // addresses. The session may be gone by then (grace period, timeout): the
-  // answer finds it by id, or not at all.
+  // answer looks for it by id among the sessions still waiting on their
+  // connect timeout (a short list), and finds it or not.
   worker_.timer_add(this);
   Worker* w = &worker_;
   const std::uint64_t id = id_;
@@ -709,7 +707,7 @@ void Session::start() {
         const int err = ec ? ec.value() : 0;
         std::string message = ec ? ec.message() : std::string();
         w->post([w, id, found = std::move(found), err, message = std::move(message)]() mutable {
-          for (Session* s = w->sessions; s; s = s->next) {
+          for (Session* s = w->connectingHead; s; s = s->timerNext) {
             if (s->id_ == id && s->state == State::connecting) {
               s->resolved(std::move(found), err, message);
               return;
@@ -721,8 +719,7 @@ void Session::start() {
 
 void Session::resolved(std::vector<SockAddr> addresses, int gaiError, std::string gaiMessage) {
   if (gaiError != 0 || addresses.empty()) {
-    worker_.timer_remove(this);
-    connect_failed(gaiError, gaiMessage.empty() ? "no address found" : gaiMessage);
+    connect_failed(gaiMessage.empty() ? "no address found" : gaiMessage);
     return;
   }
   addresses_ = std::move(addresses);
@@ -758,26 +755,19 @@ void Session::connect_next() {
     }
     lastConnectError_ = errno;
   }
-  worker_.timer_remove(this);
-  connect_failed(lastConnectError_, errno_text(lastConnectError_));
+  connect_failed(errno_text(lastConnectError_));
 }
 
 void Session::connect_timed_out() {
   if (state != State::connecting) return;
-  connect_failed(ETIMEDOUT, errno_text(ETIMEDOUT));
+  connect_failed(errno_text(ETIMEDOUT));
 }
 
-void Session::connect_failed(int, const std::string& message) {
+void Session::connect_failed(const std::string& message) {
   server_.stats.add(server_.stats.upstreamConnectFailures);
   server_.diag("varanus: upstream " + server_.upstreamName + " unreachable: " + message +
                " (client " + clientName_ + " closed)");
-  state = State::done;
-  worker_.timer_remove(this);
-  worker_.finished.push_back(this);
-  for (Peer& p : peers_) {
-    if (p.fd >= 0) ::close(p.fd);
-    p.fd = -1;
-  }
+  finish();  // never relayed: no inspector to tell
 }
 
 void Session::connected() {
@@ -847,7 +837,8 @@ bool Session::read_from(Side from) {
   const Side to = other(from);
   Peer& dst = peers_[to];
   std::uint8_t* buf = worker_.buffer.get();
-  const ssize_t n = ::recv(src.fd, buf, worker_.bufferSize, 0);
+  const std::size_t size = server_.config.bufferSize;
+  const ssize_t n = ::recv(src.fd, buf, size, 0);
   if (n < 0) {
     const int err = errno;
     if (err == EAGAIN || err == EWOULDBLOCK) {
@@ -872,7 +863,7 @@ bool Session::read_from(Side from) {
     return true;
   }
   const auto got = static_cast<std::size_t>(n);
-  if (got == worker_.bufferSize || src.rdhup) {
+  if (got == size || src.rdhup) {
     // Maybe more (a full buffer), or the FIN is queued behind this data
     // with no edge to come: read again after the others had a turn.
     if (!queued) {
@@ -888,7 +879,8 @@ bool Session::read_from(Side from) {
   // happen on this thread, the reply in a later event. The time is taken
   // when the bytes were read. What the socket does not take waits in
   // dst.out, and this side is not read again until that is flushed.
-  const monitor::Clock readAt = monitor::Clock::now();
+  const bool inspect = inspector_->inspecting();
+  const monitor::Clock readAt = inspect ? monitor::Clock::now() : monitor::Clock{};
   std::size_t sent = 0;
   int writeError = 0;
   while (sent < got) {
@@ -904,7 +896,7 @@ bool Session::read_from(Side from) {
   }
   server_.stats.add(from == client ? server_.stats.bytesFromClient : server_.stats.bytesFromServer,
                     static_cast<std::int64_t>(got));
-  if (inspector_->inspecting()) {
+  if (inspect) {
     const std::span<const std::uint8_t> bytes(buf, got);
     if (from == client) {
       inspector_->client_data(bytes, readAt);
@@ -919,7 +911,7 @@ bool Session::read_from(Side from) {
   }
   if (sent < got) {
     dst.writable = false;
-    dst.out.assign({buf + sent, got - sent}, worker_.bufferSize);
+    dst.out.assign({buf + sent, got - sent});
   }
   return true;
 }

@@ -208,11 +208,12 @@ struct Proxy {
   std::atomic<bool> runReturned{false};
 
   explicit Proxy(std::uint16_t upstreamPort, unsigned threads = 2, std::string stopWith = {},
-                 monitor::EventOutput* out = nullptr, proxy::InspectorFactory factory = {})
+                 monitor::EventOutput* out = nullptr, proxy::InspectorFactory factory = {},
+                 std::string upstreamHost = "127.0.0.1")
       : stopInspectionWith(std::move(stopWith)) {
     proxy::ProxyConfig cfg;
     cfg.listen = {"127.0.0.1", 0};
-    cfg.upstream = {"127.0.0.1", upstreamPort};
+    cfg.upstream = {std::move(upstreamHost), upstreamPort};
     cfg.ioThreads = threads;
     cfg.connectTimeout = 2s;
     if (!factory) {
@@ -726,4 +727,22 @@ TEST_CASE("an upstream that speaks first and closes at once is relayed, every ti
     REQUIRE(ec == asio::error::eof);
   }
   CHECK(eventually([&] { return proxy.server->active_connections() == 0; }));
+}
+
+TEST_CASE("an upstream given by name is resolved and its addresses tried in turn") {
+  // "localhost" may resolve to ::1 before 127.0.0.1, where nothing listens
+  // on this port: that address is refused and the next one is used.
+  FakeUpstream upstream(FakeUpstream::echo);
+  Proxy proxy(upstream.port(), 2, {}, nullptr, {}, "localhost");
+  for (int i = 0; i < 5; ++i) {
+    Client client(proxy.bound.port);
+    const Bytes b = random_bytes(1000, static_cast<std::uint32_t>(i));
+    client.send(b);
+    CHECK(client.receive(b.size()) == b);
+  }
+  CHECK(proxy.stat("varanus_upstream_connect_failures_total") == 0);
+  CHECK(upstream.accepted() == 5);
+  auto c = proxy.connection(0);
+  REQUIRE(c);
+  CHECK(c->info.server == "127.0.0.1:" + std::to_string(upstream.port()));
 }
