@@ -57,14 +57,6 @@ std::string string_key(wire::BsonView body, const char* key) {
   return {};
 }
 
-/// A document built by the tracker (legacy upconversions), bounded like the
-/// ones it copies: moved when small, copied bounded when large.
-wire::BoundedBytes bounded(wire::BsonBytes doc, const wire::CopyBound& bound) {
-  if (bound.unlimited() || doc.size() <= 4 * bound.jsonLength) return {std::move(doc), false};
-  return wire::bounded_copy(wire::BsonView{doc.data(), static_cast<std::uint32_t>(doc.size())},
-                            bound);
-}
-
 }  // namespace
 
 Tracker::Tracker(ConnectionInfoPtr info, EventOutput& out, TrackerOptions options)
@@ -250,7 +242,10 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
   // Legacy opcodes, upconverted to the commands drivers report for them.
   const bool docs = options_.captureDocuments;
   const wire::BsonBytes none;
-  auto keep = [&](wire::BsonBytes doc) { return bounded(std::move(doc), options_.documentBound); };
+  // Documents the tracker builds (legacy upconversions), bounded like copies.
+  auto keep = [&](wire::BsonBytes doc) {
+    return wire::bounded_copy(std::move(doc), options_.documentBound);
+  };
   if (auto* q = std::get_if<wire::OpQuery>(&msg.body)) {
     p.commandName = "find";
     p.databaseName = std::string(q->database());

@@ -51,7 +51,8 @@ inline void full_fence() noexcept {
 #endif
 }
 
-// Document buffers up to this stay in their ring cell for the next event.
+// Document buffers up to this stay in their ring cell until the next
+// publisher takes them back; larger ones are freed as soon as read.
 constexpr std::size_t kKeepDocumentCapacity = 4096;
 
 constexpr std::uint32_t kBusy = 0;

@@ -215,6 +215,12 @@ BoundedBytes bounded_copy(BsonView doc, const CopyBound& bound) {
   return finish(c, &out);
 }
 
+BoundedBytes bounded_copy(BsonBytes&& doc, const CopyBound& bound) {
+  if (bound.unlimited() || doc.size() <= kWholeFactor * bound.jsonLength)
+    return {std::move(doc), false, false};
+  return bounded_copy(BsonView{doc.data(), static_cast<std::uint32_t>(doc.size())}, bound);
+}
+
 BoundedBytes bounded_merged_command(const CommandView& view, const CopyBound& bound) {
   if (view.sequences == nullptr || view.sequences->empty()) return bounded_copy(view.body, bound);
   std::size_t total = view.body.size;
