@@ -286,7 +286,11 @@ void Dispatcher::run() {
       lastTick = now;
       housekeeping(now, false);
       delivered = true;
-      continue;
+      // A full batch: more are waiting. Otherwise the ring was drained:
+      // linger at once rather than look again now, which (events arriving
+      // while the batch was written) would mostly find one or two and pay
+      // a write() for them.
+      if (taken == options_.batchSize || stopping_.load()) continue;
     }
     const auto now = clock::now();
     housekeeping(now, false);

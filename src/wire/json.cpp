@@ -8,13 +8,18 @@
 // stays valid JSON; the closers may run past the budget by the nesting depth.
 #include "varanus/wire/json.hpp"
 
+#include <bson/bson.h>
+
 #include <algorithm>
 #include <array>
 #include <bit>
 #include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+
+#include "varanus/wire/bson_walk.hpp"
 
 namespace varanus::wire {
 
@@ -54,6 +59,14 @@ class Out {
     return *this;
   }
   Out& operator+=(const char* z) { return *this += std::string_view(z); }
+  /// Grows by n bytes, with `slack` more writable past them (scratch), and
+  /// returns where the n bytes go.
+  char* extend(std::size_t n, std::size_t slack) {
+    if (cap_ - used_ < n + slack) reserve_more(n + slack);
+    char* at = data_ + used_;
+    used_ += n;
+    return at;
+  }
   /// Shrinks (rollback) or grows (the new bytes are then written by the caller).
   void resize(std::size_t n) {
     if (n > cap_) reserve_more(n - used_);
@@ -107,29 +120,44 @@ inline bool special(unsigned char c) noexcept {
   return kSpecial[c];
 }
 
-// Index of the first special byte in p[i, n), or n. Eight bytes at a time
-// (SWAR): a byte is flagged when its high bit is set (>= 0x80), when it is
-// below 0x20, or when it equals '"' or '\\'. The borrow tricks may also flag
-// bytes *after* a flagged one, never before it, so the lowest flag is exact.
-std::size_t plain_run_end(const unsigned char* p, std::size_t i, std::size_t n) noexcept {
+// The special-byte flags of the 8 bytes in v: a byte's high bit is set when
+// it is >= 0x80, below 0x20, '"' or '\\'. The borrow tricks may also flag
+// bytes *after* (above) a flagged one, never before it, so the lowest flag
+// is exact, and bytes above a position never change the flags below it.
+[[gnu::always_inline]] inline std::uint64_t special_flags(std::uint64_t v) noexcept {
   constexpr std::uint64_t ones = 0x0101010101010101ULL;
   constexpr std::uint64_t highs = 0x8080808080808080ULL;
-  while (i + 8 <= n) {
-    std::uint64_t v;
-    std::memcpy(&v, p + i, 8);
-    const std::uint64_t q = v ^ (ones * '"');
-    const std::uint64_t b = v ^ (ones * '\\');
-    const std::uint64_t flags =
-        (v | ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
-    if (flags != 0) {
-      if constexpr (std::endian::native == std::endian::little)
+  const std::uint64_t q = v ^ (ones * '"');
+  const std::uint64_t b = v ^ (ones * '\\');
+  return (v | ((v - ones * 0x20) & ~v) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs;
+}
+
+// Index of the first special byte in p[i, n), or n. Eight bytes at a time
+// (SWAR). `readable` (>= n) is how many bytes from p may be read: a tail
+// shorter than 8 is then read as one word, its flags past n masked off.
+[[gnu::always_inline]] inline std::size_t plain_run_end(const unsigned char* p, std::size_t i,
+                                                        std::size_t n,
+                                                        std::size_t readable) noexcept {
+  if constexpr (std::endian::native == std::endian::little) {
+    while (i + 8 <= n) {
+      std::uint64_t v;
+      std::memcpy(&v, p + i, 8);
+      if (const std::uint64_t flags = special_flags(v); flags != 0)
         return i + static_cast<std::size_t>(std::countr_zero(flags)) / 8;
-      break;  // big-endian: finish bytewise
+      i += 8;
     }
-    i += 8;
+    if (i < n && i + 8 <= readable) {
+      std::uint64_t v;
+      std::memcpy(&v, p + i, 8);
+      const std::uint64_t flags = special_flags(v) & ((std::uint64_t{1} << (8 * (n - i))) - 1);
+      return flags != 0 ? i + static_cast<std::size_t>(std::countr_zero(flags)) / 8 : n;
+    }
   }
   while (i < n && !special(p[i])) ++i;
   return i;
+}
+inline std::size_t plain_run_end(const unsigned char* p, std::size_t i, std::size_t n) noexcept {
+  return plain_run_end(p, i, n, n);
 }
 
 /// Appends the escaped body of a JSON string (no quotes). With a limit, stops
@@ -239,6 +267,14 @@ void put_double(Out& out, double d) {
     out += d > 0 ? R"({"$numberDouble":"Infinity"})" : R"({"$numberDouble":"-Infinity"})";
     return;
   }
+  // Small integral values (ok: 1.0, n: 3.0, ...): to_chars would give the
+  // digits (fixed notation is the shorter one below 1e5), then ".0".
+  if (d > -100000.0 && d < 100000.0 && d == static_cast<double>(static_cast<std::int32_t>(d)) &&
+      !(d == 0 && std::signbit(d))) {
+    put_int(out, static_cast<std::int32_t>(d));
+    out += ".0";
+    return;
+  }
   char buf[32];
   auto r = std::to_chars(buf, buf + sizeof buf, d);
   const auto n = static_cast<std::size_t>(r.ptr - buf);
@@ -270,11 +306,11 @@ void put_base64(Out& out, const std::uint8_t* p, std::size_t n) {
   }
 }
 
-void put_oid(Out& out, const bson_oid_t* oid) {
+void put_oid(Out& out, const std::uint8_t* oid) {
   char buf[24];
   for (int i = 0; i < 12; ++i) {
-    buf[2 * i] = kHex[oid->bytes[i] >> 4];
-    buf[2 * i + 1] = kHex[oid->bytes[i] & 15];
+    buf[2 * i] = kHex[oid[i] >> 4];
+    buf[2 * i + 1] = kHex[oid[i] & 15];
   }
   out += R"({"$oid":")";
   out.append(buf, 24);
@@ -338,7 +374,8 @@ void put_string(Out& out, const char* s, std::size_t n) {
 
 struct Writer {
   Out& out;
-  std::size_t limit;  // absolute position in `out` the content must not pass
+  std::size_t limit;        // absolute position in `out` the content must not pass
+  const std::uint8_t* end;  // the end of the root document: bytes before it may be read
   bool cut = false;
   bool corrupt = false;
 
@@ -348,47 +385,50 @@ struct Writer {
   /// that fits whole is written `"text"` (then `after`, unless '\0') in one
   /// append. Otherwise writes nothing and returns false: the caller takes
   /// the general path, which gives the same output when this one applies.
+  /// `s` lies inside the walked document, which may be read up to `end`.
   bool quoted_plain(const char* s, std::size_t n, char after) {
     constexpr std::size_t kMax = 60;
+    constexpr std::size_t kWord = 16;  // short texts: copied as a fixed 16 bytes
     const std::size_t total = n + (after != '\0' ? 3 : 2);
     if (n > kMax || out.size() + total > limit) return false;
     const auto* p = reinterpret_cast<const unsigned char*>(s);
-    if (plain_run_end(p, 0, n) != n) return false;
-    char buf[kMax + 3];
-    buf[0] = '"';
-    std::memcpy(buf + 1, s, n);
-    buf[n + 1] = '"';
-    if (after != '\0') buf[n + 2] = after;
-    out.append(buf, total);
+    const auto readable = static_cast<std::size_t>(end - p);
+    if (plain_run_end(p, 0, n, readable) != n) return false;
+    char* o = out.extend(total, kWord + 1);
+    o[0] = '"';
+    if (n <= kWord && readable >= kWord)
+      std::memcpy(o + 1, s, kWord);  // the bytes past n are overwritten or past the end
+    else
+      std::memcpy(o + 1, s, n);
+    o[n + 1] = '"';
+    if (after != '\0') o[n + 2] = after;
     return true;
   }
 
-  // Writes the elements of `it` (already positioned before the first one).
-  void members(bson_iter_t& it, bool array, int depth) {
+  // Writes the elements of `doc` (framed: bson_framed).
+  void members(BsonView doc, bool array, int depth) {
+    BsonWalk walk(doc);
+    BsonElement e;
     bool first = true;
-    while (!cut && bson_iter_next(&it)) {
+    while (!cut && walk.next(e)) {
       const std::size_t mark = out.size();  // rollback point: before the comma
       if (!first) out += ',';
       first = false;
-      if (!array) {
-        const char* k = bson_iter_key(&it);
-        const std::size_t klen = bson_iter_key_len(&it);
-        if (!quoted_plain(k, klen, ':')) {
-          out += '"';
-          if (!escape_into(out, k, klen, limit)) {
-            rollback(mark);
-            return;
-          }
-          out += "\":";
+      if (!array && !quoted_plain(e.key.data(), e.key.size(), ':')) {
+        out += '"';
+        if (!escape_into(out, e.key.data(), e.key.size(), limit)) {
+          rollback(mark);
+          return;
         }
+        out += "\":";
       }
       if (!fits()) {
         rollback(mark);
         return;
       }
-      value(it, depth, mark);
+      value(e, depth, mark);
     }
-    if (!cut && it.err_off != 0) corrupt = true;
+    if (!cut && walk.corrupt()) corrupt = true;
   }
 
   void rollback(std::size_t mark) {
@@ -398,24 +438,23 @@ struct Writer {
 
   // Writes one value; atomic values that overflow the budget are rolled back
   // to `mark` (before the element's comma and key).
-  void value(bson_iter_t& it, int depth, std::size_t mark) {
-    switch (bson_iter_type(&it)) {
-      case BSON_TYPE_UTF8: {
-        std::uint32_t len = 0;
-        const char* s = bson_iter_utf8(&it, &len);
-        if (quoted_plain(s, len, '\0')) return;
+  void value(const BsonElement& e, int depth, std::size_t mark) {
+    switch (e.type) {
+      case bson_type::kUtf8: {
+        const std::string_view s = e.as_string();
+        if (quoted_plain(s.data(), s.size(), '\0')) return;
         if (out.size() + 2 > limit) return rollback(mark);
         out += '"';
-        if (!escape_into(out, s, len, limit - 1)) cut = true;
+        if (!escape_into(out, s.data(), s.size(), limit - 1)) cut = true;
         out += '"';
         return;
       }
-      case BSON_TYPE_DOCUMENT:
-      case BSON_TYPE_ARRAY: {
-        const bool array = BSON_ITER_HOLDS_ARRAY(&it);
+      case bson_type::kDocument:
+      case bson_type::kArray: {
+        const bool array = e.type == bson_type::kArray;
         if (out.size() + 2 > limit) return rollback(mark);
-        bson_iter_t child;
-        if (!bson_iter_recurse(&it, &child)) {
+        const BsonView child = e.as_document();
+        if (!bson_framed(child)) {
           corrupt = true;
           return;
         }
@@ -429,116 +468,103 @@ struct Writer {
         return;
       }
       default:
-        atomic(it, depth);
+        atomic(e, depth);
         if (!fits()) rollback(mark);
         return;
     }
   }
 
-  void atomic(bson_iter_t& it, int depth) {
-    switch (bson_iter_type(&it)) {
-      case BSON_TYPE_DOUBLE:
-        put_double(out, bson_iter_double(&it));
+  void atomic(const BsonElement& e, int depth) {
+    switch (e.type) {
+      case bson_type::kDouble:
+        put_double(out, e.as_double());
         return;
-      case BSON_TYPE_INT32:
-        put_int(out, bson_iter_int32(&it));
+      case bson_type::kInt32:
+        put_int(out, e.as_int32());
         return;
-      case BSON_TYPE_INT64:
-        put_int(out, bson_iter_int64(&it));
+      case bson_type::kInt64:
+      case bson_type::kDateTime:
+        if (e.type == bson_type::kInt64)
+          put_int(out, e.as_int64());
+        else
+          put_date(out, e.as_int64());
         return;
-      case BSON_TYPE_BOOL:
-        out += bson_iter_bool(&it) ? "true" : "false";
+      case bson_type::kBool:
+        out += e.as_bool() ? "true" : "false";
         return;
-      case BSON_TYPE_NULL:
+      case bson_type::kNull:
         out += "null";
         return;
-      case BSON_TYPE_UNDEFINED:
+      case bson_type::kUndefined:
         out += R"({"$undefined":true})";
         return;
-      case BSON_TYPE_OID:
-        put_oid(out, bson_iter_oid(&it));
+      case bson_type::kOid:
+        put_oid(out, e.value);
         return;
-      case BSON_TYPE_DATE_TIME:
-        put_date(out, bson_iter_date_time(&it));
-        return;
-      case BSON_TYPE_BINARY: {
-        bson_subtype_t sub{};
-        std::uint32_t len = 0;
-        const std::uint8_t* data = nullptr;
-        bson_iter_binary(&it, &sub, &len, &data);
-        if (out.size() + (len + 2) / 3 * 4 > limit) {
+      case bson_type::kBinary: {
+        const std::uint8_t sub = e.value[4];
+        std::uint32_t len = detail::le32(e.value);
+        const std::uint8_t* data = e.value + 5;
+        if (sub == 2) {  // as bson_iter_binary: the data after the inner length
+          data += 4;
+          len -= 4;
+        }
+        if (out.size() + (std::size_t{len} + 2) / 3 * 4 > limit) {
           out.resize(limit + 1);  // cannot fit: let the caller roll back
           return;
         }
         out += R"({"$binary":{"base64":")";
         put_base64(out, data, len);
         out += R"(","subType":")";
-        const auto s = static_cast<unsigned>(sub);
-        out += kHex[(s >> 4) & 15];
-        out += kHex[s & 15];
+        out += kHex[(sub >> 4) & 15];
+        out += kHex[sub & 15];
         out += "\"}}";
         return;
       }
-      case BSON_TYPE_REGEX: {
-        const char* options = nullptr;
-        const char* pattern = bson_iter_regex(&it, &options);
+      case bson_type::kRegex: {
+        const char* pattern = reinterpret_cast<const char*>(e.value);
+        const std::size_t plen = std::strlen(pattern);
+        const char* options = pattern + plen + 1;
         out += R"({"$regularExpression":{"pattern":)";
-        put_string(out, pattern, std::strlen(pattern));
+        put_string(out, pattern, plen);
         out += R"(,"options":)";
         // libbson writes the options sorted; so do we.
         char sorted[8];
         std::size_t n = 0;
         for (char o : std::string_view("ilmsux")) {
-          if (options != nullptr && std::strchr(options, o) != nullptr && n < sizeof sorted)
-            sorted[n++] = o;
+          if (std::strchr(options, o) != nullptr && n < sizeof sorted) sorted[n++] = o;
         }
         put_string(out, sorted, n);
         out += "}}";
         return;
       }
-      case BSON_TYPE_DBPOINTER: {
-        std::uint32_t len = 0;
-        const char* coll = nullptr;
-        const bson_oid_t* oid = nullptr;
-        bson_iter_dbpointer(&it, &len, &coll, &oid);
+      case bson_type::kDbPointer: {
+        const std::string_view coll = e.as_string();
         out += R"({"$dbPointer":{"$ref":)";
-        put_string(out, coll, len);
+        put_string(out, coll.data(), coll.size());
         out += R"(,"$id":)";
-        put_oid(out, oid);
+        put_oid(out, e.value + 4 + coll.size() + 1);
         out += "}}";
         return;
       }
-      case BSON_TYPE_CODE: {
-        std::uint32_t len = 0;
-        const char* code = bson_iter_code(&it, &len);
-        out += R"({"$code":)";
-        put_string(out, code, len);
+      case bson_type::kCode:
+      case bson_type::kSymbol: {
+        const std::string_view code = e.as_string();
+        out += e.type == bson_type::kCode ? R"({"$code":)" : R"({"$symbol":)";
+        put_string(out, code.data(), code.size());
         out += '}';
         return;
       }
-      case BSON_TYPE_SYMBOL: {
-        std::uint32_t len = 0;
-        const char* sym = bson_iter_symbol(&it, &len);
-        out += R"({"$symbol":)";
-        put_string(out, sym, len);
-        out += '}';
-        return;
-      }
-      case BSON_TYPE_CODEWSCOPE: {
-        std::uint32_t len = 0;
-        std::uint32_t scope_len = 0;
-        const std::uint8_t* scope = nullptr;
-        const char* code = bson_iter_codewscope(&it, &len, &scope_len, &scope);
+      case bson_type::kCodeWScope: {
+        const std::string_view code = bson_code_of_codewscope(e);
         out += R"({"$code":)";
-        put_string(out, code, len);
+        put_string(out, code.data(), code.size());
         out += R"(,"$scope":{)";
-        bson_t s;
-        bson_iter_t child;
-        if (depth + 1 < kMaxDepth && bson_init_static(&s, scope, scope_len) &&
-            bson_iter_init(&child, &s)) {
+        const BsonView scope = bson_scope_of_codewscope(e);
+        if (depth + 1 < kMaxDepth && bson_framed(scope)) {
           // The scope is written whole (no budget) and judged as one token.
-          Writer inner{out, static_cast<std::size_t>(-1)};
-          inner.members(child, false, depth + 1);
+          Writer inner{out, static_cast<std::size_t>(-1), end};
+          inner.members(scope, false, depth + 1);
           if (inner.corrupt) corrupt = true;
         } else if (depth + 1 >= kMaxDepth) {
           cut = true;
@@ -548,20 +574,19 @@ struct Writer {
         out += "}}";
         return;
       }
-      case BSON_TYPE_TIMESTAMP: {
-        std::uint32_t t = 0;
-        std::uint32_t i = 0;
-        bson_iter_timestamp(&it, &t, &i);
+      case bson_type::kTimestamp: {
+        // Stored as increment, then seconds (each little-endian uint32).
         out += R"({"$timestamp":{"t":)";
-        put_int(out, t);
+        put_int(out, detail::le32(e.value + 4));
         out += R"(,"i":)";
-        put_int(out, i);
+        put_int(out, detail::le32(e.value));
         out += "}}";
         return;
       }
-      case BSON_TYPE_DECIMAL128: {
+      case bson_type::kDecimal128: {
         bson_decimal128_t dec;
-        bson_iter_decimal128(&it, &dec);
+        dec.low = detail::le64(e.value);
+        dec.high = detail::le64(e.value + 8);
         char buf[BSON_DECIMAL128_STRING];
         bson_decimal128_to_string(&dec, buf);
         out += R"({"$numberDecimal":")";
@@ -569,13 +594,13 @@ struct Writer {
         out += "\"}";
         return;
       }
-      case BSON_TYPE_MINKEY:
+      case bson_type::kMinKey:
         out += R"({"$minKey":1})";
         return;
-      case BSON_TYPE_MAXKEY:
+      case bson_type::kMaxKey:
         out += R"({"$maxKey":1})";
         return;
-      default:  // bson_iter_next never yields other types
+      default:  // BsonWalk never yields other types
         corrupt = true;
         out += "null";
         return;
@@ -588,9 +613,7 @@ struct Writer {
 JsonResult append_relaxed_json(std::string& str, BsonView doc, const JsonOptions& options) {
   JsonResult r;
   const std::size_t start = str.size();
-  bson_t b;
-  bson_iter_t it;
-  if (!doc.init_static(&b) || !bson_iter_init(&it, &b)) {
+  if (!bson_framed(doc)) {
     str += "{}";
     r.valid = false;
     return r;
@@ -602,14 +625,14 @@ JsonResult append_relaxed_json(std::string& str, BsonView doc, const JsonOptions
                                  ? static_cast<std::size_t>(doc.size) * 2
                                  : std::min<std::size_t>(options.maxLength, doc.size * 2);
   Out out(str, expect);
-  Writer w{out, limit};
+  Writer w{out, limit, doc.data + doc.size};
   if (options.maxLength != 0 && options.maxLength < 2) {
     out += "{}";
     r.truncated = doc.size > 5;
     return r;
   }
   out += '{';
-  w.members(it, false, 0);
+  w.members(doc, false, 0);
   out += '}';
   if (w.corrupt) {
     out.resize(start);

@@ -5,9 +5,12 @@
 
 #include <doctest/doctest.h>
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "support.hpp"
 #include "varanus/wire/builder.hpp"
@@ -249,4 +252,50 @@ TEST_CASE("deep nesting is bounded, not recursed without end") {
   CHECK(r.truncated);
   CHECK(json::accept(out));
   for (auto& d : docs) bson_destroy(d);
+}
+
+TEST_CASE("doubles read as the shortest text that round-trips, integral ones with .0") {
+  // The writer's fast path for small integral values must give the very text
+  // of its general path (std::to_chars, then ".0" when only digits).
+  auto text = [](double d) {
+    bson_t b = BSON_INITIALIZER;
+    bson_append_double(&b, "d", -1, d);
+    std::string out;
+    append_relaxed_json(out, BsonView::of(&b));
+    bson_destroy(&b);
+    return out;
+  };
+  auto general = [](double d) {
+    char buf[32];
+    auto r = std::to_chars(buf, buf + sizeof buf, d);
+    std::string s(buf, r.ptr);
+    if (s.find_first_not_of("0123456789-") == std::string::npos) s += ".0";
+    return "{\"d\":" + s + "}";
+  };
+  for (double d : {0.0, -0.0, 1.0, -1.0, 2.0, 10.0, 99999.0, -99999.0, 100000.0, -100000.0, 1e6,
+                   123456.0, 0.5, -2.5, 1e15, 1e16, 4294967296.0, 2147483648.0, -2147483649.0})
+    CHECK_MESSAGE(text(d) == general(d), d);
+  for (int i = -100500; i <= 100500; i += 7) CHECK(text(i) == general(i));
+  CHECK(text(1.0) == R"({"d":1.0})");
+  CHECK(text(-0.0) == R"({"d":-0.0})");
+  CHECK(text(1e6) == R"({"d":1e+06})");
+}
+
+TEST_CASE("short keys and strings at the very end of a document are read inside it") {
+  // The fast path reads texts as whole words; at a document's end it must
+  // not read past it (ASan checks this) and still give the same text.
+  for (std::size_t n = 0; n <= 20; ++n) {
+    const std::string key(n == 0 ? 1 : n, 'k');
+    const std::string val(n, 'v');
+    bson_t b = BSON_INITIALIZER;
+    bson_append_utf8(&b, key.c_str(), -1, val.c_str(), -1);
+    // An exact-size heap copy, so any read past the end is out of bounds.
+    std::vector<std::uint8_t> bytes(bson_get_data(&b), bson_get_data(&b) + b.len);
+    bson_destroy(&b);
+    std::string out;
+    const JsonResult r =
+        append_relaxed_json(out, BsonView{bytes.data(), static_cast<std::uint32_t>(bytes.size())});
+    CHECK(r.valid);
+    CHECK(out == "{\"" + key + "\":\"" + val + "\"}");
+  }
 }

@@ -1,6 +1,6 @@
 // varanus::wire — a fast BSON -> relaxed Extended JSON writer.
 //
-// Walks the document with bson_iter straight into an output string, compact
+// Walks the document (BsonWalk) straight into an output string, compact
 // (no padding spaces), and bounds the output while writing: once `maxLength`
 // characters of JSON have been produced it stops, closes every open
 // string/array/object so the result is still valid JSON, and never cuts a
