@@ -3,6 +3,8 @@
 #include <array>
 #include <cctype>
 
+#include "varanus/wire/bson_walk.hpp"
+
 namespace varanus::monitor {
 namespace {
 
@@ -36,26 +38,20 @@ bool is_hello(std::string_view name) noexcept {
 bool should_redact(std::string_view name, wire::BsonView body) noexcept {
   if (is_sensitive_command(name)) return true;
   if (!is_hello(name)) return false;
-  bson_t doc;
-  if (!body.init_static(&doc)) return false;
-  bson_iter_t it;
-  return bson_iter_init_find(&it, &doc, "speculativeAuthenticate");
+  wire::BsonElement e;
+  return wire::BsonWalk::find(body, "speculativeAuthenticate", e);
 }
 
 std::optional<double> ok_value(wire::BsonView reply) noexcept {
-  bson_t doc;
-  if (!reply.init_static(&doc)) return std::nullopt;
-  bson_iter_t it;
-  if (!bson_iter_init_find(&it, &doc, "ok")) return std::nullopt;
-  switch (bson_iter_type(&it)) {
-    case BSON_TYPE_DOUBLE:
-      return bson_iter_double(&it);
-    case BSON_TYPE_INT32:
-      return bson_iter_int32(&it);
-    case BSON_TYPE_INT64:
-      return static_cast<double>(bson_iter_int64(&it));
-    case BSON_TYPE_BOOL:
-      return bson_iter_bool(&it) ? 1.0 : 0.0;
+  wire::BsonElement e;
+  if (!wire::BsonWalk::find(reply, "ok", e)) return std::nullopt;
+  switch (e.type) {
+    case wire::bson_type::kDouble:
+    case wire::bson_type::kInt32:
+    case wire::bson_type::kInt64:
+      return e.as_number();
+    case wire::bson_type::kBool:
+      return e.as_bool() ? 1.0 : 0.0;
     default:
       return std::nullopt;
   }

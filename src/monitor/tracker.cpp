@@ -19,6 +19,7 @@
 
 #include "legacy.hpp"
 #include "varanus/monitor/classify.hpp"
+#include "varanus/wire/bson_walk.hpp"
 #include "varanus/wire/command.hpp"
 
 namespace varanus::monitor {
@@ -41,20 +42,14 @@ std::string_view utf8_at(const bson_t* doc, const char* dotted) {
 }
 
 bool has_key(wire::BsonView body, const char* key) {
-  bson_t doc;
-  bson_iter_t it;
-  return body.init_static(&doc) && bson_iter_init_find(&it, &doc, key);
+  wire::BsonElement e;
+  return wire::BsonWalk::find(body, key, e);
 }
 
 std::string string_key(wire::BsonView body, const char* key) {
-  bson_t doc;
-  bson_iter_t it;
-  if (body.init_static(&doc) && bson_iter_init_find(&it, &doc, key) && BSON_ITER_HOLDS_UTF8(&it)) {
-    std::uint32_t n = 0;
-    const char* s = bson_iter_utf8(&it, &n);
-    return std::string(s, n);
-  }
-  return {};
+  wire::BsonElement e;
+  if (!wire::BsonWalk::find(body, key, e) || e.type != wire::bson_type::kUtf8) return {};
+  return std::string(e.as_string());
 }
 
 }  // namespace
@@ -75,7 +70,7 @@ Event Tracker::make_event(EventType type, Clock now) const {
 }
 
 void Tracker::opened(Clock now) {
-  out_.publish(make_event(EventType::connectionOpened, now));
+  publish(make_event(EventType::connectionOpened, now));
 }
 
 void Tracker::client_data(std::span<const std::uint8_t> bytes, Clock now) {
@@ -108,6 +103,16 @@ void Tracker::server_data(std::span<const std::uint8_t> bytes, Clock now) {
   }
 }
 
+void Tracker::publish(Event&& e) {
+  out_.publish(std::move(e));
+  // Buffers of large documents are not kept (the ring frees those too).
+  constexpr std::size_t kKeep = 4096;
+  if (spare_.capacity() == 0 && e.document.capacity() <= kKeep) {
+    spare_ = std::move(e.document);
+    spare_.clear();
+  }
+}
+
 void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedBytes command,
                             bool unacked, wire::BsonBytes impliedReply, Clock now) {
   ++stats_.commands;
@@ -130,7 +135,7 @@ void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedByte
       started.documentOmitted = command.omitted;
     }
   }
-  out_.publish(std::move(started));
+  publish(std::move(started));
 
   if (unacked) {
     Event done = make_event(EventType::commandSucceeded, now);
@@ -143,24 +148,31 @@ void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedByte
     done.compressor = p.compressor;
     if (options_.captureDocuments)
       done.document = p.redacted ? detail::empty_document() : std::move(impliedReply);
-    out_.publish(std::move(done));
+    publish(std::move(done));
     return;
   }
   p.start = now.mono;
   p.seq = ++seq_;
-  auto [it, inserted] = pending_.try_emplace(requestId, std::move(p));
-  if (!inserted) {
+  if (auto it = pending_.find(requestId); it != pending_.end()) {
     // A driver reused a requestID before its reply: the older request can no
     // longer be paired. Fail it so it still gets its one terminal event.
-    Pending old = std::exchange(it->second, Pending{});
+    Pending old = std::exchange(it->second, std::move(p));
     Event failed = make_event(EventType::commandFailed, now);
     failed.requestId = requestId;
     failed.commandName = std::move(old.commandName);
     failed.databaseName = std::move(old.databaseName);
     failed.durationMicros = micros_between(old.start, now.mono);
     failed.message = "requestID reused by the client before a reply came";
-    out_.publish(std::move(failed));
-    it->second = std::move(p);
+    publish(std::move(failed));
+    return;
+  }
+  if (spareNode_.empty()) {
+    pending_.emplace(requestId, std::move(p));
+  } else {
+    // The node of the last reply's request: no allocation per command.
+    spareNode_.key() = requestId;
+    spareNode_.mapped() = std::move(p);
+    pending_.insert(std::move(spareNode_));
   }
 }
 
@@ -230,7 +242,7 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
       p.ns = p.databaseName + "." + string_key(view->body, "collection");
     wire::BoundedBytes command;
     if (options_.captureDocuments && !p.redacted) {
-      command = wire::bounded_merged_command(*view, options_.documentBound);
+      command = wire::bounded_merged_command(*view, options_.documentBound, take_spare());
       if (p.exhaustAllowed && p.hello != HelloKind::none) p.streamCommand = command.bytes;
     }
     return start_command(
@@ -302,8 +314,9 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
                        std::holds_alternative<wire::OpCommandReply>(msg.body);
   auto found = pending_.find(msg.header.responseTo);
   if (!isReply || found == pending_.end()) return;  // unpaired: nothing we can report
-  Pending p = std::move(found->second);
-  pending_.erase(found);
+  auto node = pending_.extract(found);
+  Pending p = std::move(node.mapped());
+  spareNode_ = std::move(node);  // reused by the next request
 
   // The reply document, whether it succeeded, and whether the stream goes on.
   wire::BsonView replyDoc;
@@ -355,7 +368,7 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
     else if (!succeeded || replyDoc.empty())
       done.document = detail::copy_of(replyDoc);
     else {
-      wire::BoundedBytes copy = wire::bounded_copy(replyDoc, options_.documentBound);
+      wire::BoundedBytes copy = wire::bounded_copy(replyDoc, options_.documentBound, take_spare());
       done.document = std::move(copy.bytes);
       done.documentCut = copy.cut;
       done.documentOmitted = copy.omitted;
@@ -364,7 +377,7 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
     // Failure details are needed even without documents.
     done.document = p.redacted ? detail::redacted_failure(replyDoc) : detail::copy_of(replyDoc);
   }
-  out_.publish(std::move(done));
+  publish(std::move(done));
 
   if (!more) return;
   // The stream continues: open the next round, keyed by this reply's id.
@@ -404,7 +417,7 @@ void Tracker::fail_all(std::string_view message, Clock now) {
     failed.awaited = p->awaited;
     failed.redacted = p->redacted;
     failed.message = std::string(message);
-    out_.publish(std::move(failed));
+    publish(std::move(failed));
   }
   pending_.clear();
 }
@@ -426,7 +439,7 @@ void Tracker::closed(std::string_view reason, Clock now) {
   e.bytesFromClient = bytesFromClient_;
   e.bytesFromServer = bytesFromServer_;
   e.commands = stats_.commands;
-  out_.publish(std::move(e));
+  publish(std::move(e));
 }
 
 }  // namespace varanus::monitor

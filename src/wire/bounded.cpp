@@ -10,7 +10,10 @@
 #include "varanus/wire/bounded.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
+
+#include "varanus/wire/bson_walk.hpp"
 
 namespace varanus::wire {
 
@@ -200,11 +203,22 @@ BoundedBytes finish(const Copier& c, bson_t* out) {
 
 }  // namespace
 
-BoundedBytes bounded_copy(BsonView doc, const CopyBound& bound) {
+BoundedBytes bounded_copy(BsonView doc, const CopyBound& bound, BsonBytes spare) {
+  if (!bson_framed(doc)) return invalid();
+  if (bound.unlimited() || doc.size <= kWholeFactor * bound.jsonLength) {
+    if (spare.capacity() < doc.size) {
+      // Rounded up to a power of two (at least 128): the buffers handed
+      // around between commands and replies settle into a few sizes that
+      // fit each other, instead of each slightly larger document
+      // reallocating.
+      spare = BsonBytes();
+      spare.reserve(std::bit_ceil(std::max<std::size_t>(doc.size, 128)));
+    }
+    spare.assign(doc.data, doc.data + doc.size);
+    return {std::move(spare), false, false};
+  }
   bson_t in;
   if (!doc.init_static(&in)) return invalid();
-  if (bound.unlimited() || doc.size <= kWholeFactor * bound.jsonLength)
-    return {BsonBytes(doc.data, doc.data + doc.size), false, false};
   bson_iter_t it;
   if (!bson_iter_init(&it, &in)) return invalid();
   Copier c(bound);
@@ -221,8 +235,10 @@ BoundedBytes bounded_copy(BsonBytes&& doc, const CopyBound& bound) {
   return bounded_copy(BsonView{doc.data(), static_cast<std::uint32_t>(doc.size())}, bound);
 }
 
-BoundedBytes bounded_merged_command(const CommandView& view, const CopyBound& bound) {
-  if (view.sequences == nullptr || view.sequences->empty()) return bounded_copy(view.body, bound);
+BoundedBytes bounded_merged_command(const CommandView& view, const CopyBound& bound,
+                                    BsonBytes spare) {
+  if (view.sequences == nullptr || view.sequences->empty())
+    return bounded_copy(view.body, bound, std::move(spare));
   std::size_t total = view.body.size;
   for (const DocumentSequence& seq : *view.sequences)
     for (const BsonView& d : seq.documents) total += d.size + 16;

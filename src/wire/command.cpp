@@ -6,52 +6,31 @@
 #include <string>
 
 #include "bytes.hpp"
+#include "varanus/wire/bson_walk.hpp"
 
 namespace varanus::wire {
 
 using detail::make_error;
 
 std::string_view first_key(BsonView doc) noexcept {
-  bson_t b;
-  if (!doc.init_static(&b)) return {};
-  bson_iter_t it;
-  if (!bson_iter_init(&it, &b) || !bson_iter_next(&it)) return {};
-  return {bson_iter_key(&it), bson_iter_key_len(&it)};
+  BsonWalk walk(doc);
+  BsonElement e;
+  return walk.next(e) ? e.key : std::string_view{};
 }
 
 namespace {
 
 // The document value of `key` in `doc`, if it has one.
 std::optional<BsonView> subdocument(BsonView doc, std::string_view key) noexcept {
-  bson_t b;
-  if (!doc.init_static(&b)) return std::nullopt;
-  bson_iter_t it;
-  if (!bson_iter_init(&it, &b)) return std::nullopt;
-  while (bson_iter_next(&it)) {
-    if (std::string_view(bson_iter_key(&it), bson_iter_key_len(&it)) != key) continue;
-    if (!BSON_ITER_HOLDS_DOCUMENT(&it)) return std::nullopt;
-    std::uint32_t len = 0;
-    const std::uint8_t* data = nullptr;
-    bson_iter_document(&it, &len, &data);
-    if (data == nullptr) return std::nullopt;
-    return BsonView{data, len};
-  }
-  return std::nullopt;
+  BsonElement e;
+  if (!BsonWalk::find(doc, key, e) || e.type != bson_type::kDocument) return std::nullopt;
+  return e.as_document();
 }
 
 std::string_view string_field(BsonView doc, std::string_view key) noexcept {
-  bson_t b;
-  if (!doc.init_static(&b)) return {};
-  bson_iter_t it;
-  if (!bson_iter_init(&it, &b)) return {};
-  while (bson_iter_next(&it)) {
-    if (std::string_view(bson_iter_key(&it), bson_iter_key_len(&it)) != key) continue;
-    if (!BSON_ITER_HOLDS_UTF8(&it)) return {};
-    std::uint32_t len = 0;
-    const char* s = bson_iter_utf8(&it, &len);
-    return s ? std::string_view(s, len) : std::string_view{};
-  }
-  return {};
+  BsonElement e;
+  if (!BsonWalk::find(doc, key, e) || e.type != bson_type::kUtf8) return {};
+  return e.as_string();
 }
 
 }  // namespace

@@ -497,3 +497,44 @@ TEST_CASE("a failed reply is kept whole whatever the bound (code and errmsg come
   CHECK_FALSE(cmds[1].documentCut);
   CHECK(to_json(cmds[1].document)["codeName"] == "BadValue");
 }
+
+TEST_CASE("document buffers handed back by the output are reused for the next copies") {
+  // As the Dispatcher does: the published event's document is swapped for
+  // the buffer its ring cell held. The tracker copies the next document into
+  // that buffer (no allocation); buffers of large documents are not kept.
+  struct Swapper : monitor::EventOutput {
+    std::vector<monitor::Event> events;
+    std::vector<const std::uint8_t*> handedBack;
+    std::size_t backCapacity = 1024;
+    void publish(monitor::Event&& e) override {
+      wire::BsonBytes back;
+      back.reserve(backCapacity);
+      handedBack.push_back(back.data());
+      events.push_back(std::move(e));
+      e.document = std::move(back);
+    }
+  } out;
+  FakeTime clock;
+  monitor::Tracker tracker(std::make_shared<monitor::ConnectionInfo>(monitor::ConnectionInfo{
+                               1, "127.0.0.1:50000", "127.0.0.1:27017", "", "", {}}),
+                           out);
+  for (int i = 1; i <= 3; ++i) {
+    tracker.client_data(msg(i, 0, R"({"find": "c", "$db": "d"})"), clock.at(0us));
+    tracker.server_data(msg(100 + i, i, R"({"ok": 1.0})"), clock.at(5us));
+  }
+  REQUIRE(out.events.size() == 6);
+  for (std::size_t k = 1; k < out.events.size(); ++k) {
+    INFO("event " << k);
+    // Each document went into the buffer the previous publish handed back.
+    CHECK(out.events[k].document.data() == out.handedBack[k - 1]);
+  }
+  CHECK(to_json(out.events[4].document)["find"] == "c");
+  CHECK(to_json(out.events[5].document)["ok"] == 1.0);
+
+  out.backCapacity = 1 << 20;  // a large buffer is handed back: not kept
+  tracker.client_data(msg(9, 0, R"({"find": "c", "$db": "d"})"), clock.at(0us));
+  tracker.server_data(msg(109, 9, R"({"ok": 1.0})"), clock.at(5us));
+  REQUIRE(out.events.size() == 8);
+  CHECK(out.events[7].document.data() != out.handedBack[6]);
+  CHECK(out.events[7].document.capacity() < (1u << 20));
+}

@@ -25,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 
 #include "varanus/monitor/event.hpp"
 #include "varanus/wire/bounded.hpp"
@@ -104,7 +105,13 @@ class Tracker {
   void fail_all(std::string_view message, Clock now);
   void learn_handshake(wire::BsonView body);
   void learn_server_connection_id(wire::BsonView reply);
+  /// Publishes, then keeps the document buffer the output hands back (the
+  /// Dispatcher swaps in the one its ring cell held) for the next copy:
+  /// steady traffic copies documents without allocating.
+  void publish(Event&& e);
+  wire::BsonBytes take_spare() noexcept { return std::exchange(spare_, {}); }
   std::uint64_t seq_ = 0;
+  wire::BsonBytes spare_;
 
   ConnectionInfoPtr info_;
   EventOutput& out_;
@@ -119,6 +126,7 @@ class Tracker {
   std::uint64_t bytesFromClient_ = 0;
   std::uint64_t bytesFromServer_ = 0;
   std::unordered_map<std::int32_t, Pending> pending_;  // keyed by the requestID a reply answers
+  decltype(pending_)::node_type spareNode_;            // a paired request's node, for the next one
 };
 
 }  // namespace varanus::monitor

@@ -43,8 +43,9 @@ struct BoundedBytes {
 };
 
 /// A copy of `doc` bounded by `bound`. Small documents (a few times the
-/// bound) are copied whole. An invalid document yields `{}`, cut.
-BoundedBytes bounded_copy(BsonView doc, const CopyBound& bound);
+/// bound) are copied whole, into `spare` when given (its capacity is reused:
+/// no allocation when it is large enough). An invalid document yields `{}`, cut.
+BoundedBytes bounded_copy(BsonView doc, const CopyBound& bound, BsonBytes spare = {});
 /// The same for a document already owned (one the caller built): moved
 /// when small enough to be kept whole, else copied bounded.
 BoundedBytes bounded_copy(BsonBytes&& doc, const CopyBound& bound);
@@ -52,6 +53,7 @@ BoundedBytes bounded_copy(BsonBytes&& doc, const CopyBound& bound);
 /// merged_command (the body with each kind-1 sequence appended as an array),
 /// bounded by `bound` as a whole: a 1 MB document in an insert's `documents`
 /// sequence is never copied in full.
-BoundedBytes bounded_merged_command(const CommandView& view, const CopyBound& bound);
+BoundedBytes bounded_merged_command(const CommandView& view, const CopyBound& bound,
+                                    BsonBytes spare = {});
 
 }  // namespace varanus::wire
