@@ -56,6 +56,8 @@ bool parse_redaction(std::string_view text, Redaction& out) noexcept {
   return false;
 }
 
+void put_rfc3339(char* p, std::chrono::system_clock::time_point t);
+
 namespace {
 
 using monitor::Event;
@@ -68,41 +70,116 @@ void append_int(std::string& out, Int v) {
   out.append(buf, r.ptr);
 }
 
-// `,"key":` — keys are ASCII literals, never escaped. One append (three
-// small std::string appends cost more than the copy).
-void key(std::string& out, std::string_view k) {
-  char buf[64];
-  if (k.size() > sizeof buf - 4) {
-    out += ",\"";
-    out += k;
-    out += "\":";
-    return;
+// `,"key":`, made at compile time from the literal (keys are ASCII, never
+// escaped): one append of a ready text per key.
+struct Key {
+  char text[40] = {};
+  std::size_t size = 0;
+  template <std::size_t N>
+  consteval Key(const char (&k)[N]) {  // NOLINT: implicit from a literal on purpose
+    static_assert(N + 3 <= sizeof text, "key too long");
+    text[0] = ',';
+    text[1] = '"';
+    for (std::size_t i = 0; i + 1 < N; ++i) text[2 + i] = k[i];
+    text[N + 1] = '"';
+    text[N + 2] = ':';
+    size = N + 3;
   }
-  buf[0] = ',';
-  buf[1] = '"';
-  std::memcpy(buf + 2, k.data(), k.size());
-  buf[k.size() + 2] = '"';
-  buf[k.size() + 3] = ':';
-  out.append(buf, k.size() + 4);
+};
+
+void key(std::string& out, const Key& k) {
+  out.append(k.text, k.size);
 }
 
-void str(std::string& out, std::string_view k, std::string_view v) {
+void str(std::string& out, const Key& k, std::string_view v) {
   key(out, k);
   wire::append_json_string(out, v);
 }
 
 template <class Int>
-void num(std::string& out, std::string_view k, Int v) {
+void num(std::string& out, const Key& k, Int v) {
   key(out, k);
   append_int(out, v);
 }
 
-void flag(std::string& out, std::string_view k, bool v) {
-  if (v) {
-    key(out, k);
-    out += "true";
+// The envelope of a line (everything but its documents) goes through a
+// stack buffer with raw writes and reaches the line in few appends: a
+// std::string append per key and value cost more than the bytes.
+class Chunk {
+ public:
+  explicit Chunk(std::string& out) : out_(out) {}
+  ~Chunk() { flush(); }
+  Chunk(const Chunk&) = delete;
+  Chunk& operator=(const Chunk&) = delete;
+
+  void flush() {
+    out_.append(buf_, n_);
+    n_ = 0;
   }
-}
+  /// The line itself, up to date (for a document written into it).
+  std::string& line() {
+    flush();
+    return out_;
+  }
+  void raw(const char* s, std::size_t k) {
+    if (k > sizeof buf_ - n_) {
+      flush();
+      if (k > sizeof buf_) {
+        out_.append(s, k);
+        return;
+      }
+    }
+    std::memcpy(buf_ + n_, s, k);
+    n_ += k;
+  }
+  void raw(std::string_view v) { raw(v.data(), v.size()); }
+  void raw(char c) {
+    if (n_ == sizeof buf_) flush();
+    buf_[n_++] = c;
+  }
+  void key(const Key& k) { raw(k.text, k.size); }
+  template <class Int>
+  void num(const Key& k, Int v) {
+    key(k);
+    room(24);
+    n_ = static_cast<std::size_t>(std::to_chars(buf_ + n_, buf_ + sizeof buf_, v).ptr - buf_);
+  }
+  void str(const Key& k, std::string_view v) {
+    key(k);
+    string(v);
+  }
+  void string(std::string_view v) {
+    if (v.size() + 2 <= sizeof buf_ / 2 && wire::json_plain(v)) {
+      room(v.size() + 2);
+      buf_[n_] = '"';
+      std::memcpy(buf_ + n_ + 1, v.data(), v.size());
+      buf_[n_ + 1 + v.size()] = '"';
+      n_ += v.size() + 2;
+    } else {
+      flush();
+      wire::append_json_string(out_, v);
+    }
+  }
+  void flag(const Key& k, bool v) {
+    if (v) {
+      key(k);
+      raw("true", 4);
+    }
+  }
+  void time(std::chrono::system_clock::time_point t) {
+    room(27);
+    put_rfc3339(buf_ + n_, t);
+    n_ += 27;
+  }
+
+ private:
+  void room(std::size_t k) {
+    if (k > sizeof buf_ - n_) flush();
+  }
+  std::string& out_;
+  std::size_t n_ = 0;
+  char buf_[256];
+};
 
 void put_digits(char* p, unsigned v, int width) {
   for (int i = width - 1; i >= 0; --i) {
@@ -285,7 +362,7 @@ static void append_connection(std::string& out, const monitor::ConnectionInfo& c
   if (!c.driver.empty()) str(out, "driver", c.driver);
 }
 
-void RenderCache::append_connection(std::string& out, const monitor::ConnectionInfoPtr& c) {
+std::string_view RenderCache::connection_text(const monitor::ConnectionInfoPtr& c) {
   // Direct-mapped by address. The entry holds a reference, so the address
   // cannot be reused by another connection's snapshot while it is cached.
   const auto h = reinterpret_cast<std::uintptr_t>(c.get()) / alignof(monitor::ConnectionInfo);
@@ -295,60 +372,65 @@ void RenderCache::append_connection(std::string& out, const monitor::ConnectionI
     sinks::append_connection(slot.text, *c);
     slot.info = c;
   }
-  out += slot.text;
+  return slot.text;
+}
+
+void RenderCache::append_connection(std::string& out, const monitor::ConnectionInfoPtr& c) {
+  out += connection_text(c);
 }
 
 namespace {
 
 void render_varanus(std::string& out, const Event& e, const RenderOptions& o, RenderCache* cache) {
   const monitor::ConnectionInfo& c = info_of(e);
-  out += "{\"t\":\"";
-  append_rfc3339(out, e.time);
-  out += "\",\"event\":\"";
-  out += monitor::to_string(e.type);
-  out += '"';
+  Chunk w(out);
+  w.raw("{\"t\":\"", 6);
+  w.time(e.time);
+  w.raw("\",\"event\":\"", 11);
+  w.raw(monitor::to_string(e.type));
+  w.raw('"');
   if (cache != nullptr && e.connection) {
-    cache->append_connection(out, e.connection);
+    w.raw(cache->connection_text(e.connection));
   } else {
-    append_connection(out, c);
+    append_connection(w.line(), c);
   }
 
   switch (e.type) {
     case EventType::commandStarted:
     case EventType::commandSucceeded:
     case EventType::commandFailed: {
-      num(out, "requestId", e.requestId);
-      str(out, "commandName", e.commandName);
-      str(out, "databaseName", e.databaseName);
+      w.num("requestId", e.requestId);
+      w.str("commandName", e.commandName);
+      w.str("databaseName", e.databaseName);
       if (e.type == EventType::commandStarted) {
-        key(out, "command");
-        flag(out, "commandTruncated", append_document(out, e, o));
+        w.key("command");
+        w.flag("commandTruncated", append_document(w.line(), e, o));
       } else if (e.type == EventType::commandSucceeded) {
-        key(out, "reply");
-        flag(out, "replyTruncated", append_document(out, e, o));
-        num(out, "durationMicros", e.durationMicros);
+        w.key("reply");
+        w.flag("replyTruncated", append_document(w.line(), e, o));
+        w.num("durationMicros", e.durationMicros);
       } else {
-        flag(out, "failureTruncated", append_failure(out, e, o));
-        num(out, "durationMicros", e.durationMicros);
+        w.flag("failureTruncated", append_failure(w.line(), e, o));
+        w.num("durationMicros", e.durationMicros);
       }
-      if (e.hello != monitor::HelloKind::none) str(out, "hello", monitor::to_string(e.hello));
-      flag(out, "unacknowledged", e.unacknowledged);
-      flag(out, "exhaust", e.exhaust);
-      flag(out, "awaited", e.awaited);
-      flag(out, "redacted", e.redacted);
-      if (e.compressor) str(out, "compressor", wire::to_string(*e.compressor));
+      if (e.hello != monitor::HelloKind::none) w.str("hello", monitor::to_string(e.hello));
+      w.flag("unacknowledged", e.unacknowledged);
+      w.flag("exhaust", e.exhaust);
+      w.flag("awaited", e.awaited);
+      w.flag("redacted", e.redacted);
+      if (e.compressor) w.str("compressor", wire::to_string(*e.compressor));
       break;
     }
     case EventType::connectionOpened:
       break;
     case EventType::connectionClosed:
-      str(out, "reason", e.message);
-      num(out, "bytesFromClient", e.bytesFromClient);
-      num(out, "bytesFromServer", e.bytesFromServer);
-      num(out, "commands", e.commands);
+      w.str("reason", e.message);
+      w.num("bytesFromClient", e.bytesFromClient);
+      w.num("bytesFromServer", e.bytesFromServer);
+      w.num("commands", e.commands);
       break;
   }
-  out += '}';
+  w.raw('}');
 }
 
 // "host:port" / "[v6]:port" -> host, port (0 when absent).
@@ -541,7 +623,8 @@ bool append_type_json(std::string& out, wire::BsonView doc, std::size_t maxLengt
   return walk_types(out, &it, false, out.size(), maxLength, 0);
 }
 
-void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
+// Writes the 27 characters of the timestamp at p.
+void put_rfc3339(char* p, std::chrono::system_clock::time_point t) {
   using namespace std::chrono;
   const auto us = duration_cast<microseconds>(t.time_since_epoch());
   // Events come in bursts within one second: the calendar part is worked
@@ -550,18 +633,16 @@ void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
   thread_local char cached[20];
   const std::int64_t second = floor<seconds>(us).count();
   if (second == cachedSecond) {
-    char buf[27];
-    std::memcpy(buf, cached, 20);
-    put_digits(buf + 20, static_cast<unsigned>((us - seconds{second}).count()), 6);
-    buf[26] = 'Z';
-    out.append(buf, sizeof buf);
+    std::memcpy(p, cached, 20);
+    put_digits(p + 20, static_cast<unsigned>((us - seconds{second}).count()), 6);
+    p[26] = 'Z';
     return;
   }
   const auto day = floor<days>(us);
   const year_month_day ymd{sys_days{day}};
   const std::int64_t tod = (us - day).count();  // microseconds into the day, >= 0
   const auto secs = static_cast<unsigned>(tod / 1'000'000);
-  char buf[27];
+  char* buf = p;
   put_digits(buf, static_cast<unsigned>(static_cast<int>(ymd.year()) % 10000), 4);
   buf[4] = '-';
   put_digits(buf + 5, static_cast<unsigned>(ymd.month()), 2);
@@ -578,6 +659,11 @@ void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
   buf[26] = 'Z';
   std::memcpy(cached, buf, 20);
   cachedSecond = second;
+}
+
+void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
+  char buf[27];
+  put_rfc3339(buf, t);
   out.append(buf, sizeof buf);
 }
 

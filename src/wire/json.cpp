@@ -644,7 +644,23 @@ JsonResult append_relaxed_json(std::string& str, BsonView doc, const JsonOptions
   return r;
 }
 
+bool json_plain(std::string_view s) noexcept {
+  return plain_run_end(reinterpret_cast<const unsigned char*>(s.data()), 0, s.size()) == s.size();
+}
+
 void append_json_string(std::string& str, std::string_view s) {
+  // Short plain texts (names, addresses): quoted in one append, without
+  // setting up the writer's buffer.
+  constexpr std::size_t kShort = 62;
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  if (s.size() <= kShort && plain_run_end(p, 0, s.size()) == s.size()) {
+    char buf[kShort + 2];
+    buf[0] = '"';
+    std::memcpy(buf + 1, s.data(), s.size());
+    buf[s.size() + 1] = '"';
+    str.append(buf, s.size() + 2);
+    return;
+  }
   Out out(str, s.size() + 2);
   put_string(out, s.data(), s.size());
 }

@@ -89,6 +89,8 @@ class RenderCache {
   /// Appends the keys a connection's lines share (connectionId ... driver),
   /// rendered once per connection snapshot and kept.
   void append_connection(std::string& out, const monitor::ConnectionInfoPtr& connection);
+  /// The same text, kept in the cache (valid until the next call).
+  std::string_view connection_text(const monitor::ConnectionInfoPtr& connection);
 
  private:
   struct Connection {

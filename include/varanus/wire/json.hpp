@@ -36,4 +36,8 @@ JsonResult append_relaxed_json(std::string& out, BsonView doc, const JsonOptions
 /// invalid UTF-8 with U+FFFD.
 void append_json_string(std::string& out, std::string_view s);
 
+/// True when `s` can be written between quotes as is (no control character,
+/// '"', '\\' or non-ASCII byte): append_json_string would add only quotes.
+bool json_plain(std::string_view s) noexcept;
+
 }  // namespace varanus::wire
