@@ -70,10 +70,10 @@ struct Plan {
   int rounds = 5;
   double pingSeconds = 3;
   std::size_t pingCount = 30000;
-  double mixSeconds = 3;
+  double mixSeconds = 2.5;
   double bigSeconds = 1.5;
   double readSeconds = 1.5;
-  double churnSeconds = 2.5;
+  double churnSeconds = 2;
   int idleConns = 10000;
   int idleRounds = 0;  // 0: every round
   int churnConcurrency = 8;
