@@ -255,8 +255,37 @@ struct Worker {
   detail::ServerState& server;
   int epfd = -1;
   int wakeFd = -1;
-  std::unique_ptr<std::uint8_t[]> buffer;  // the read buffer every session here shares
-                                           // (server.config.bufferSize bytes)
+  // The read buffer every session here shares: kReadAreas reads of
+  // server.config.bufferSize bytes. Inspection waits for the end of the
+  // event batch (every ready socket read and forwarded first, so no request
+  // waits behind another's inspection): the bytes stay here, read at
+  // increasing offsets, until inspect_deferred() hands them to the
+  // inspectors in the order they were read.
+  static constexpr std::size_t kReadAreas = 4;
+  std::unique_ptr<std::uint8_t[]> buffer;
+  std::size_t bufferUsed = 0;  // bytes held for inspection
+  struct Deferred {
+    Session* session;
+    std::uint32_t offset;
+    std::uint32_t size;
+    bool fromClient;
+    monitor::Clock readAt;
+  };
+  std::vector<Deferred> deferred;
+  /// Where the next read goes (room for one bufferSize read).
+  std::uint8_t* read_area() {
+    if (kReadAreas * server.config.bufferSize - bufferUsed < server.config.bufferSize)
+      inspect_deferred();
+    return buffer.get() + bufferUsed;
+  }
+  /// Keeps `size` bytes just read at `at` (from read_area()) for inspection.
+  void defer(Session* s, const std::uint8_t* at, std::size_t size, bool fromClient,
+             monitor::Clock readAt) {
+    deferred.push_back({s, static_cast<std::uint32_t>(at - buffer.get()),
+                        static_cast<std::uint32_t>(size), fromClient, readAt});
+    bufferUsed = static_cast<std::size_t>(at - buffer.get()) + size;
+  }
+  void inspect_deferred();
 
   // Sessions (intrusive list), those waiting on a connect timeout (in
   // deadline order: every timeout has the same length), those with a side
@@ -375,6 +404,11 @@ class Session {
   void finish();
   void inspection_stopped();
 
+ public:
+  /// Hands bytes read earlier (Worker::inspect_deferred) to the inspector.
+  void inspect(Side from, std::span<const std::uint8_t> bytes, monitor::Clock readAt);
+
+ private:
   Worker& worker_;
   detail::ServerState& server_;
   Peer peers_[2];
@@ -463,7 +497,7 @@ Worker::Worker(detail::ServerState& s) : server(s) {
   ::epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFd, &ev);
   // Left uninitialised: a read fills what is used; untouched pages cost no
   // resident memory.
-  buffer = std::make_unique_for_overwrite<std::uint8_t[]>(server.config.bufferSize);
+  buffer = std::make_unique_for_overwrite<std::uint8_t[]>(kReadAreas * server.config.bufferSize);
 }
 
 Worker::~Worker() {
@@ -653,6 +687,7 @@ void Worker::run() {
         if (s->state != Session::State::done) s->resume();
       retry.clear();
     }
+    inspect_deferred();
     if (wake) run_tasks();
     expire(steady::now());
     reap();
@@ -836,7 +871,7 @@ bool Session::read_from(Side from) {
   Peer& src = peers_[from];
   const Side to = other(from);
   Peer& dst = peers_[to];
-  std::uint8_t* buf = worker_.buffer.get();
+  std::uint8_t* buf = worker_.read_area();
   const std::size_t size = server_.config.bufferSize;
   const ssize_t n = ::recv(src.fd, buf, size, 0);
   if (n < 0) {
@@ -896,15 +931,7 @@ bool Session::read_from(Side from) {
   }
   server_.stats.add(from == client ? server_.stats.bytesFromClient : server_.stats.bytesFromServer,
                     static_cast<std::int64_t>(got));
-  if (inspect) {
-    const std::span<const std::uint8_t> bytes(buf, got);
-    if (from == client) {
-      inspector_->client_data(bytes, readAt);
-    } else {
-      inspector_->server_data(bytes, readAt);
-    }
-    if (!inspector_->inspecting()) inspection_stopped();
-  }
+  if (inspect) worker_.defer(this, buf, got, from == client, readAt);
   if (writeError != 0) {
     fail(std::string(name(to)) + " write failed: " + errno_text(writeError));
     return false;
@@ -965,10 +992,30 @@ void Session::finish() {
     p.fd = -1;
   }
   if (wasRelaying) {
+    worker_.inspect_deferred();  // what was read before the close comes first
     inspector_->closed(reason_.empty() ? std::string_view("closed") : std::string_view(reason_),
                        monitor::Clock::now());
   }
   worker_.finished.push_back(this);
+}
+
+void Session::inspect(Side from, std::span<const std::uint8_t> bytes, monitor::Clock readAt) {
+  if (!inspector_->inspecting()) return;  // stopped by an earlier read
+  if (from == client) {
+    inspector_->client_data(bytes, readAt);
+  } else {
+    inspector_->server_data(bytes, readAt);
+  }
+  if (!inspector_->inspecting()) inspection_stopped();
+}
+
+void Worker::inspect_deferred() {
+  // An inspection never reads, sends or ends a session: the list stays put.
+  for (const Deferred& d : deferred)
+    d.session->inspect(d.fromClient ? Session::client : Session::upstream,
+                       {buffer.get() + d.offset, d.size}, d.readAt);
+  deferred.clear();
+  bufferUsed = 0;
 }
 
 void Session::inspection_stopped() {
