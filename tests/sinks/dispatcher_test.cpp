@@ -3,6 +3,7 @@
 #include "varanus/sinks/dispatcher.hpp"
 
 #include <doctest/doctest.h>
+#include <sched.h>
 
 #include <atomic>
 #include <chrono>
@@ -356,6 +357,19 @@ TEST_CASE("a callback sink receives events on the sink thread") {
   CHECK(n == 1);
   REQUIRE(threads.size() == 1);
   CHECK(*threads.begin() != std::this_thread::get_id());
+}
+
+TEST_CASE("the sink thread runs as SCHED_BATCH: it does not preempt the relay on wakeup") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  int policy = -1;
+  d.add(std::make_shared<sinks::CallbackSink>(
+      [&](const sinks::RenderedEvent&) { policy = ::sched_getscheduler(0); }));
+  d.start();
+  d.publish(started(5));
+  d.stop();
+  CHECK(policy == SCHED_BATCH);
+  CHECK(::sched_getscheduler(0) == SCHED_OTHER);  // the publishing thread is left alone
 }
 
 TEST_CASE("while events keep coming, publishing wakes the sink thread rarely") {
