@@ -22,8 +22,10 @@
 // The relay, per Session:
 //
 //   client fd ──readable──▶ recv into the worker's buffer ──▶ send to upstream
-//             ──▶ Inspector (after the send, off the latency path; still before
-//                 the reply can be read, which happens on this thread, later)
+//             ──▶ Inspector, at the end of the epoll batch (off the latency
+//                 path: every ready socket is read and forwarded first), in
+//                 the order the bytes were read, so a request is inspected
+//                 before its reply whenever the reply was read
 //             what the socket does not take waits in the session's out-buffer
 //             for that side, and reading the source pauses until it is flushed
 //             (EPOLLOUT) — backpressure, bounded by one buffer per direction.
@@ -908,12 +910,13 @@ bool Session::read_from(Side from) {
   } else {
     src.readable = false;  // a short read: drained, the next byte brings an edge
   }
-  // Forward at once, then inspect: the bytes are on their way before the
-  // Tracker spends its microsecond on them (it is not on the latency path),
-  // and a reply still cannot be read before its request was inspected: both
-  // happen on this thread, the reply in a later event. The time is taken
-  // when the bytes were read. What the socket does not take waits in
-  // dst.out, and this side is not read again until that is flushed.
+  // Forward at once; inspect at the end of the batch (Worker::defer): the
+  // bytes are on their way before the Tracker spends its microsecond on
+  // them, and on those of every other socket ready in this batch.
+  // Inspections run in read order on this thread, so a reply read in the
+  // same batch is still inspected after its request. The time is taken when
+  // the bytes were read. What the socket does not take waits in dst.out, and
+  // this side is not read again until that is flushed.
   const bool inspect = inspector_->inspecting();
   const monitor::Clock readAt = inspect ? monitor::Clock::now() : monitor::Clock{};
   std::size_t sent = 0;
