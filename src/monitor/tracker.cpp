@@ -105,9 +105,7 @@ void Tracker::server_data(std::span<const std::uint8_t> bytes, Clock now) {
 
 void Tracker::publish(Event&& e) {
   out_.publish(std::move(e));
-  // Buffers of large documents are not kept (the ring frees those too).
-  constexpr std::size_t kKeep = 4096;
-  if (spare_.capacity() == 0 && e.document.capacity() <= kKeep) {
+  if (spare_.capacity() == 0 && e.document.capacity() <= kReusableDocumentCapacity) {
     spare_ = std::move(e.document);
     spare_.clear();
   }

@@ -355,6 +355,8 @@ class Session {
     if (state == State::relaying) pump();
   }
   void connect_timed_out();
+  /// Hands bytes read earlier (Worker::inspect_deferred) to the inspector.
+  void inspect(Side from, std::span<const std::uint8_t> bytes, monitor::Clock readAt);
   void resolved(std::vector<SockAddr> addresses, int gaiError, std::string gaiMessage);
   /// Grace period over (or server destroyed): close both sides now.
   void shutdown_now(std::string_view reason) {
@@ -405,12 +407,6 @@ class Session {
   }
   void finish();
   void inspection_stopped();
-
- public:
-  /// Hands bytes read earlier (Worker::inspect_deferred) to the inspector.
-  void inspect(Side from, std::span<const std::uint8_t> bytes, monitor::Clock readAt);
-
- private:
   Worker& worker_;
   detail::ServerState& server_;
   Peer peers_[2];

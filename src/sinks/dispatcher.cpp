@@ -53,10 +53,6 @@ inline void full_fence() noexcept {
 #endif
 }
 
-// Document buffers up to this stay in their ring cell until the next
-// publisher takes them back; larger ones are freed as soon as read.
-constexpr std::size_t kKeepDocumentCapacity = 4096;
-
 constexpr std::uint32_t kBusy = 0;
 constexpr std::uint32_t kLingering = 1;
 constexpr std::uint32_t kAsleep = 2;
@@ -155,9 +151,9 @@ bool Dispatcher::try_push(Event& event) noexcept {
     }
   }
   // The event moves in; the cell's previous document buffer moves out into
-  // the publisher's event, to be freed by the publishing thread (which, with
-  // one I/O thread, is the one that allocated it): no copy, and no free of
-  // another thread's memory.
+  // the publisher's event, handed back to the publisher (the Tracker copies
+  // its next document into it): no copy, and no free of another thread's
+  // memory.
   wire::BsonBytes previous = std::move(cell->event.document);
   cell->event = std::move(event);
   event.document = std::move(previous);
@@ -176,7 +172,7 @@ void Dispatcher::release() noexcept {
   Cell& cell = cells_[dequeuePos_ & mask_];
   // A buffer grown for a large (bounded) document is not kept for ever:
   // cells would hold the largest document each ever saw.
-  if (cell.event.document.capacity() > kKeepDocumentCapacity)
+  if (cell.event.document.capacity() > monitor::kReusableDocumentCapacity)
     wire::BsonBytes().swap(cell.event.document);
   cell.seq.store(dequeuePos_ + mask_ + 1, std::memory_order_release);
   ++dequeuePos_;

@@ -375,10 +375,6 @@ std::string_view RenderCache::connection_text(const monitor::ConnectionInfoPtr& 
   return slot.text;
 }
 
-void RenderCache::append_connection(std::string& out, const monitor::ConnectionInfoPtr& c) {
-  out += connection_text(c);
-}
-
 namespace {
 
 void render_varanus(std::string& out, const Event& e, const RenderOptions& o, RenderCache* cache) {

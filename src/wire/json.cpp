@@ -483,11 +483,10 @@ struct Writer {
         put_int(out, e.as_int32());
         return;
       case bson_type::kInt64:
+        put_int(out, e.as_int64());
+        return;
       case bson_type::kDateTime:
-        if (e.type == bson_type::kInt64)
-          put_int(out, e.as_int64());
-        else
-          put_date(out, e.as_int64());
+        put_date(out, e.as_int64());
         return;
       case bson_type::kBool:
         out += e.as_bool() ? "true" : "false";

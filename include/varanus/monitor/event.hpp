@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -46,6 +47,12 @@ struct ConnectionInfo {
   std::optional<std::int64_t> serverConnectionId;  ///< upstream hello reply's connectionId
 };
 using ConnectionInfoPtr = std::shared_ptr<const ConnectionInfo>;
+
+/// Document buffers up to this capacity are passed around for reuse (the
+/// Dispatcher's ring cells keep them, the Tracker copies into the one a
+/// publish hands back); larger ones are freed once used, so no holder keeps
+/// the largest document it ever saw.
+inline constexpr std::size_t kReusableDocumentCapacity = 4096;
 
 struct Event {
   EventType type = EventType::commandStarted;

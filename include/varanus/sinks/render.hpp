@@ -86,10 +86,9 @@ class RenderCache {
   std::string_view line(const monitor::Event& event, const RenderOptions& options);
   /// Starts a new event: forgets previous lines, keeps the buffers.
   void next() noexcept { ++generation_; }
-  /// Appends the keys a connection's lines share (connectionId ... driver),
-  /// rendered once per connection snapshot and kept.
-  void append_connection(std::string& out, const monitor::ConnectionInfoPtr& connection);
-  /// The same text, kept in the cache (valid until the next call).
+  /// The keys a connection's lines share (connectionId ... driver),
+  /// rendered once per connection snapshot and kept (valid until the next
+  /// call).
   std::string_view connection_text(const monitor::ConnectionInfoPtr& connection);
 
  private:

@@ -160,8 +160,8 @@ class BsonWalk {
       case bson_type::kUtf8:
       case bson_type::kCode:
       case bson_type::kSymbol: {
-        if (o + 4 >= len_) return fail();
-        const std::uint32_t l = detail::le32(p_ + o);
+        std::uint32_t l;
+        if (!length_at(o, l)) return fail();
         if (l == 0 || l > len_ - (o + 4) || o + 4 + l >= len_ || p_[o + 4 + l - 1] != 0)
           return fail();
         vlen = 4 + l;
@@ -169,16 +169,14 @@ class BsonWalk {
       }
       case bson_type::kDocument:
       case bson_type::kArray: {
-        if (o + 4 >= len_) return fail();
-        const std::uint32_t l = detail::le32(p_ + o);
-        if (l > len_ - o) return fail();
+        std::uint32_t l;
+        if (!length_at(o, l) || l > len_ - o) return fail();
         vlen = l;
         break;
       }
       case bson_type::kBinary: {
-        if (o + 4 >= len_) return fail();
-        const std::uint32_t l = detail::le32(p_ + o);
-        if (l >= len_ - o - 4) return fail();
+        std::uint32_t l;
+        if (!length_at(o, l) || l >= len_ - o - 4) return fail();
         if (p_[o + 4] == 2) {  // subtype 2: a redundant inner length
           if (l < 4 || detail::le32(p_ + o + 5) + 4 != l) return fail();
         }
@@ -195,8 +193,8 @@ class BsonWalk {
         break;
       }
       case bson_type::kDbPointer: {
-        if (o + 4 >= len_) return fail();
-        const std::uint32_t l = detail::le32(p_ + o);
+        std::uint32_t l;
+        if (!length_at(o, l)) return fail();
         if (l == 0 || l > len_ - o - 4 || p_[o + 4 + l - 1] != 0) return fail();
         vlen = 4 + l + 12;
         break;
@@ -234,6 +232,12 @@ class BsonWalk {
   }
 
  private:
+  /// The 4-byte length at offset o, when it lies before the trailing NUL.
+  bool length_at(std::uint32_t o, std::uint32_t& l) const noexcept {
+    if (o + 4 >= len_) return false;
+    l = detail::le32(p_ + o);
+    return true;
+  }
   bool fail() noexcept {
     corrupt_ = true;
     len_ = 0;
