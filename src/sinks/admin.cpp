@@ -171,7 +171,9 @@ std::string AdminServer::stats_json() const {
                        {"filtered", s->filtered()},
                        {"dropped", s->dropped()},
                        {"errors", s->errors()}});
-    j["queue"] = {{"capacity", dispatcher_->capacity()}, {"dropped", dispatcher_->dropped()}};
+    j["queue"] = {{"capacity", dispatcher_->capacity()},
+                  {"dropped", dispatcher_->dropped()},
+                  {"rescues", dispatcher_->rescues()}};
   }
   j["sinks"] = std::move(sinks);
   return j.dump();

@@ -1,10 +1,11 @@
-// The Dispatcher: a bounded MPSC ring between the I/O threads and one sink
-// thread. See dispatcher.hpp for the picture.
+// The Dispatcher: a bounded MPSC ring between the I/O threads and one
+// consumer at a time: the sink thread (SCHED_IDLE), or the rescuer when the
+// sink thread starves. See dispatcher.hpp for the picture.
 //
 // Ring: Dmitry Vyukov's bounded queue. Each cell carries a sequence number;
 // a producer claims position p with a CAS on enqueuePos_ when cell[p].seq
 // == p, puts its Event in, then publishes with seq = p + 1 (release). The
-// single consumer reads cell[d] in place when seq == d + 1 and hands the
+// consumer (whoever holds consume_) reads cell[d] in place when seq == d + 1 and hands the
 // cell back with seq = d + capacity. Full = the cell at the producer's
 // position still holds an unconsumed event (seq < p): drop.
 //
@@ -32,7 +33,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <string>
 
 namespace varanus::sinks {
@@ -71,6 +74,10 @@ void Dispatcher::wake() noexcept {
   ::syscall(SYS_futex, futex_word(state_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
 }
 
+void Dispatcher::wake_rescuer() noexcept {
+  ::syscall(SYS_futex, futex_word(rescueState_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+}
+
 void Dispatcher::sleep_until_woken(std::uint32_t asleep,
                                    std::chrono::microseconds timeout) noexcept {
   const auto us = std::max<std::int64_t>(timeout.count(), 1);
@@ -88,6 +95,8 @@ Dispatcher::Dispatcher(monitor::Stats& stats, DispatcherOptions options)
   // first sink: with none, nothing is ever queued.
   mask_ = std::bit_ceil(std::max<std::size_t>(options_.queueSize, 2)) - 1;
   if (options_.batchSize == 0) options_.batchSize = 1;
+  windowStart_ = std::chrono::steady_clock::now();
+  lastWarning_ = windowStart_ - options_.dropWarningInterval;
 }
 
 Dispatcher::~Dispatcher() {
@@ -123,15 +132,27 @@ void Dispatcher::start() {
   if (started_ || stopped_.load()) return;
   started_ = true;
   if (!hasSinks_) return;  // nothing to deliver to: no thread
+  // The first drop warns at once; later ones at most once per interval.
+  windowStart_ = std::chrono::steady_clock::now();
+  lastWarning_ = windowStart_ - options_.dropWarningInterval;
   thread_ = std::thread([this] {
-    // A batch consumer: SCHED_BATCH keeps its fair share of the CPU but
-    // takes away its wakeup preemption, so waking up to render a batch does
-    // not push an I/O thread (or the client, or mongod on the same host) off
-    // its core in the middle of relaying. Unprivileged; failure is harmless.
+    if (!options_.idleThread) return;
+    // SCHED_IDLE: this thread runs only on a core nothing else wants, so
+    // rendering and writing never take CPU from an I/O thread (or the
+    // client, or mongod on the same host). Any thread may lower itself to
+    // it; should it fail, the thread keeps the ordinary policy.
+    sched_param param{};
+    param.sched_priority = 0;
+    [[maybe_unused]] const int rc = ::pthread_setschedparam(::pthread_self(), SCHED_IDLE, &param);
+    run();
+  });
+  rescuer_ = std::thread([this] {
+    // SCHED_BATCH: an ordinary share of the CPU, without wakeup preemption:
+    // when it is needed it must get the CPU, but need not get it at once.
     sched_param param{};
     param.sched_priority = 0;
     [[maybe_unused]] const int rc = ::pthread_setschedparam(::pthread_self(), SCHED_BATCH, &param);
-    run();
+    rescue_run();
   });
 }
 
@@ -192,17 +213,20 @@ void Dispatcher::publish(Event&& event) {
     stats_.add(stats_.eventsDropped);
     return;
   }
-  // Pairs with the fence in run(): either we see kAsleep, or the sink
-  // thread sees our event before it waits.
+  // Pairs with the fences in run() and rescue_run(): either we see kAsleep,
+  // or the sleeping thread sees our event before it waits.
   full_fence();
+  if (rescueState_.load(std::memory_order_relaxed) == kAsleep && backlog() >= rescue_threshold() &&
+      rescueState_.exchange(kBusy) == kAsleep) {
+    wakeups_.fetch_add(1, std::memory_order_relaxed);
+    wake_rescuer();
+  }
   const std::uint32_t s = state_.load(std::memory_order_relaxed);
   if (s == kBusy) return;
   if (s == kLingering) {
     // It will look again within `linger`; wake it early only when the ring
     // could otherwise fill up before then.
-    const std::size_t fill =
-        enqueuePos_.load(std::memory_order_relaxed) - consumed_.load(std::memory_order_relaxed);
-    if (fill < capacity() / 2) return;
+    if (backlog() < capacity() / 2) return;
   }
   if (state_.exchange(kBusy) != kBusy) {
     wakeups_.fetch_add(1, std::memory_order_relaxed);
@@ -216,9 +240,15 @@ void Dispatcher::stop() {
   if (thread_.joinable()) {
     state_.store(kBusy);
     wake();
+    rescueState_.store(kBusy);
+    wake_rescuer();
     thread_.join();
-  } else if (hasSinks_) {
-    run();  // never started: drain on this thread
+    rescuer_.join();
+  }
+  // What is left is drained here, at the caller's priority (the sink thread
+  // would do it only when a core is idle).
+  if (hasSinks_) {
+    final_drain();
   } else {
     housekeeping(std::chrono::steady_clock::now(), true);
   }
@@ -270,41 +300,56 @@ void Dispatcher::housekeeping(std::chrono::steady_clock::time_point now, bool fo
     for (auto& sink : sinks_) sink->reopen();
 }
 
+std::size_t Dispatcher::drain_batch(bool yieldable) {
+  std::size_t taken = 0;
+  while (taken < options_.batchSize) {
+    if (yieldable && rescueWanted_.load(std::memory_order_relaxed)) break;
+    const Event* e = front();
+    if (e == nullptr) break;
+    deliver(*e);
+    release();
+    ++taken;
+  }
+  if (taken != 0) {
+    flush_all();
+    consumed_.store(dequeuePos_, std::memory_order_relaxed);
+  }
+  return taken;
+}
+
 void Dispatcher::run() {
   using clock = std::chrono::steady_clock;
-  // The first drop warns at once; later ones at most once per interval.
-  windowStart_ = clock::now();
-  lastWarning_ = windowStart_ - options_.dropWarningInterval;
   auto lastTick = clock::now();
   bool delivered = false;  // since the last sleep
   for (;;) {
     std::size_t taken = 0;
-    while (taken < options_.batchSize) {
-      const Event* e = front();
-      if (e == nullptr) break;
-      deliver(*e);
-      release();
-      ++taken;
-    }
-    if (taken != 0) {
-      flush_all();
-      consumed_.store(dequeuePos_, std::memory_order_relaxed);
+    if (!rescueWanted_.load(std::memory_order_relaxed)) {
+      std::lock_guard lock(consume_);
+      taken = drain_batch(true);
       const auto now = clock::now();
-      lastTick = now;
+      if (taken != 0) {
+        lastTick = now;
+      } else if (now - lastTick >= options_.tick) {
+        flush_all();  // idle tick: network sinks retry, reconnect
+        lastTick = now;
+      }
       housekeeping(now, false);
+    }
+    if (stopping_.load()) break;
+    if (taken != 0) {
       delivered = true;
       // A full batch: more are waiting. Otherwise the ring was drained:
       // linger at once rather than look again now, which (events arriving
       // while the batch was written) would mostly find one or two and pay
       // a write() for them.
-      if (taken == options_.batchSize || stopping_.load()) continue;
+      if (taken == options_.batchSize) continue;
     }
-    const auto now = clock::now();
-    housekeeping(now, false);
-    if (stopping_.load()) break;
-    if (now - lastTick >= options_.tick) {
-      flush_all();  // idle tick: network sinks retry, reconnect
-      lastTick = now;
+    if (rescueWanted_.load(std::memory_order_relaxed)) {
+      // The rescuer has the ring: look again in a while.
+      state_.store(kLingering, std::memory_order_relaxed);
+      sleep_until_woken(kLingering, std::max(options_.linger, std::chrono::microseconds(1000)));
+      state_.store(kBusy, std::memory_order_relaxed);
+      continue;
     }
     if (delivered && options_.linger.count() > 0) {
       // Events are flowing: look again after the linger, unasked.
@@ -322,7 +367,56 @@ void Dispatcher::run() {
                         std::chrono::duration_cast<std::chrono::microseconds>(options_.tick));
     state_.store(kBusy, std::memory_order_relaxed);
   }
-  housekeeping(clock::now(), true);
+}
+
+void Dispatcher::rescue_run() {
+  std::size_t seen = consumed_.load(std::memory_order_relaxed);
+  bool pending = false;  // events were waiting at the last look
+  for (;;) {
+    rescueState_.store(kAsleep, std::memory_order_relaxed);
+    full_fence();
+    bool looked = false;  // a timed look, not a wake
+    if (!stopping_.load() && backlog() < rescue_threshold()) {
+      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(options_.tick).count();
+      timespec ts{};
+      ts.tv_sec = static_cast<time_t>(us / 1'000'000);
+      ts.tv_nsec = static_cast<long>((us % 1'000'000) * 1000);
+      looked = ::syscall(SYS_futex, futex_word(rescueState_), FUTEX_WAIT_PRIVATE, kAsleep, &ts,
+                         nullptr, 0) != 0 &&
+               errno == ETIMEDOUT;
+    }
+    rescueState_.store(kBusy, std::memory_order_relaxed);
+    if (stopping_.load()) break;
+    // Two reasons to step in: a quarter of the ring waiting, or events
+    // waiting at two looks a tick apart with no batch taken in between (a
+    // trickle of events would otherwise wait for the ring to fill).
+    const std::size_t consumed = consumed_.load(std::memory_order_relaxed);
+    const bool waiting = backlog() != 0;
+    const bool stalled = looked && pending && waiting && consumed == seen;
+    if (looked) pending = waiting;
+    seen = consumed;
+    if (backlog() < rescue_threshold() && !stalled) continue;
+    // The sink thread is starved (every core busy): take the ring from it
+    // (it steps aside before its next event) and drain it at our priority.
+    rescueWanted_.store(true, std::memory_order_relaxed);
+    {
+      std::lock_guard lock(consume_);
+      rescues_.fetch_add(1, std::memory_order_relaxed);
+      stats_.add(stats_.sinkRescues);
+      while (!stopping_.load() && drain_batch(false) != 0) {
+      }
+      housekeeping(std::chrono::steady_clock::now(), false);
+      seen = consumed_.load(std::memory_order_relaxed);
+    }
+    rescueWanted_.store(false, std::memory_order_relaxed);
+  }
+}
+
+void Dispatcher::final_drain() {
+  std::lock_guard lock(consume_);
+  while (drain_batch(false) != 0) {
+  }
+  housekeeping(std::chrono::steady_clock::now(), true);
   for (auto& sink : sinks_) sink->close();  // close() flushes first
 }
 

@@ -359,17 +359,115 @@ TEST_CASE("a callback sink receives events on the sink thread") {
   CHECK(*threads.begin() != std::this_thread::get_id());
 }
 
-TEST_CASE("the sink thread runs as SCHED_BATCH: it does not preempt the relay on wakeup") {
+TEST_CASE("the sink thread runs as SCHED_IDLE: it renders only on a core nothing else wants") {
   monitor::Stats stats;
   sinks::Dispatcher d(stats);
-  int policy = -1;
+  std::atomic<int> policy{-1};
   d.add(std::make_shared<sinks::CallbackSink>(
-      [&](const sinks::RenderedEvent&) { policy = ::sched_getscheduler(0); }));
+      [&](const sinks::RenderedEvent&) { policy.store(::sched_getscheduler(0)); }));
   d.start();
   d.publish(started(5));
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (policy.load() == -1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  CHECK(policy.load() == SCHED_IDLE);  // delivered by the sink thread, not by stop()
   d.stop();
-  CHECK(policy == SCHED_BATCH);
+  CHECK(d.rescues() == 0);
   CHECK(::sched_getscheduler(0) == SCHED_OTHER);  // the publishing thread is left alone
+}
+
+TEST_CASE("when every core is busy the rescuer drains the ring: nothing lost, order kept") {
+  // Spinning threads of ordinary priority on every core starve the
+  // SCHED_IDLE sink thread; once the ring is a quarter full the rescuer
+  // (SCHED_BATCH) takes it over.
+  monitor::Stats stats;
+  sinks::DispatcherOptions o;
+  o.queueSize = 4096;  // rescue at 1024 queued
+  sinks::Dispatcher d(stats, o);
+  std::mutex m;
+  std::vector<std::int32_t> order;
+  std::set<int> policies;
+  d.add(std::make_shared<sinks::CallbackSink>([&](const sinks::RenderedEvent& e) {
+    std::lock_guard lock(m);
+    order.push_back(e.event().requestId);
+    policies.insert(::sched_getscheduler(0));
+  }));
+  d.start();
+  std::atomic<bool> spin{true};
+  std::vector<std::thread> spinners;
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < cores; ++i) {
+    spinners.emplace_back([&] {
+      while (spin.load(std::memory_order_relaxed)) {
+      }
+    });
+  }
+  std::this_thread::sleep_for(20ms);  // the spinners own the cores
+  constexpr int kEvents = 3000;       // < the ring: none may be dropped
+  for (int i = 0; i < kEvents; ++i) d.publish(event_for(1, i));
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  for (;;) {
+    {
+      std::lock_guard lock(m);
+      if (order.size() == kEvents) break;
+    }
+    if (std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  {
+    std::lock_guard lock(m);
+    CHECK(order.size() == kEvents);  // delivered while the cores were still busy
+  }
+  spin.store(false);
+  for (auto& t : spinners) t.join();
+  d.stop();
+  CHECK(d.dropped() == 0);
+  CHECK(d.rescues() >= 1);
+  CHECK(stats.find("varanus_sink_rescues_total") == static_cast<std::int64_t>(d.rescues()));
+  CHECK(policies.count(SCHED_BATCH) == 1);  // the rescuer delivered some
+  REQUIRE(order.size() == kEvents);
+  for (int i = 0; i < kEvents; ++i) CHECK(order[static_cast<std::size_t>(i)] == i);
+}
+
+TEST_CASE("a sink thread that never gets a core: the rescuer delivers a trickle within ticks") {
+  // Below the rescue threshold: the rescuer steps in because events waited
+  // across two of its looks (a tick apart) with no batch taken.
+  monitor::Stats stats;
+  sinks::DispatcherOptions o;
+  o.tick = 20ms;
+  o.idleThread = false;  // the starved sink thread, at its worst
+  sinks::Dispatcher d(stats, o);
+  std::atomic<int> delivered{0};
+  std::atomic<int> byRescuer{0};
+  d.add(std::make_shared<sinks::CallbackSink>([&](const sinks::RenderedEvent&) {
+    ++delivered;
+    if (::sched_getscheduler(0) == SCHED_BATCH) ++byRescuer;
+  }));
+  d.start();
+  const auto begin = std::chrono::steady_clock::now();
+  for (int i = 0; i < 5; ++i) d.publish(event_for(1, i));
+  while (delivered.load() < 5 && std::chrono::steady_clock::now() - begin < 10s)
+    std::this_thread::sleep_for(1ms);
+  const auto took = std::chrono::steady_clock::now() - begin;
+  CHECK(delivered.load() == 5);
+  CHECK(byRescuer.load() == 5);
+  CHECK(took < 2s);  // a few 20 ms ticks, not "when the ring is a quarter full"
+  CHECK(d.rescues() == 1);
+  CHECK(d.rescue_threshold() > 5);
+
+  // A burst of a quarter of the ring wakes the rescuer at once, unasked by
+  // the tick.
+  const std::size_t burst = d.rescue_threshold();
+  for (std::size_t i = 0; i < burst; ++i) d.publish(event_for(2, static_cast<std::int32_t>(i)));
+  const auto begin2 = std::chrono::steady_clock::now();
+  while (delivered.load() < 5 + static_cast<int>(burst) &&
+         std::chrono::steady_clock::now() - begin2 < 10s)
+    std::this_thread::sleep_for(1ms);
+  CHECK(delivered.load() == 5 + static_cast<int>(burst));
+  CHECK(d.rescues() >= 2);
+  CHECK(std::chrono::steady_clock::now() - begin2 < 2s);
+  d.stop();
+  CHECK(d.dropped() == 0);
 }
 
 TEST_CASE("while events keep coming, publishing wakes the sink thread rarely") {

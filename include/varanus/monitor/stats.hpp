@@ -26,7 +26,10 @@ namespace varanus::monitor {
   X(commands, "varanus_commands_started_total", counter, "Command started events emitted")    \
   X(eventsPublished, "varanus_events_published_total", counter, "Events handed to the sinks") \
   X(eventsDropped, "varanus_events_dropped_total", counter,                                   \
-    "Events dropped because a sink queue was full (all sinks)")
+    "Events dropped because a sink queue was full (all sinks)")                               \
+  X(sinkRescues, "varanus_sink_rescues_total", counter,                                       \
+    "Times every core was busy and the rescuer thread drained the event queue for the "       \
+    "starved (SCHED_IDLE) sink thread")
 
 struct Stats {
 #define VARANUS_STATS_MEMBER(member, name, type, help) std::atomic<std::int64_t> member{0};

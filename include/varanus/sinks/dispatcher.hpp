@@ -22,20 +22,32 @@
 // that is no wake-up at all from the I/O threads and one batch (one write(2)
 // per file sink) per linger; idle, no wake-up at all but the tick.
 //
-// One sink thread drains the ring in batches, renders each event's line at
+// The sink thread drains the ring in batches, renders each event's line at
 // most once per distinct RenderOptions (sinks with the same format share
 // it), hands it to every sink, then calls flush() on each sink so that file
 // and socket sinks write a whole batch per syscall.
 //
+// Who renders: the sink thread runs as SCHED_IDLE, so it only ever takes a
+// core that would otherwise be idle: rendering and the write(2) into the
+// page cache never take CPU from an I/O thread, the client or mongod on the
+// same host. Should every core stay busy, that thread would starve; a second
+// thread, the *rescuer* (SCHED_BATCH, an ordinary share of the CPU), sleeps
+// until the ring is a quarter full and then drains it itself. One mutex
+// makes whichever of the two holds it the consumer (sinks and the render
+// cache are single-threaded; order is kept); the sink thread checks before
+// every event whether the rescuer wants the ring and steps aside.
+//
 // With no sink registered there is no sink thread: publish() only counts.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -65,6 +77,9 @@ struct DispatcherOptions {
   /// threads no syscall, and reach the sinks at most this late (plus the
   /// rendering). Zero: the sink thread waits to be woken at once.
   std::chrono::microseconds linger{4000};
+  /// False: no SCHED_IDLE sink thread, only the rescuer consumes (for tests
+  /// of the rescuer: a sink thread that never gets a core).
+  bool idleThread = true;
   /// Where warnings and sink failures go (one line, no newline). Default:
   /// stderr. Called on the sink thread.
   std::function<void(std::string_view)> diagnostics;
@@ -115,6 +130,11 @@ class Dispatcher final : public monitor::EventOutput {
   std::uint64_t wakeups() const noexcept { return wakeups_.load(std::memory_order_relaxed); }
   /// True when a sink thread runs (start() was called with a sink registered).
   bool running() const noexcept { return thread_.joinable(); }
+  /// Times the rescuer found the ring a quarter full (the SCHED_IDLE sink
+  /// thread starved of CPU) and drained it at normal priority.
+  std::uint64_t rescues() const noexcept { return rescues_.load(std::memory_order_relaxed); }
+  /// The ring fill at which the rescuer takes over.
+  std::size_t rescue_threshold() const noexcept { return std::max<std::size_t>(capacity() / 4, 1); }
 
  private:
   // Cache-line aligned: a producer filling one cell and the sink thread
@@ -129,12 +149,23 @@ class Dispatcher final : public monitor::EventOutput {
   const monitor::Event* front() noexcept;
   void release() noexcept;
   bool ring_empty() const noexcept;
-  void run();
+  /// Events published and not yet handed back by a consumer (an upper bound).
+  std::size_t backlog() const noexcept {
+    return enqueuePos_.load(std::memory_order_relaxed) - consumed_.load(std::memory_order_relaxed);
+  }
+  void run();         // the sink thread (SCHED_IDLE)
+  void rescue_run();  // the rescuer (SCHED_BATCH)
+  /// With consume_ held: up to one batch delivered and flushed; the count.
+  /// `yieldable`: stops early when the rescuer asks for the ring.
+  std::size_t drain_batch(bool yieldable);
+  /// After both threads are gone (stop()): everything left, then close.
+  void final_drain();
   void deliver(const monitor::Event& event);
   void flush_all();
   void housekeeping(std::chrono::steady_clock::time_point now, bool force);
   void diag(std::string_view line);
   void wake() noexcept;
+  void wake_rescuer() noexcept;
   void sleep_until_woken(std::uint32_t asleep, std::chrono::microseconds timeout) noexcept;
 
   monitor::Stats& stats_;
@@ -144,7 +175,7 @@ class Dispatcher final : public monitor::EventOutput {
   std::unique_ptr<Cell[]> cells_;
   std::size_t mask_ = 0;
   alignas(64) std::atomic<std::size_t> enqueuePos_{0};
-  alignas(64) std::size_t dequeuePos_ = 0;  // the sink thread's
+  alignas(64) std::size_t dequeuePos_ = 0;  // the consumer's (consume_ held)
   // What the sink thread is doing, and the futex word it sleeps on:
   // kBusy (draining), kLingering (a timed sleep producers leave alone unless
   // the ring passes half full), kAsleep (any publish wakes it).
@@ -156,12 +187,19 @@ class Dispatcher final : public monitor::EventOutput {
   std::atomic<std::uint64_t> droppedPending_{0};  // not yet added to the sinks' counts
   std::atomic<std::uint64_t> droppedTotal_{0};
   std::atomic<std::uint64_t> wakeups_{0};
+  // The rescuer's futex word (kBusy / kAsleep), and its request for the ring.
+  alignas(64) std::atomic<std::uint32_t> rescueState_{0};
+  std::atomic<bool> rescueWanted_{false};
+  std::atomic<std::uint64_t> rescues_{0};
 
   bool hasSinks_ = false;
   std::thread thread_;
+  std::thread rescuer_;
   bool started_ = false;
 
-  // Sink thread only.
+  // Whoever holds consume_ (the sink thread, the rescuer, or stop() at the
+  // end) is the consumer: it alone touches what follows and the sinks.
+  std::mutex consume_;
   RenderCache cache_;
   std::uint64_t droppedSinceWarning_ = 0;
   std::chrono::steady_clock::time_point lastWarning_{};
