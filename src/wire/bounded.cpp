@@ -243,7 +243,7 @@ BoundedBytes bounded_merged_command(const CommandView& view, const CopyBound& bo
   for (const DocumentSequence& seq : *view.sequences)
     for (const BsonView& d : seq.documents) total += d.size + 16;
   if (bound.unlimited() || total <= kWholeFactor * bound.jsonLength)
-    return {merged_command(view), false, false};
+    return {merged_command(view, std::move(spare)), false, false};
   bson_t body;
   bson_iter_t it;
   if (!view.body.init_static(&body) || !bson_iter_init(&it, &body)) return invalid();

@@ -2,6 +2,9 @@
 // and command, from whichever opcode carried the request.
 #include "varanus/wire/command.hpp"
 
+#include <algorithm>
+#include <bit>
+#include <charconv>
 #include <cstring>
 #include <string>
 
@@ -78,34 +81,62 @@ Result<CommandView> command_view(const Message& message) {
   return v;
 }
 
-BsonBytes merged_command(const CommandView& view) {
+BsonBytes merged_command(const CommandView& view, BsonBytes spare) {
   static constexpr std::uint8_t kEmpty[5] = {5, 0, 0, 0, 0};
-  bson_t body;
-  if (!view.body.init_static(&body)) return BsonBytes(std::begin(kEmpty), std::end(kEmpty));
-  if (view.sequences == nullptr || view.sequences->empty()) {
-    auto b = view.body.bytes();
-    return BsonBytes(b.begin(), b.end());
+  BsonBytes& out = spare;
+  out.clear();
+  if (!bson_framed(view.body)) {
+    out.assign(std::begin(kEmpty), std::end(kEmpty));
+    return std::move(out);
   }
-  bson_t out;
-  bson_init(&out);
-  bson_concat(&out, &body);
-  for (const DocumentSequence& seq : *view.sequences) {
-    bson_t arr;
-    bson_append_array_begin(&out, seq.identifier.data(), static_cast<int>(seq.identifier.size()),
-                            &arr);
-    char keybuf[16];
-    std::uint32_t i = 0;
-    for (const BsonView& d : seq.documents) {
-      const char* key = nullptr;
-      const std::size_t klen = bson_uint32_to_string(i++, &key, keybuf, sizeof keybuf);
-      bson_t doc;
-      if (d.init_static(&doc)) bson_append_document(&arr, key, static_cast<int>(klen), &doc);
+  // Written by hand into the reused buffer (this runs on the I/O thread for
+  // every insert, update and delete a driver sends with kind-1 sections):
+  // the body without its trailing NUL, then per sequence an array element
+  // {"0": doc, "1": doc, ...}; lengths patched at the end. Documents that
+  // are not framed are left out, as a bson_t append would refuse them.
+  std::size_t total = view.body.size;
+  if (view.sequences != nullptr) {
+    for (const DocumentSequence& seq : *view.sequences) {
+      total += seq.identifier.size() + 7;
+      for (const BsonView& d : seq.documents) total += d.size + 12;
     }
-    bson_append_array_end(&out, &arr);
   }
-  BsonBytes bytes(bson_get_data(&out), bson_get_data(&out) + out.len);
-  bson_destroy(&out);
-  return bytes;
+  if (out.capacity() < total) {
+    out = BsonBytes();
+    out.reserve(std::bit_ceil(std::max<std::size_t>(total, 128)));
+  }
+  out.insert(out.end(), view.body.data, view.body.data + view.body.size - 1);
+  const auto put_len = [&out](std::size_t at) {
+    const auto n = static_cast<std::uint32_t>(out.size() - at);
+    out[at] = static_cast<std::uint8_t>(n);
+    out[at + 1] = static_cast<std::uint8_t>(n >> 8);
+    out[at + 2] = static_cast<std::uint8_t>(n >> 16);
+    out[at + 3] = static_cast<std::uint8_t>(n >> 24);
+  };
+  if (view.sequences != nullptr) {
+    for (const DocumentSequence& seq : *view.sequences) {
+      out.push_back(bson_type::kArray);
+      out.insert(out.end(), seq.identifier.begin(), seq.identifier.end());
+      out.push_back(0);
+      const std::size_t arrayAt = out.size();
+      out.insert(out.end(), 4, 0);
+      std::uint32_t i = 0;
+      char key[16];
+      for (const BsonView& d : seq.documents) {
+        if (!bson_framed(d)) continue;
+        out.push_back(bson_type::kDocument);
+        const auto [end, ec] = std::to_chars(key, key + sizeof key, i++);
+        out.insert(out.end(), key, end);
+        out.push_back(0);
+        out.insert(out.end(), d.data, d.data + d.size);
+      }
+      out.push_back(0);
+      put_len(arrayAt);
+    }
+  }
+  out.push_back(0);
+  put_len(0);
+  return std::move(out);
 }
 
 }  // namespace varanus::wire

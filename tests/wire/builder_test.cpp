@@ -2,7 +2,12 @@
 // the same fields, and the command view sees what the builder was given.
 #include "varanus/wire/builder.hpp"
 
+#include <bson/bson.h>
 #include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "support.hpp"
 #include "varanus/wire/command.hpp"
@@ -147,4 +152,75 @@ TEST_CASE("command view helpers") {
     CHECK(opcode_name(1) == "OP_REPLY");
     CHECK(opcode_name(2011) == "OP_COMMANDREPLY");
   }
+}
+
+namespace {
+
+// The merge as libbson builds it (bson_concat + array appends): what
+// merged_command's hand-written bytes must equal exactly.
+BsonBytes libbson_merge(const CommandView& view) {
+  bson_t body;
+  if (!view.body.init_static(&body)) return BsonBytes{5, 0, 0, 0, 0};
+  bson_t out;
+  bson_init(&out);
+  bson_concat(&out, &body);
+  for (const DocumentSequence& seq : *view.sequences) {
+    bson_t arr;
+    bson_append_array_begin(&out, seq.identifier.data(), static_cast<int>(seq.identifier.size()),
+                            &arr);
+    char keybuf[16];
+    std::uint32_t i = 0;
+    for (const BsonView& d : seq.documents) {
+      bson_t doc;
+      if (!d.init_static(&doc)) continue;
+      const char* key = nullptr;
+      const std::size_t klen = bson_uint32_to_string(i++, &key, keybuf, sizeof keybuf);
+      bson_append_document(&arr, key, static_cast<int>(klen), &doc);
+    }
+    bson_append_array_end(&out, &arr);
+  }
+  BsonBytes bytes(bson_get_data(&out), bson_get_data(&out) + out.len);
+  bson_destroy(&out);
+  return bytes;
+}
+
+}  // namespace
+
+TEST_CASE("merged_command writes exactly the bytes libbson would, into the buffer it is given") {
+  Doc body(R"({"insert": "c", "ordered": true, "lsid": {"id": 1}, "$db": "shop"})");
+  std::vector<std::unique_ptr<Doc>> docs;
+  for (int i = 0; i < 120; ++i) {
+    const std::string j = R"({"_id": )" + std::to_string(i) + R"(, "name": ")" +
+                          std::string(static_cast<std::size_t>(i % 17), 'x') + R"(", "n": [1, 2]})";
+    docs.push_back(std::make_unique<Doc>(j.c_str()));
+  }
+  // 0, 1, 11 and 120 documents (keys of one, two and three digits), two
+  // sequences, an empty one, and one document that is not framed.
+  const std::uint8_t broken[6] = {9, 0, 0, 0, 0x10, 0};
+  for (std::size_t n : {0u, 1u, 11u, 120u}) {
+    CAPTURE(n);
+    std::vector<BsonView> first;
+    for (std::size_t i = 0; i < n; ++i) first.push_back(docs[i]->view());
+    std::vector<BsonView> second = {docs[3]->view(), BsonView{broken, 6}, docs[4]->view()};
+    std::vector<DocumentSequence> seqs = {{"documents", first}, {"x", second}, {"empty", {}}};
+    CommandView v;
+    v.body = body.view();
+    v.sequences = &seqs;
+    const BsonBytes expect = libbson_merge(v);
+    CHECK(merged_command(v) == expect);
+    // A spare buffer with old contents: overwritten, and reused when large enough.
+    BsonBytes spare(200, 0xee);
+    spare.reserve(1 << 16);
+    const std::uint8_t* storage = spare.data();
+    const BsonBytes again = merged_command(v, std::move(spare));
+    CHECK(again == expect);
+    CHECK(again.data() == storage);
+  }
+  // A body that is not framed: the empty document, as before.
+  CommandView bad;
+  const std::uint8_t junk[5] = {7, 0, 0, 0, 0};
+  bad.body = BsonView{junk, 5};
+  std::vector<DocumentSequence> none;
+  bad.sequences = &none;
+  CHECK(merged_command(bad) == BsonBytes{5, 0, 0, 0, 0});
 }
