@@ -361,7 +361,9 @@ TEST_CASE("a callback sink receives events on the sink thread") {
 
 TEST_CASE("the sink thread runs as SCHED_IDLE: it renders only on a core nothing else wants") {
   monitor::Stats stats;
-  sinks::Dispatcher d(stats);
+  sinks::DispatcherOptions o;
+  o.tick = 10s;  // the rescuer would step in only after two ticks: the sink thread delivers
+  sinks::Dispatcher d(stats, o);
   std::atomic<int> policy{-1};
   d.add(std::make_shared<sinks::CallbackSink>(
       [&](const sinks::RenderedEvent&) { policy.store(::sched_getscheduler(0)); }));
