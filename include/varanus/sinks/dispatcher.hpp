@@ -32,7 +32,8 @@
 // page cache never take CPU from an I/O thread, the client or mongod on the
 // same host. Should every core stay busy, that thread would starve; a second
 // thread, the *rescuer* (SCHED_BATCH, an ordinary share of the CPU), sleeps
-// until the ring is a quarter full and then drains it itself. One mutex
+// until the ring is a quarter full, or events have waited across two of its
+// ticks with no batch taken, and then drains it itself. One mutex
 // makes whichever of the two holds it the consumer (sinks and the render
 // cache are single-threaded; order is kept); the sink thread checks before
 // every event whether the rescuer wants the ring and steps aside.
@@ -130,8 +131,9 @@ class Dispatcher final : public monitor::EventOutput {
   std::uint64_t wakeups() const noexcept { return wakeups_.load(std::memory_order_relaxed); }
   /// True when a sink thread runs (start() was called with a sink registered).
   bool running() const noexcept { return thread_.joinable(); }
-  /// Times the rescuer found the ring a quarter full (the SCHED_IDLE sink
-  /// thread starved of CPU) and drained it at normal priority.
+  /// Times the rescuer took the ring from the starved SCHED_IDLE sink thread
+  /// (a quarter full, or events waiting across two of its ticks) and
+  /// drained it at normal priority.
   std::uint64_t rescues() const noexcept { return rescues_.load(std::memory_order_relaxed); }
   /// The ring fill at which the rescuer takes over.
   std::size_t rescue_threshold() const noexcept { return std::max<std::size_t>(capacity() / 4, 1); }
