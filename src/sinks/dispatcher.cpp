@@ -68,26 +68,24 @@ inline std::uint32_t* futex_word(std::atomic<std::uint32_t>& a) noexcept {
   return reinterpret_cast<std::uint32_t*>(&a);
 }
 
-}  // namespace
-
-void Dispatcher::wake() noexcept {
-  ::syscall(SYS_futex, futex_word(state_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+void futex_wake(std::atomic<std::uint32_t>& word) noexcept {
+  ::syscall(SYS_futex, futex_word(word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
 }
 
-void Dispatcher::wake_rescuer() noexcept {
-  ::syscall(SYS_futex, futex_word(rescueState_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
-}
-
-void Dispatcher::sleep_until_woken(std::uint32_t asleep,
-                                   std::chrono::microseconds timeout) noexcept {
+/// Sleeps while `word` == `asleep`, at most `timeout`. Returns at the
+/// timeout (true), on a wake, at once when the word already changed, or on
+/// a signal: every case is handled by the caller looking again.
+bool futex_sleep(std::atomic<std::uint32_t>& word, std::uint32_t asleep,
+                 std::chrono::microseconds timeout) noexcept {
   const auto us = std::max<std::int64_t>(timeout.count(), 1);
   timespec ts{};
   ts.tv_sec = static_cast<time_t>(us / 1'000'000);
   ts.tv_nsec = static_cast<long>((us % 1'000'000) * 1000);
-  // Returns at the timeout, on a wake, at once when state_ != asleep, or on
-  // a signal: every case is handled by the caller looking again.
-  ::syscall(SYS_futex, futex_word(state_), FUTEX_WAIT_PRIVATE, asleep, &ts, nullptr, 0);
+  return ::syscall(SYS_futex, futex_word(word), FUTEX_WAIT_PRIVATE, asleep, &ts, nullptr, 0) != 0 &&
+         errno == ETIMEDOUT;
 }
+
+}  // namespace
 
 Dispatcher::Dispatcher(monitor::Stats& stats, DispatcherOptions options)
     : stats_(stats), options_(std::move(options)) {
@@ -95,6 +93,7 @@ Dispatcher::Dispatcher(monitor::Stats& stats, DispatcherOptions options)
   // first sink: with none, nothing is ever queued.
   mask_ = std::bit_ceil(std::max<std::size_t>(options_.queueSize, 2)) - 1;
   if (options_.batchSize == 0) options_.batchSize = 1;
+  // The first drop warns at once; later ones at most once per interval.
   windowStart_ = std::chrono::steady_clock::now();
   lastWarning_ = windowStart_ - options_.dropWarningInterval;
 }
@@ -132,9 +131,6 @@ void Dispatcher::start() {
   if (started_ || stopped_.load()) return;
   started_ = true;
   if (!hasSinks_) return;  // nothing to deliver to: no thread
-  // The first drop warns at once; later ones at most once per interval.
-  windowStart_ = std::chrono::steady_clock::now();
-  lastWarning_ = windowStart_ - options_.dropWarningInterval;
   thread_ = std::thread([this] {
     if (!options_.idleThread) return;
     // SCHED_IDLE: this thread runs only on a core nothing else wants, so
@@ -219,7 +215,7 @@ void Dispatcher::publish(Event&& event) {
   if (rescueState_.load(std::memory_order_relaxed) == kAsleep && backlog() >= rescue_threshold() &&
       rescueState_.exchange(kBusy) == kAsleep) {
     wakeups_.fetch_add(1, std::memory_order_relaxed);
-    wake_rescuer();
+    futex_wake(rescueState_);
   }
   const std::uint32_t s = state_.load(std::memory_order_relaxed);
   if (s == kBusy) return;
@@ -230,7 +226,7 @@ void Dispatcher::publish(Event&& event) {
   }
   if (state_.exchange(kBusy) != kBusy) {
     wakeups_.fetch_add(1, std::memory_order_relaxed);
-    wake();
+    futex_wake(state_);
   }
 }
 
@@ -239,9 +235,9 @@ void Dispatcher::stop() {
   stopping_.store(true);
   if (thread_.joinable()) {
     state_.store(kBusy);
-    wake();
+    futex_wake(state_);
     rescueState_.store(kBusy);
-    wake_rescuer();
+    futex_wake(rescueState_);
     thread_.join();
     rescuer_.join();
   }
@@ -347,7 +343,7 @@ void Dispatcher::run() {
     if (rescueWanted_.load(std::memory_order_relaxed)) {
       // The rescuer has the ring: look again in a while.
       state_.store(kLingering, std::memory_order_relaxed);
-      sleep_until_woken(kLingering, std::max(options_.linger, std::chrono::microseconds(1000)));
+      futex_sleep(state_, kLingering, std::max(options_.linger, std::chrono::microseconds(1000)));
       state_.store(kBusy, std::memory_order_relaxed);
       continue;
     }
@@ -355,7 +351,7 @@ void Dispatcher::run() {
       // Events are flowing: look again after the linger, unasked.
       delivered = false;
       state_.store(kLingering, std::memory_order_relaxed);
-      sleep_until_woken(kLingering, options_.linger);
+      futex_sleep(state_, kLingering, options_.linger);
       state_.store(kBusy, std::memory_order_relaxed);
       continue;
     }
@@ -363,8 +359,8 @@ void Dispatcher::run() {
     state_.store(kAsleep, std::memory_order_relaxed);
     full_fence();
     if (ring_empty() && !stopping_.load())
-      sleep_until_woken(kAsleep,
-                        std::chrono::duration_cast<std::chrono::microseconds>(options_.tick));
+      futex_sleep(state_, kAsleep,
+                  std::chrono::duration_cast<std::chrono::microseconds>(options_.tick));
     state_.store(kBusy, std::memory_order_relaxed);
   }
 }
@@ -376,15 +372,9 @@ void Dispatcher::rescue_run() {
     rescueState_.store(kAsleep, std::memory_order_relaxed);
     full_fence();
     bool looked = false;  // a timed look, not a wake
-    if (!stopping_.load() && backlog() < rescue_threshold()) {
-      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(options_.tick).count();
-      timespec ts{};
-      ts.tv_sec = static_cast<time_t>(us / 1'000'000);
-      ts.tv_nsec = static_cast<long>((us % 1'000'000) * 1000);
-      looked = ::syscall(SYS_futex, futex_word(rescueState_), FUTEX_WAIT_PRIVATE, kAsleep, &ts,
-                         nullptr, 0) != 0 &&
-               errno == ETIMEDOUT;
-    }
+    if (!stopping_.load() && backlog() < rescue_threshold())
+      looked = futex_sleep(rescueState_, kAsleep,
+                           std::chrono::duration_cast<std::chrono::microseconds>(options_.tick));
     rescueState_.store(kBusy, std::memory_order_relaxed);
     if (stopping_.load()) break;
     // Two reasons to step in: a quarter of the ring waiting, or events
@@ -401,7 +391,6 @@ void Dispatcher::rescue_run() {
     rescueWanted_.store(true, std::memory_order_relaxed);
     {
       std::lock_guard lock(consume_);
-      rescues_.fetch_add(1, std::memory_order_relaxed);
       stats_.add(stats_.sinkRescues);
       while (!stopping_.load() && drain_batch(false) != 0) {
       }

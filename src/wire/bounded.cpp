@@ -10,9 +10,9 @@
 #include "varanus/wire/bounded.hpp"
 
 #include <algorithm>
-#include <bit>
 #include <cstdint>
 
+#include "bytes.hpp"
 #include "varanus/wire/bson_walk.hpp"
 
 namespace varanus::wire {
@@ -206,14 +206,7 @@ BoundedBytes finish(const Copier& c, bson_t* out) {
 BoundedBytes bounded_copy(BsonView doc, const CopyBound& bound, BsonBytes spare) {
   if (!bson_framed(doc)) return invalid();
   if (bound.unlimited() || doc.size <= kWholeFactor * bound.jsonLength) {
-    if (spare.capacity() < doc.size) {
-      // Rounded up to a power of two (at least 128): the buffers handed
-      // around between commands and replies settle into a few sizes that
-      // fit each other, instead of each slightly larger document
-      // reallocating.
-      spare = BsonBytes();
-      spare.reserve(std::bit_ceil(std::max<std::size_t>(doc.size, 128)));
-    }
+    detail::reserve_reusable(spare, doc.size);
     spare.assign(doc.data, doc.data + doc.size);
     return {std::move(spare), false, false};
   }

@@ -1,6 +1,8 @@
 // Little-endian loads/stores and a bounds-checked cursor, private to wire.
 #pragma once
 
+#include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -45,6 +47,17 @@ inline void store_u32(std::uint8_t* p, std::uint32_t v) noexcept {
   p[1] = static_cast<std::uint8_t>(v >> 8);
   p[2] = static_cast<std::uint8_t>(v >> 16);
   p[3] = static_cast<std::uint8_t>(v >> 24);
+}
+
+/// Makes `buf` hold at least `n` bytes, reusing it when it already can.
+/// Grown buffers are rounded up to a power of two (at least 128): the
+/// buffers handed around between commands and replies settle into a few
+/// sizes that fit each other, instead of each slightly larger document
+/// reallocating. Contents are not kept.
+inline void reserve_reusable(std::vector<std::uint8_t>& buf, std::size_t n) {
+  if (buf.capacity() >= n) return;
+  std::vector<std::uint8_t>().swap(buf);
+  buf.reserve(std::bit_ceil(std::max<std::size_t>(n, 128)));
 }
 
 inline Error make_error(Errc code, std::size_t offset, std::string detail) {

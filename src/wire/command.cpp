@@ -2,8 +2,6 @@
 // and command, from whichever opcode carried the request.
 #include "varanus/wire/command.hpp"
 
-#include <algorithm>
-#include <bit>
 #include <charconv>
 #include <cstring>
 #include <string>
@@ -101,17 +99,11 @@ BsonBytes merged_command(const CommandView& view, BsonBytes spare) {
       for (const BsonView& d : seq.documents) total += d.size + 12;
     }
   }
-  if (out.capacity() < total) {
-    out = BsonBytes();
-    out.reserve(std::bit_ceil(std::max<std::size_t>(total, 128)));
-  }
+  detail::reserve_reusable(out, total);
   out.insert(out.end(), view.body.data, view.body.data + view.body.size - 1);
+  // A document's length, from `at` to the end of what is written so far.
   const auto put_len = [&out](std::size_t at) {
-    const auto n = static_cast<std::uint32_t>(out.size() - at);
-    out[at] = static_cast<std::uint8_t>(n);
-    out[at + 1] = static_cast<std::uint8_t>(n >> 8);
-    out[at + 2] = static_cast<std::uint8_t>(n >> 16);
-    out[at + 3] = static_cast<std::uint8_t>(n >> 24);
+    detail::store_u32(out.data() + at, static_cast<std::uint32_t>(out.size() - at));
   };
   if (view.sequences != nullptr) {
     for (const DocumentSequence& seq : *view.sequences) {

@@ -134,7 +134,9 @@ class Dispatcher final : public monitor::EventOutput {
   /// Times the rescuer took the ring from the starved SCHED_IDLE sink thread
   /// (a quarter full, or events waiting across two of its ticks) and
   /// drained it at normal priority.
-  std::uint64_t rescues() const noexcept { return rescues_.load(std::memory_order_relaxed); }
+  std::uint64_t rescues() const noexcept {
+    return static_cast<std::uint64_t>(stats_.sinkRescues.load(std::memory_order_relaxed));
+  }
   /// The ring fill at which the rescuer takes over.
   std::size_t rescue_threshold() const noexcept { return std::max<std::size_t>(capacity() / 4, 1); }
 
@@ -166,9 +168,6 @@ class Dispatcher final : public monitor::EventOutput {
   void flush_all();
   void housekeeping(std::chrono::steady_clock::time_point now, bool force);
   void diag(std::string_view line);
-  void wake() noexcept;
-  void wake_rescuer() noexcept;
-  void sleep_until_woken(std::uint32_t asleep, std::chrono::microseconds timeout) noexcept;
 
   monitor::Stats& stats_;
   DispatcherOptions options_;
@@ -189,10 +188,10 @@ class Dispatcher final : public monitor::EventOutput {
   std::atomic<std::uint64_t> droppedPending_{0};  // not yet added to the sinks' counts
   std::atomic<std::uint64_t> droppedTotal_{0};
   std::atomic<std::uint64_t> wakeups_{0};
-  // The rescuer's futex word (kBusy / kAsleep), and its request for the ring.
+  // The rescuer's futex word (kBusy / kAsleep), and its request for the ring
+  // (its take-overs are counted in Stats::sinkRescues).
   alignas(64) std::atomic<std::uint32_t> rescueState_{0};
   std::atomic<bool> rescueWanted_{false};
-  std::atomic<std::uint64_t> rescues_{0};
 
   bool hasSinks_ = false;
   std::thread thread_;
