@@ -263,13 +263,15 @@ BoundedBytes bounded_merged_command(const CommandView& view, const CopyBound& bo
         c.omit();
         break;
       }
+      // A document that cannot be walked is left out without using up an
+      // index, as merged_command does: the array's keys stay 0, 1, 2, ...
+      bson_t doc;
+      bson_iter_t dit;
+      if (!d.init_static(&doc) || !bson_iter_init(&dit, &doc)) continue;
       const char* key = nullptr;
       const std::size_t klen = bson_uint32_to_string(i++, &key, keybuf, sizeof keybuf);
       c.key(klen, true, i == 1);
       c.open();
-      bson_t doc;
-      bson_iter_t dit;
-      if (!d.init_static(&doc) || !bson_iter_init(&dit, &doc)) continue;
       bson_t sub;
       bson_append_document_begin(&arr, key, static_cast<int>(klen), &sub);
       c.members(dit, &sub, false, 1);
