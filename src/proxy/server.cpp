@@ -87,6 +87,26 @@ std::string errno_text(int err) {
   return std::system_category().message(err);
 }
 
+/// Sends as much of `bytes` as the non-blocking socket takes now.
+struct Sent {
+  std::size_t bytes = 0;
+  int error = 0;  ///< errno of a failed send (not EAGAIN: that only stops it)
+};
+Sent send_some(int fd, std::span<const std::uint8_t> bytes) noexcept {
+  Sent r;
+  while (r.bytes < bytes.size()) {
+    const ssize_t w = ::send(fd, bytes.data() + r.bytes, bytes.size() - r.bytes, MSG_NOSIGNAL);
+    if (w >= 0) {
+      r.bytes += static_cast<std::size_t>(w);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) r.error = errno;
+    break;
+  }
+  return r;
+}
+
 [[noreturn]] void throw_errno(int err, const char* what) {
   throw std::system_error(err, std::system_category(), what);
 }
@@ -273,7 +293,7 @@ struct Worker {
   std::unique_ptr<std::uint8_t[]> buffer;
   std::size_t bufferUsed = 0;  // bytes held for sending or inspection
   struct Held {
-    Session* session;  // null once sent by Session::finish
+    Session* session;
     std::uint32_t offset;
     std::uint32_t size;
     bool toUpstream;
@@ -382,9 +402,6 @@ class Session {
   void connect_timed_out();
   /// Sends bytes read earlier from the other side (Worker::send_held).
   void send_held(Side to, std::span<const std::uint8_t> bytes);
-  /// finish(): what this session still holds goes out now, as far as the
-  /// sockets take it.
-  void send_held_now(Side to, std::span<const std::uint8_t> bytes) noexcept;
   /// Hands bytes read earlier (Worker::inspect_deferred) to the inspector.
   void inspect(Side from, std::span<const std::uint8_t> bytes, monitor::Clock readAt);
   void resolved(std::vector<SockAddr> addresses, int gaiError, std::string gaiMessage);
@@ -965,23 +982,13 @@ void Session::send_held(Side to, std::span<const std::uint8_t> bytes) {
   Peer& dst = peers_[to];
   dst.held = false;
   // dst.out is empty: the source was read only with nothing waiting for dst.
-  std::size_t sent = 0;
-  while (sent < bytes.size()) {
-    const ssize_t w = ::send(dst.fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-    if (w >= 0) {
-      sent += static_cast<std::size_t>(w);
-      continue;
-    }
-    const int err = errno;
-    if (err == EINTR) continue;
-    if (err != EAGAIN && err != EWOULDBLOCK)
-      return fail(std::string(name(to)) + " write failed: " + errno_text(err));
-    break;
-  }
-  if (sent < bytes.size()) {
+  const Sent sent = send_some(dst.fd, bytes);
+  if (sent.error != 0)
+    return fail(std::string(name(to)) + " write failed: " + errno_text(sent.error));
+  if (sent.bytes < bytes.size()) {
     // The rest waits for EPOLLOUT; the source stays unread until then.
     dst.writable = false;
-    dst.out.assign(bytes.subspan(sent));
+    dst.out.assign(bytes.subspan(sent.bytes));
     return;
   }
   const Side from = other(to);
@@ -996,34 +1003,17 @@ void Session::send_held(Side to, std::span<const std::uint8_t> bytes) {
   if (done_both_ways()) finish();
 }
 
-void Session::send_held_now(Side to, std::span<const std::uint8_t> bytes) noexcept {
-  Peer& dst = peers_[to];
-  dst.held = false;
-  while (!bytes.empty() && dst.fd >= 0) {
-    const ssize_t w = ::send(dst.fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) break;
-    bytes = bytes.subspan(static_cast<std::size_t>(w));
-  }
-}
-
 bool Session::flush(Side to) {
   Peer& dst = peers_[to];
-  while (!dst.out.empty()) {
-    const auto bytes = dst.out.pending();
-    const ssize_t w = ::send(dst.fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (w >= 0) {
-      dst.out.consume(static_cast<std::size_t>(w));
-      continue;
-    }
-    const int err = errno;
-    if (err == EINTR) continue;
-    if (err == EAGAIN || err == EWOULDBLOCK) {
-      dst.writable = false;
-      return true;
-    }
-    fail(std::string(name(to)) + " write failed: " + errno_text(err));
+  const Sent sent = send_some(dst.fd, dst.out.pending());
+  dst.out.consume(sent.bytes);
+  if (sent.error != 0) {
+    fail(std::string(name(to)) + " write failed: " + errno_text(sent.error));
     return false;
+  }
+  if (!dst.out.empty()) {
+    dst.writable = false;
+    return true;
   }
   // Flushed: an EOF that came from the other side can be passed on now.
   if (peers_[other(to)].eof) pass_eof(to);
@@ -1053,11 +1043,10 @@ void Session::finish() {
   worker_.timer_remove(this);
   // Bytes read before the end are passed on, as far as the sockets take them.
   if (peers_[client].held || peers_[upstream].held) {
-    for (Worker::Held& h : worker_.held) {
-      if (h.session != this) continue;
-      h.session = nullptr;
-      send_held_now(h.toUpstream ? upstream : client, {worker_.buffer.get() + h.offset, h.size});
-    }
+    for (const Worker::Held& h : worker_.held)
+      if (h.session == this)
+        send_some(peers_[h.toUpstream ? upstream : client].fd,
+                  {worker_.buffer.get() + h.offset, h.size});
   }
   for (Peer& p : peers_) {
     if (p.fd >= 0) ::close(p.fd);  // also removes it from the epoll set
@@ -1085,7 +1074,7 @@ void Worker::send_held() {
   // A send never reads: nothing is added to `held` while it is walked.
   for (std::size_t i = 0; i < held.size(); ++i) {
     const Held h = held[i];
-    if (h.session != nullptr && h.session->state != Session::State::done)
+    if (h.session->state != Session::State::done)
       h.session->send_held(h.toUpstream ? Session::upstream : Session::client,
                            {buffer.get() + h.offset, h.size});
   }
