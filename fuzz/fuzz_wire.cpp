@@ -1,5 +1,7 @@
 // libFuzzer target over the whole pure wire path a proxy runs on untrusted
-// bytes: FrameReader (in fuzzer-chosen chunks) -> decode (with and without
+// bytes: FrameReader (in fuzzer-chosen chunks, with and without a sparse
+// budget, so large OP_MSG frames also go through the streaming reducer of
+// sparse.hpp) -> decode (with and without
 // BSON validation) -> command_view -> merged_command -> append_relaxed_json
 // (bounded and unbounded). Any crash, leak, out-of-bounds read or UB fails.
 #include <cstddef>
@@ -71,13 +73,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   exercise(stream, budget);  // the input as one frame
 
+  // The plain reader, and one whose small sparse budget (64..2104 bytes)
+  // reduces any OP_MSG frame above four times it while it streams in.
   w::FrameReader reader(kMax);
+  w::FrameReader sparse(kMax, 64 + static_cast<std::size_t>(data[0]) * 8);
   for (std::size_t pos = 0; pos < stream.size(); pos += chunk) {
-    reader.feed(stream.subspan(pos, std::min(chunk, stream.size() - pos)));
-    for (;;) {
-      auto n = reader.next();
-      if (n.status != w::FrameStatus::frame) break;
-      exercise(n.frame, budget);
+    const auto piece = stream.subspan(pos, std::min(chunk, stream.size() - pos));
+    for (w::FrameReader* r : {&reader, &sparse}) {
+      r->feed(piece);
+      for (;;) {
+        auto n = r->next();
+        if (n.status != w::FrameStatus::frame) break;
+        exercise(n.frame, budget);
+      }
     }
   }
   return 0;

@@ -54,12 +54,24 @@ std::string string_key(wire::BsonView body, const char* key) {
 
 }  // namespace
 
+std::size_t sparse_budget(const TrackerOptions& o) noexcept {
+  constexpr std::size_t kMin = 64 * 1024;
+  if (!o.captureDocuments) return kMin;  // only small fields are read
+  // Whole documents, or type names (shown past a string of any length):
+  // every byte may be needed.
+  if (o.documentBound.unlimited() || o.documentBound.typeNames) return 0;
+  // Far more than any rendering of jsonLength characters reads (a BSON
+  // byte renders to more than 1/32 of a character of JSON), so events
+  // keep the same bounded copies (tests/wire/sparse_test.cpp).
+  return std::max(kMin, 32 * o.documentBound.jsonLength);
+}
+
 Tracker::Tracker(ConnectionInfoPtr info, EventOutput& out, TrackerOptions options)
     : info_(std::move(info)),
       out_(out),
       options_(options),
-      fromClient_(options.maxMessageSize),
-      fromServer_(options.maxMessageSize) {}
+      fromClient_(options.maxMessageSize, sparse_budget(options)),
+      fromServer_(options.maxMessageSize, sparse_budget(options)) {}
 
 Event Tracker::make_event(EventType type, Clock now) const {
   Event e;

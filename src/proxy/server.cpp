@@ -180,6 +180,8 @@ class NullInspector final : public Inspector {
 // these (pointers are never this small).
 constexpr std::uint64_t kWakeTag = 0;
 constexpr std::uint64_t kListenTag = 2;
+// Connections accepted per listener event, at most.
+constexpr int kAcceptBatch = 8;
 
 }  // namespace
 
@@ -242,7 +244,8 @@ struct ServerState {
               Diagnostics d);
   ~ServerState();
 
-  void accept_ready();
+  /// Accepts one connection; false when none was waiting (or accept failed).
+  bool accept_ready();
 };
 }  // namespace detail
 
@@ -497,22 +500,21 @@ detail::ServerState::~ServerState() {
   if (listenFd >= 0) ::close(listenFd);
 }
 
-void detail::ServerState::accept_ready() {
-  // Level-triggered listener: one accept per event keeps every loop round
-  // short; more pending connections are reported again at once.
+bool detail::ServerState::accept_ready() {
   SockAddr peer;
   peer.length = sizeof peer.storage;
   const int fd = ::accept4(listenFd, reinterpret_cast<sockaddr*>(&peer.storage), &peer.length,
                            SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
-    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED) return;
+    if (err == EINTR || err == ECONNABORTED) return true;  // the next one may be there
+    if (err == EAGAIN || err == EWOULDBLOCK) return false;
     // EMFILE and friends: say so, back off a little instead of spinning.
     diag("varanus: accept failed: " + errno_text(err));
     Worker& w0 = *workers.front();
     ::epoll_ctl(w0.epfd, EPOLL_CTL_DEL, listenFd, nullptr);
     w0.listenPausedUntil = steady::now() + std::chrono::milliseconds(100);
-    return;
+    return false;
   }
   set_nodelay(fd);
   stats.add(stats.connectionsAccepted);
@@ -524,6 +526,7 @@ void detail::ServerState::accept_ready() {
   } else {
     w.post_connection(fd, peer);
   }
+  return true;
 }
 
 // ---- Worker ----------------------------------------------------------------------
@@ -719,7 +722,9 @@ void Worker::run() {
       if (tag == kWakeTag) {
         wake = true;
       } else if (tag == kListenTag) {
-        if (server.listenFd >= 0) server.accept_ready();
+        // Level-triggered: whatever is left past the batch is reported again.
+        for (int k = 0; k < kAcceptBatch && server.listenFd >= 0 && server.accept_ready(); ++k) {
+        }
       } else {
         auto* s = reinterpret_cast<Session*>(tag & ~std::uint64_t{1});
         if (s->state != Session::State::done)

@@ -538,3 +538,76 @@ TEST_CASE("document buffers handed back by the output are reused for the next co
   CHECK(out.events[7].document.data() != out.handedBack[6]);
   CHECK(out.events[7].document.capacity() < (1u << 20));
 }
+
+TEST_CASE("large messages split across reads are inspected sparsely, with the same events") {
+  // One tracker gets every frame in one piece (inspected in place), the
+  // other in 16 KiB reads (a 1 MB frame then streams through sparse
+  // framing, never buffered whole). The events must be the same.
+  monitor::TrackerOptions options;
+  options.documentBound = {1000, false};
+  REQUIRE(monitor::sparse_budget(options) == 64 * 1024);
+  struct Side {
+    Recorder out;
+    monitor::Tracker tracker;
+    explicit Side(const monitor::TrackerOptions& o)
+        : tracker(std::make_shared<monitor::ConnectionInfo>(
+                      monitor::ConnectionInfo{1, "127.0.0.1:50000", "127.0.0.1:27017", "", "", {}}),
+                  out, o) {}
+  };
+  Side whole(options), split(options);
+  FakeTime clock;
+  auto both = [&](bool fromClient, const wire::Frame& f, std::chrono::microseconds t) {
+    if (fromClient)
+      whole.tracker.client_data(f, clock.at(t));
+    else
+      whole.tracker.server_data(f, clock.at(t));
+    for (std::size_t at = 0; at < f.size(); at += 16384) {
+      const auto part = std::span(f).subspan(at, std::min<std::size_t>(16384, f.size() - at));
+      if (fromClient)
+        split.tracker.client_data(part, clock.at(t));
+      else
+        split.tracker.server_data(part, clock.at(t));
+    }
+  };
+  // A 1 MB insert in a kind-1 sequence, acknowledged.
+  Doc body(R"({"insert": "big", "ordered": true, "$db": "bench"})");
+  const std::string pad(1000, 'x');
+  std::string docs = "{\"_id\": 1, \"payload\": \"" + std::string(1'000'000, 'y') + "\"}";
+  Doc doc(docs);
+  const wire::DocumentSequence seq{"documents", {doc.view()}};
+  both(true, wire::build_op_msg(5, 0, 0, body.view(), std::span(&seq, 1)), 0us);
+  both(false, msg(900, 5, R"({"n": 1, "ok": 1})"), 10us);
+  // An exhaust getMore: two 1 MB batches with moreToCome, then the last.
+  auto batch = [&](std::int64_t id) {
+    std::string j = "{\"cursor\": {\"nextBatch\": [";
+    for (int i = 0; i < 900; ++i)
+      j += (i ? ",{\"_id\": " : "{\"_id\": ") + std::to_string(i) + ", \"pad\": \"" + pad + "\"}";
+    return j + "], \"id\": " + std::to_string(id) + ", \"ns\": \"bench.c\"}, \"ok\": 1}";
+  };
+  both(true,
+       msg(6, 0, R"({"getMore": {"$numberLong": "77"}, "collection": "c", "$db": "bench"})",
+           wire::kExhaustAllowed),
+       20us);
+  both(false, msg(901, 6, batch(77), wire::kMoreToCome), 30us);
+  both(false, msg(902, 901, batch(77), wire::kMoreToCome), 40us);
+  both(false, msg(903, 902, batch(0)), 50us);
+  CHECK(whole.tracker.sparse_frames() == 0);
+  CHECK(split.tracker.sparse_frames() == 4);
+  const auto a = whole.out.commands();
+  const auto b = split.out.commands();
+  REQUIRE(a.size() == 8);
+  REQUIRE(b.size() == a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(i);
+    CHECK(a[i].type == b[i].type);
+    CHECK(a[i].commandName == b[i].commandName);
+    CHECK(a[i].requestId == b[i].requestId);
+    CHECK(a[i].exhaust == b[i].exhaust);
+    CHECK(a[i].durationMicros == b[i].durationMicros);
+    CHECK(a[i].document == b[i].document);
+    CHECK(a[i].documentCut == b[i].documentCut);
+    CHECK(a[i].documentOmitted == b[i].documentOmitted);
+  }
+  CHECK(b.back().type == EventType::commandSucceeded);
+  CHECK(b[7].commandName == "getMore");
+}

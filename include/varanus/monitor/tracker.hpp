@@ -44,6 +44,12 @@ struct TrackerOptions {
   wire::CopyBound documentBound;
 };
 
+/// The sparse framing budget (wire/sparse.hpp) the Tracker uses with these
+/// options: 0 (buffer large messages whole) when events keep whole
+/// documents or type-name renderings; else max(64 KiB, 32 x jsonLength).
+/// Messages over 4 x the budget are then inspected without buffering them.
+std::size_t sparse_budget(const TrackerOptions& o) noexcept;
+
 struct Clock {
   std::chrono::steady_clock::time_point mono;  ///< for durations
   std::chrono::system_clock::time_point wall;  ///< for `t`
@@ -74,6 +80,10 @@ class Tracker {
   /// False once a frame failed to decode or framing failed: the proxy keeps
   /// relaying, the tracker ignores further bytes. `why` names the cause.
   bool inspecting() const noexcept { return inspecting_; }
+  /// Large messages inspected sparsely (never buffered whole), both ways.
+  std::uint64_t sparse_frames() const noexcept {
+    return fromClient_.sparse_frames() + fromServer_.sparse_frames();
+  }
   const std::string& stop_reason() const noexcept { return stopReason_; }
   const TrackerStats& stats() const noexcept { return stats_; }
   const ConnectionInfoPtr& info() const noexcept { return info_; }

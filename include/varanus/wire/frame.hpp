@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "varanus/wire/message.hpp"
+#include "varanus/wire/sparse.hpp"
 
 namespace varanus::wire {
 
@@ -32,9 +33,16 @@ FrameCheck check_frame(std::span<const std::uint8_t> buffered,
 /// start of a frame that continues in a later feed() is buffered (and a
 /// buffer grown for a large frame is released once that frame is handed out,
 /// so a connection that once carried 48 MB does not keep 48 MB).
+///
+/// With a sparse budget, an OP_MSG frame longer than 4 x budget that has to
+/// be buffered is reduced as it streams in instead (sparse.hpp): what is
+/// handed out is a smaller valid frame (Next::reduced), and what the frame
+/// holds past the budget is never copied. Other opcodes (OP_COMPRESSED,
+/// legacy) are buffered whole as before.
 class FrameReader {
  public:
-  explicit FrameReader(std::int32_t maxMessageSize = kDefaultMaxMessageSize);
+  explicit FrameReader(std::int32_t maxMessageSize = kDefaultMaxMessageSize,
+                       std::size_t sparseBudget = 0);
 
   /// Takes the next bytes of the stream. They are not copied yet: they must
   /// stay valid until next() has returned need_more (or error), which is
@@ -46,6 +54,7 @@ class FrameReader {
     FrameStatus status = FrameStatus::need_more;
     std::span<const std::uint8_t> frame;  ///< valid until the next feed() or next()
     std::optional<Error> error;           ///< offset is relative to the stream start
+    bool reduced = false;                 ///< a sparse frame that left something out (see above)
   };
   /// The next complete frame, need_more, or the (sticky) error.
   Next next();
@@ -53,7 +62,11 @@ class FrameReader {
   /// Bytes of the stream handed out as frames so far.
   std::uint64_t consumed() const noexcept { return consumed_; }
   /// Bytes given but not yet part of a returned frame.
-  std::size_t buffered() const noexcept { return buf_.size() - start_ + in_.size(); }
+  std::size_t buffered() const noexcept {
+    return buf_.size() - start_ + in_.size() + (sparse_ ? sparse_->frame().size() : 0);
+  }
+  /// Frames reduced (sparse) so far.
+  std::uint64_t sparse_frames() const noexcept { return sparseFrames_; }
   bool failed() const noexcept { return error_.has_value(); }
 
  private:
@@ -61,6 +74,9 @@ class FrameReader {
   void compact();            // drops what was handed out from buf_
   void stash();              // copies the unread input into buf_
   void take(std::size_t n);  // moves up to n bytes of input into buf_
+  bool sparse_eligible(std::uint32_t length) const noexcept;
+  Next start_sparse(std::span<const std::uint8_t> first, std::uint32_t length);
+  Next next_sparse();
 
   std::int32_t max_;
   std::vector<std::uint8_t> buf_;     // input kept for later: a frame that continues in later input
@@ -68,6 +84,10 @@ class FrameReader {
   std::span<const std::uint8_t> in_;  // fed, not yet looked at
   std::uint64_t consumed_ = 0;
   std::optional<Error> error_;
+  std::size_t sparseBudget_ = 0;
+  std::optional<SparseMsg> sparse_;  // the frame being reduced, or the one handed out
+  std::uint32_t sparseLength_ = 0;
+  std::uint64_t sparseFrames_ = 0;
 };
 
 }  // namespace varanus::wire
