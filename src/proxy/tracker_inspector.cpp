@@ -17,33 +17,39 @@ class TrackerInspector final : public Inspector {
   void opened(monitor::Clock now) override { tracker_.opened(now); }
   void client_data(std::span<const std::uint8_t> bytes, monitor::Clock now) override {
     tracker_.client_data(bytes, now);
-    count_commands();
+    count();
   }
   void server_data(std::span<const std::uint8_t> bytes, monitor::Clock now) override {
     tracker_.server_data(bytes, now);
-    count_commands();
+    count();
   }
   void closed(std::string_view reason, monitor::Clock now) override {
     tracker_.closed(reason, now);
-    count_commands();
+    count();
   }
   bool inspecting() const noexcept override { return tracker_.inspecting(); }
   std::string_view stop_reason() const noexcept override { return tracker_.stop_reason(); }
 
  private:
-  // Stats::commands follows the tracker's own count; one relaxed add per
-  // read that started commands, none otherwise.
-  void count_commands() noexcept {
-    const std::uint64_t now = tracker_.stats().commands;
-    if (now != counted_) {
-      stats_.add(stats_.commands, static_cast<std::int64_t>(now - counted_));
-      counted_ = now;
+  // Stats::commands and sparseFrames follow the tracker's own counts; a
+  // relaxed add only for a read that changed them.
+  void count() noexcept {
+    const std::uint64_t commands = tracker_.stats().commands;
+    if (commands != counted_) {
+      stats_.add(stats_.commands, static_cast<std::int64_t>(commands - counted_));
+      counted_ = commands;
+    }
+    const std::uint64_t sparse = tracker_.sparse_frames();
+    if (sparse != sparseCounted_) {
+      stats_.add(stats_.sparseFrames, static_cast<std::int64_t>(sparse - sparseCounted_));
+      sparseCounted_ = sparse;
     }
   }
 
   monitor::Tracker tracker_;
   monitor::Stats& stats_;
   std::uint64_t counted_ = 0;
+  std::uint64_t sparseCounted_ = 0;
 };
 
 }  // namespace

@@ -4,7 +4,8 @@ varanus-stub: file contents parsed and counted against the driver's own
 command monitoring, both formats, filters, `values` redaction, UDP,
 /metrics scraped, rotation and SIGHUP reopen, and a TCP collector that
 stops reading (the driver's latency unchanged, drops counted) and comes
-back (events flow again).
+back (events flow again); messages of 5-25 MB relayed intact with the right
+events, inspected sparsely (peak RSS, varanus_sparse_frames_total).
 
     test_sinks_proxy.py VARANUS_BIN STUB_BIN [unittest args]
 
@@ -224,6 +225,60 @@ class SinksThroughProxy(unittest.TestCase):
             with open(counts) as f:
                 got = json.load(f)
             self.assertIn(got.get("plugin-app"), (4, 5), got)  # + endSessions
+
+    def test_large_messages_relayed_whole_inspected_sparsely(self):
+        """A 25 MB insert, 15 + 10 MB of find/getMore batches and a 5 MB
+        failing command: relayed byte for byte, their events right (ok read
+        past megabytes of documents), inspected without buffering them."""
+        def hwm_kib(pid):
+            with open(f"/proc/{pid}/status") as f:
+                return int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1))
+
+        with tempfile.TemporaryDirectory() as tmp:
+            log = os.path.join(tmp, "events.log")
+            sinks = {"admin": {"listen": "127.0.0.1:0"}, "outputs": []}
+            with proxy(["--log-file", log], tmp, sinks) as px:
+                client = MongoClient(px.uri(directConnection="true"), appname="big-test")
+                client.admin.command("ping")
+                before = hwm_kib(px.proc.pid)
+                docs = [{"_id": i, "blob": os.urandom(4 << 20), "text": "é" * (500 << 10)}
+                        for i in range(5)]  # ~5 MB each: one 25 MB insert message
+                client.test.big.insert_many(docs)
+                back = list(client.test.big.find().sort("_id", 1))
+                with self.assertRaises(OperationFailure) as failure:
+                    client.test.command("noSuchCommandHere", 1, pad=os.urandom(5 << 20))
+                self.assertEqual(failure.exception.code, 59)
+                client.close()
+                grown = hwm_kib(px.proc.pid) - before
+                metrics = urllib.request.urlopen(f"http://{admin_of(px)}/metrics").read().decode()
+            self.assertEqual(back, docs)  # every byte relayed unchanged
+            # Without sparse inspection the 25 MB message alone was held whole.
+            self.assertLess(grown, 8 << 10, f"peak RSS grew by {grown} KiB")
+            # The insert, the find and getMore replies, the failing command.
+            self.assertIn("varanus_sparse_frames_total 4\n", metrics)
+            self.assertIn("varanus_decode_errors_total 0\n", metrics)
+            self.assertNotIn("inspection stopped", px.stderr())
+
+            lines = [l for l in read_lines(log) if l.get("appName") == "big-test"
+                     and l["event"].startswith("command") and "hello" not in l]
+            by = collections.defaultdict(list)
+            for l in lines:
+                by[(l["commandName"], l["event"])].append(l)
+            insert = by[("insert", "commandStarted")][0]
+            self.assertEqual(insert["command"]["insert"], "big")
+            self.assertEqual(insert["command"]["documents"][0]["_id"], 0)
+            self.assertIs(insert["commandTruncated"], True)
+            self.assertEqual(by[("insert", "commandSucceeded")][0]["reply"]["n"], 5)
+            self.assertEqual(len(by[("find", "commandSucceeded")]), 1)
+            self.assertEqual(len(by[("getMore", "commandSucceeded")]), 1)
+            found = by[("find", "commandSucceeded")][0]
+            self.assertEqual(found["reply"]["cursor"]["firstBatch"][0]["_id"], 0)
+            self.assertIs(found["replyTruncated"], True)
+            self.assertGreater(found["durationMicros"], 0)
+            failed = by[("noSuchCommandHere", "commandFailed")]
+            self.assertEqual(len(failed), 1, lines)
+            self.assertEqual(failed[0]["failure"]["codeName"], "CommandNotFound")
+            self.assertEqual(by[("noSuchCommandHere", "commandSucceeded")], [])
 
     def test_tcp_collector_stops_reading_then_comes_back(self):
         collector = socket.socket()

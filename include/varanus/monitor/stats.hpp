@@ -23,6 +23,8 @@ namespace varanus::monitor {
     "Frames that failed to decode; inspection of that connection stopped, relaying went on")  \
   X(oversizedFrames, "varanus_oversized_frames_total", counter,                               \
     "Frames over the maximum message size; inspection stopped, relaying went on")             \
+  X(sparseFrames, "varanus_sparse_frames_total", counter,                                     \
+    "Large frames inspected as they streamed past, keeping only a bounded part of them")      \
   X(commands, "varanus_commands_started_total", counter, "Command started events emitted")    \
   X(eventsPublished, "varanus_events_published_total", counter, "Events handed to the sinks") \
   X(eventsDropped, "varanus_events_dropped_total", counter,                                   \
