@@ -244,12 +244,13 @@ TEST_CASE("random documents: the reduced frame decodes and bounds to the same co
         case 1:
           BSON_APPEND_DOUBLE(d, key.c_str(), 0.5 * pick(100));
           break;
-        case 2:
-          BSON_APPEND_UTF8(
-              d, key.c_str(),
-              std::string(static_cast<std::size_t>(pick(3000)), 'a' + static_cast<char>(pick(26)))
-                  .c_str());
+        case 2: {
+          // A named string: BSON_APPEND_UTF8 evaluates its value twice.
+          const auto length = static_cast<std::size_t>(pick(3000));
+          const std::string text(length, static_cast<char>('a' + pick(26)));
+          BSON_APPEND_UTF8(d, key.c_str(), text.c_str());
           break;
+        }
         case 3: {
           const Bytes bin(static_cast<std::size_t>(pick(4000)), 7);
           BSON_APPEND_BINARY(d, key.c_str(), BSON_SUBTYPE_BINARY, bin.data(),
