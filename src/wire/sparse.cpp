@@ -289,77 +289,57 @@ std::ptrdiff_t SparseMsg::step_document(const std::uint8_t* p, std::size_t n) {
   std::size_t parsed = header;
   auto need = [&](std::size_t k) { return n >= header + k; };
   auto len_at = [&](std::size_t off) { return std::uint64_t{detail::load_u32(p + header + off)}; };
-  switch (type) {
-    case bson_type::kDouble:
-    case bson_type::kDateTime:
-    case bson_type::kTimestamp:
-    case bson_type::kInt64:
-      value = 8;
-      break;
-    case bson_type::kInt32:
-      value = 4;
-      break;
-    case bson_type::kBool:
-      value = 1;
-      break;
-    case bson_type::kOid:
-      value = 12;
-      break;
-    case bson_type::kDecimal128:
-      value = 16;
-      break;
-    case bson_type::kUndefined:
-    case bson_type::kNull:
-    case bson_type::kMinKey:
-    case bson_type::kMaxKey:
-      value = 0;
-      break;
-    case bson_type::kUtf8:
-    case bson_type::kCode:
-    case bson_type::kSymbol:
-      if (!need(4)) return -1;
-      if (len_at(0) < 1) return fail("string length 0");
-      value = 4 + len_at(0);
-      parsed = header + 4;
-      break;
-    case bson_type::kDbPointer:
-      if (!need(4)) return -1;
-      if (len_at(0) < 1) return fail("string length 0");
-      value = 4 + len_at(0) + 12;
-      parsed = header + 4;
-      break;
-    case bson_type::kDocument:
-    case bson_type::kArray:
-      if (!need(4)) return -1;
-      if (len_at(0) < 5) return fail("document length below 5");
-      value = len_at(0);
-      parsed = header + 4;
-      break;
-    case bson_type::kCodeWScope:
-      if (!need(4)) return -1;
-      if (len_at(0) < 14) return fail("code with scope shorter than 14");
-      value = len_at(0);
-      parsed = header + 4;
-      break;
-    case bson_type::kBinary:
-      if (!need(5)) return -1;
-      value = 5 + len_at(0);
-      parsed = header + 5;
-      break;
-    case bson_type::kRegex: {
-      const std::uint8_t* first = find_nul(p + header, limit - header);
-      const std::uint8_t* second =
-          first ? find_nul(first + 1, limit - static_cast<std::size_t>(first + 1 - p)) : nullptr;
-      if (second == nullptr) {
-        if (limit == end - pos_) return fail("regex not terminated");
-        return -1;
+  if (const int fixed = bson_type::fixed_size(type); fixed >= 0) {
+    value = static_cast<std::uint64_t>(fixed);
+  } else {
+    switch (type) {
+      case bson_type::kUtf8:
+      case bson_type::kCode:
+      case bson_type::kSymbol:
+        if (!need(4)) return -1;
+        if (len_at(0) < 1) return fail("string length 0");
+        value = 4 + len_at(0);
+        parsed = header + 4;
+        break;
+      case bson_type::kDbPointer:
+        if (!need(4)) return -1;
+        if (len_at(0) < 1) return fail("string length 0");
+        value = 4 + len_at(0) + 12;
+        parsed = header + 4;
+        break;
+      case bson_type::kDocument:
+      case bson_type::kArray:
+        if (!need(4)) return -1;
+        if (len_at(0) < 5) return fail("document length below 5");
+        value = len_at(0);
+        parsed = header + 4;
+        break;
+      case bson_type::kCodeWScope:
+        if (!need(4)) return -1;
+        if (len_at(0) < 14) return fail("code with scope shorter than 14");
+        value = len_at(0);
+        parsed = header + 4;
+        break;
+      case bson_type::kBinary:
+        if (!need(5)) return -1;
+        value = 5 + len_at(0);
+        parsed = header + 5;
+        break;
+      case bson_type::kRegex: {
+        const std::uint8_t* first = find_nul(p + header, limit - header);
+        const std::uint8_t* second =
+            first ? find_nul(first + 1, limit - static_cast<std::size_t>(first + 1 - p)) : nullptr;
+        if (second == nullptr) {
+          if (limit == end - pos_) return fail("regex not terminated");
+          return -1;
+        }
+        parsed = static_cast<std::size_t>(second - p) + 1;
+        value = parsed - header;
+        break;
       }
-      parsed = static_cast<std::size_t>(second - p) + 1;
-      value = parsed - header;
-      break;
+      default:
+        return fail("element type " + std::to_string(type));
     }
-    default:
-      return fail("element type " + std::to_string(type));
   }
   const std::uint64_t total = header + value;
   if (pos_ + total > end - 1) return fail("element overruns its document");

@@ -44,6 +44,33 @@ inline constexpr std::uint8_t kInt64 = 0x12;
 inline constexpr std::uint8_t kDecimal128 = 0x13;
 inline constexpr std::uint8_t kMaxKey = 0x7F;
 inline constexpr std::uint8_t kMinKey = 0xFF;
+
+/// The size of a value of a fixed-size type (0 for the valueless ones), or
+/// -1 for a type whose length is in its bytes (or an unknown type).
+constexpr int fixed_size(std::uint8_t type) noexcept {
+  switch (type) {
+    case kDouble:
+    case kDateTime:
+    case kTimestamp:
+    case kInt64:
+      return 8;
+    case kInt32:
+      return 4;
+    case kBool:
+      return 1;
+    case kOid:
+      return 12;
+    case kDecimal128:
+      return 16;
+    case kUndefined:
+    case kNull:
+    case kMinKey:
+    case kMaxKey:
+      return 0;
+    default:
+      return -1;
+  }
+}
 }  // namespace bson_type
 
 namespace detail {
@@ -131,87 +158,67 @@ class BsonWalk {
     const std::uint32_t o = t + 1 + static_cast<std::uint32_t>(klen) + 1;  // value offset
     e.value = p_ + o;
     std::uint32_t vlen = 0;
-    switch (e.type) {
-      case bson_type::kDouble:
-      case bson_type::kDateTime:
-      case bson_type::kInt64:
-      case bson_type::kTimestamp:
-        vlen = 8;
-        break;
-      case bson_type::kInt32:
-        vlen = 4;
-        break;
-      case bson_type::kOid:
-        vlen = 12;
-        break;
-      case bson_type::kDecimal128:
-        vlen = 16;
-        break;
-      case bson_type::kUndefined:
-      case bson_type::kNull:
-      case bson_type::kMinKey:
-      case bson_type::kMaxKey:
-        vlen = 0;
-        break;
-      case bson_type::kBool:
-        if (o >= len_ || p_[o] > 1) return fail();
-        vlen = 1;
-        break;
-      case bson_type::kUtf8:
-      case bson_type::kCode:
-      case bson_type::kSymbol: {
-        std::uint32_t l;
-        if (!length_at(o, l)) return fail();
-        if (l == 0 || l > len_ - (o + 4) || o + 4 + l >= len_ || p_[o + 4 + l - 1] != 0)
-          return fail();
-        vlen = 4 + l;
-        break;
-      }
-      case bson_type::kDocument:
-      case bson_type::kArray: {
-        std::uint32_t l;
-        if (!length_at(o, l) || l > len_ - o) return fail();
-        vlen = l;
-        break;
-      }
-      case bson_type::kBinary: {
-        std::uint32_t l;
-        if (!length_at(o, l) || l >= len_ - o - 4) return fail();
-        if (p_[o + 4] == 2) {  // subtype 2: a redundant inner length
-          if (l < 4 || detail::le32(p_ + o + 5) + 4 != l) return fail();
+    if (const int fixed = bson_type::fixed_size(e.type); fixed >= 0) {
+      if (e.type == bson_type::kBool && (o >= len_ || p_[o] > 1)) return fail();
+      vlen = static_cast<std::uint32_t>(fixed);
+    } else {
+      switch (e.type) {
+        case bson_type::kUtf8:
+        case bson_type::kCode:
+        case bson_type::kSymbol: {
+          std::uint32_t l;
+          if (!length_at(o, l)) return fail();
+          if (l == 0 || l > len_ - (o + 4) || o + 4 + l >= len_ || p_[o + 4 + l - 1] != 0)
+            return fail();
+          vlen = 4 + l;
+          break;
         }
-        vlen = 5 + l;
-        break;
+        case bson_type::kDocument:
+        case bson_type::kArray: {
+          std::uint32_t l;
+          if (!length_at(o, l) || l > len_ - o) return fail();
+          vlen = l;
+          break;
+        }
+        case bson_type::kBinary: {
+          std::uint32_t l;
+          if (!length_at(o, l) || l >= len_ - o - 4) return fail();
+          if (p_[o + 4] == 2) {  // subtype 2: a redundant inner length
+            if (l < 4 || detail::le32(p_ + o + 5) + 4 != l) return fail();
+          }
+          vlen = 5 + l;
+          break;
+        }
+        case bson_type::kRegex: {
+          // Two C strings; the trailing NUL of the document bounds both scans.
+          if (o >= len_) return fail();
+          const std::size_t a = std::strlen(reinterpret_cast<const char*>(p_ + o));
+          if (o + a + 1 >= len_) return fail();
+          const std::size_t b = std::strlen(reinterpret_cast<const char*>(p_ + o + a + 1));
+          vlen = static_cast<std::uint32_t>(a + 1 + b + 1);
+          break;
+        }
+        case bson_type::kDbPointer: {
+          std::uint32_t l;
+          if (!length_at(o, l)) return fail();
+          if (l == 0 || l > len_ - o - 4 || p_[o + 4 + l - 1] != 0) return fail();
+          vlen = 4 + l + 12;
+          break;
+        }
+        case bson_type::kCodeWScope: {
+          if (len_ < 19 || o >= len_ - 14) return fail();
+          const std::uint32_t total = detail::le32(p_ + o);
+          if (total < 14 || total >= len_ - o || o + total >= len_) return fail();
+          const std::uint32_t l = detail::le32(p_ + o + 4);
+          if (l == 0 || l >= len_ - o - 8 || o + 8 + l + 4 >= o + total) return fail();
+          const std::uint32_t doclen = detail::le32(p_ + o + 8 + l);
+          if (o + 8 + l + doclen != o + total) return fail();
+          vlen = total;
+          break;
+        }
+        default:  // EOD before the end, or a type libbson does not know
+          return fail();
       }
-      case bson_type::kRegex: {
-        // Two C strings; the trailing NUL of the document bounds both scans.
-        if (o >= len_) return fail();
-        const std::size_t a = std::strlen(reinterpret_cast<const char*>(p_ + o));
-        if (o + a + 1 >= len_) return fail();
-        const std::size_t b = std::strlen(reinterpret_cast<const char*>(p_ + o + a + 1));
-        vlen = static_cast<std::uint32_t>(a + 1 + b + 1);
-        break;
-      }
-      case bson_type::kDbPointer: {
-        std::uint32_t l;
-        if (!length_at(o, l)) return fail();
-        if (l == 0 || l > len_ - o - 4 || p_[o + 4 + l - 1] != 0) return fail();
-        vlen = 4 + l + 12;
-        break;
-      }
-      case bson_type::kCodeWScope: {
-        if (len_ < 19 || o >= len_ - 14) return fail();
-        const std::uint32_t total = detail::le32(p_ + o);
-        if (total < 14 || total >= len_ - o || o + total >= len_) return fail();
-        const std::uint32_t l = detail::le32(p_ + o + 4);
-        if (l == 0 || l >= len_ - o - 8 || o + 8 + l + 4 >= o + total) return fail();
-        const std::uint32_t doclen = detail::le32(p_ + o + 8 + l);
-        if (o + 8 + l + doclen != o + total) return fail();
-        vlen = total;
-        break;
-      }
-      default:  // EOD before the end, or a type libbson does not know
-        return fail();
     }
     const std::uint64_t nextOff = std::uint64_t{o} + vlen;
     if (nextOff >= len_) return fail();
