@@ -50,6 +50,10 @@ options:
   --config FILE             JSON config file (see config/varanus.example.json);
                             flags given on the command line override it
   --io-threads N            I/O threads (default: the number of cores)
+  --busy-poll-us N          under load, poll for socket events up to N microseconds
+                            before sleeping: fewer wakeups, more throughput, up to
+                            N µs of CPU per wait; only while recent sleeps were
+                            shorter than N (default 50, 0 = never)
   --grace-period SECONDS    on SIGINT/SIGTERM, how long open connections may go on
                             before they are closed (default 10)
   --connect-timeout SECONDS upstream connect timeout (default 5)
@@ -130,7 +134,8 @@ Cli parse_cli(const std::vector<std::string>& args) {
     }
     static const char* const known[] = {
         "--listen",       "--upstream",        "--config",           "--io-threads",
-        "--grace-period", "--connect-timeout", "--max-message-size", "--max-document-length"};
+        "--grace-period", "--connect-timeout", "--max-message-size", "--max-document-length",
+        "--busy-poll-us"};
     bool isKnown = is_sink_flag(a);
     for (const char* k : known) isKnown = isKnown || a == k;
     if (!isKnown) return error("unknown option '" + a + "'");
@@ -172,6 +177,11 @@ Cli parse_cli(const std::vector<std::string>& args) {
       if (!n || *n == 0 || *n > 1024)
         return error(flag + ": expected 1 to 1024, got '" + value + "'");
       p.ioThreads = *n;
+    } else if (flag == "--busy-poll-us") {
+      auto n = parse_number<unsigned>(value);
+      if (!n || *n > 1000)
+        return error(flag + ": expected microseconds, 0 to 1000, got '" + value + "'");
+      p.busyPoll = std::chrono::microseconds(*n);
     } else if (flag == "--grace-period" || flag == "--connect-timeout") {
       auto s = parse_seconds(value);
       if (!s) return error(flag + ": expected seconds, got '" + value + "'");

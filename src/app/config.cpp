@@ -120,6 +120,8 @@ void apply_config_json(const json& doc, AppConfig& cfg) {
     } else if (key == "maxMessageSize") {
       p.maxMessageSize = static_cast<std::int32_t>(
           expect_integer(value, path, 17, std::numeric_limits<std::int32_t>::max()));
+    } else if (key == "busyPollMicros") {
+      p.busyPoll = std::chrono::microseconds(expect_integer(value, path, 0, 1000));
     } else if (key == "bufferSize") {
       p.bufferSize = static_cast<std::size_t>(expect_integer(value, path, 1024, 16 << 20));
     } else if (key == "maxDocumentLength") {

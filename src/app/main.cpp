@@ -75,11 +75,11 @@ int run_proxy(const std::vector<std::string>& args) {
   if (cli.action == app::Cli::Action::check) {
     const auto& p = cfg.proxy;
     std::printf(
-        "listen %s\nupstream %s\nioThreads %u\ngracePeriodSeconds %s\n"
+        "listen %s\nupstream %s\nioThreads %u\nbusyPollMicros %lld\ngracePeriodSeconds %s\n"
         "connectTimeoutSeconds %s\nmaxMessageSize %d\nmaxDocumentLength %zu\n",
         p.listen.to_string().c_str(), p.upstream.to_string().c_str(), p.ioThreads,
-        seconds(p.gracePeriod).c_str(), seconds(p.connectTimeout).c_str(), p.maxMessageSize,
-        cfg.maxDocumentLength);
+        static_cast<long long>(p.busyPoll.count()), seconds(p.gracePeriod).c_str(),
+        seconds(p.connectTimeout).c_str(), p.maxMessageSize, cfg.maxDocumentLength);
     for (const auto& line : plan.describe()) std::printf("%s\n", line.c_str());
     return 0;
   }

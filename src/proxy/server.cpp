@@ -75,6 +75,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace varanus::proxy {
@@ -347,6 +348,17 @@ struct Worker {
   std::vector<Session*> again;
   std::vector<Session*> finished;
 
+  // Busy polling (ProxyConfig::busyPoll): a credit counts the waits in a row
+  // that ended within the window (a sleep that short, or a poll that found
+  // events); a longer sleep or a poll that found nothing resets it. Only two
+  // in a row start polling, so a proxy that is quiet, or whose clients pause
+  // between requests, sleeps as it would without.
+  static constexpr int kBusyCreditToPoll = 2;
+  static constexpr int kBusyCreditMax = 16;
+  int busyCredit = 0;
+  std::int64_t busyHits = 0, busyMisses = 0;  // flushed into Stats now and then
+  std::uint64_t batches = 0;
+
   bool stopping = false;
   std::optional<steady::time_point> graceDeadline;
   std::optional<steady::time_point> listenPausedUntil;  // accept backing off (EMFILE)
@@ -371,6 +383,9 @@ struct Worker {
   void post_connection(int fd, const SockAddr& peer);
   void wake() noexcept;
   void run();
+  /// epoll_wait, polling first for up to config.busyPoll when that has paid.
+  int wait(epoll_event* events, int max, int timeout);
+  void flush_busy_counts() noexcept;
   void add_session(int fd, const SockAddr& peer);
   void begin_stop(std::chrono::milliseconds grace);
   void close_all(std::string_view reason);
@@ -701,6 +716,38 @@ void Worker::expire(steady::time_point now) {
   }
 }
 
+int Worker::wait(epoll_event* events, int max, int timeout) {
+  const auto window = server.config.busyPoll;
+  if (timeout == 0 || window.count() == 0) return ::epoll_wait(epfd, events, max, timeout);
+  if (busyCredit >= kBusyCreditToPoll) {
+    // The last sleeps were short: poll for up to the window before sleeping.
+    const auto until = steady::now() + window;
+    int n;
+    do {
+      n = ::epoll_wait(epfd, events, max, 0);
+    } while ((n == 0 || (n < 0 && errno == EINTR)) && steady::now() < until);
+    if (n > 0) {
+      busyCredit = std::min(busyCredit + 1, kBusyCreditMax);
+      ++busyHits;
+      return n;
+    }
+    if (n < 0) return n;
+    busyCredit = 0;
+    ++busyMisses;
+  }
+  const auto before = steady::now();
+  const int n = ::epoll_wait(epfd, events, max, timeout);
+  // Woken within the window: a poll would have caught it without a sleep.
+  const bool shortSleep = n > 0 && steady::now() - before < window;
+  busyCredit = shortSleep ? std::min(busyCredit + 1, kBusyCreditMax) : 0;
+  return n;
+}
+
+void Worker::flush_busy_counts() noexcept {
+  if (busyHits) server.stats.add(server.stats.busyPollHits, std::exchange(busyHits, 0));
+  if (busyMisses) server.stats.add(server.stats.busyPollMisses, std::exchange(busyMisses, 0));
+}
+
 void Worker::run() {
   constexpr int kEvents = 256;
   constexpr int kReadRounds = 8;
@@ -711,10 +758,13 @@ void Worker::run() {
       // Sockets handed over before the listener closed may still be queued.
       run_tasks();
       reap();
-      if (sessionCount == 0) return;
+      if (sessionCount == 0) {
+        flush_busy_counts();
+        return;
+      }
     }
     const int timeout = again.empty() ? next_timeout_ms(steady::now()) : 0;
-    const int n = ::epoll_wait(epfd, events, kEvents, timeout);
+    const int n = wait(events, kEvents, timeout);
     if (n < 0 && errno != EINTR) throw_errno(errno, "epoll_wait");
     bool wake = false;
     for (int i = 0; i < n; ++i) {
@@ -748,6 +798,7 @@ void Worker::run() {
     expire(steady::now());
     end_batch();  // what a task or a timeout read (an upstream that connected, ...)
     reap();
+    if (++batches % 64 == 0 || n == 0) flush_busy_counts();
   }
 }
 

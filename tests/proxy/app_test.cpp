@@ -229,6 +229,14 @@ TEST_CASE("sink flags are parsed with the others") {
   CHECK(bad.action == Cli::Action::error);
   CHECK(bad.error.find("--log-format") != std::string::npos);
   CHECK(parse({"--check-config"}).action == Cli::Action::check);
+  CHECK(parse({}).config.proxy.busyPoll == 50us);
+  CHECK(parse({"--busy-poll-us", "0"}).config.proxy.busyPoll.count() == 0);
+  CHECK(parse({"--busy-poll-us=200"}).config.proxy.busyPoll == 200us);
+  for (const char* v : {"-1", "1001", "x"}) {
+    Cli b = parse({"--busy-poll-us", v});
+    CHECK(b.action == Cli::Action::error);
+    CHECK(b.error.find("--busy-poll-us") != std::string::npos);
+  }
   // --check-config FILE reads FILE as the config: a missing file is an error naming it.
   Cli missing = parse({"--check-config", "/nonexistent/varanus.json"});
   CHECK(missing.action == Cli::Action::error);
@@ -242,7 +250,7 @@ TEST_CASE("the config file sets options and flags override it") {
     "upstream": {"host": "mongo", "port": 27020, "_comment": "also ignored"},
     "ioThreads": 4, "gracePeriodSeconds": 0.5, "connectTimeoutSeconds": 1,
     "maxMessageSize": 2000000, "maxDocumentLength": 50, "bufferSize": 8192,
-    "captureDocuments": false
+    "captureDocuments": false, "busyPollMicros": 0
   })");
   Cli cli = parse({"--io-threads", "2", "--config", f.path});
   REQUIRE_MESSAGE(cli.action == Cli::Action::run, cli.error);
@@ -254,6 +262,7 @@ TEST_CASE("the config file sets options and flags override it") {
   CHECK(p.connectTimeout == 1s);
   CHECK(p.maxMessageSize == 2'000'000);
   CHECK(p.bufferSize == 8192);
+  CHECK(p.busyPoll.count() == 0);
   CHECK_FALSE(p.tracker.captureDocuments);
   CHECK(cli.config.maxDocumentLength == 50);
 }

@@ -25,6 +25,10 @@ namespace varanus::monitor {
     "Frames over the maximum message size; inspection stopped, relaying went on")             \
   X(sparseFrames, "varanus_sparse_frames_total", counter,                                     \
     "Large frames inspected as they streamed past, keeping only a bounded part of them")      \
+  X(busyPollHits, "varanus_busy_poll_hits_total", counter,                                    \
+    "Waits for socket events ended by a brief poll (busyPollMicros) instead of a sleep")      \
+  X(busyPollMisses, "varanus_busy_poll_misses_total", counter,                                \
+    "Brief polls that found nothing and went to sleep")                                       \
   X(commands, "varanus_commands_started_total", counter, "Command started events emitted")    \
   X(eventsPublished, "varanus_events_published_total", counter, "Events handed to the sinks") \
   X(eventsDropped, "varanus_events_dropped_total", counter,                                   \
