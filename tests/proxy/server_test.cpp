@@ -353,9 +353,14 @@ TEST_CASE("busy polling: in a ping-pong the I/O thread polls instead of sleeping
       intact += c.receive(msg.size()) == msg;
     }
     CHECK(intact == kRounds);
-    // Counts reach Stats every 64 batches: 800 waits flushed at least 12 times.
-    const std::int64_t hits = p.stat("varanus_busy_poll_hits_total");
-    const std::int64_t misses = p.stat("varanus_busy_poll_misses_total");
+    // Counts reach Stats before the worker sleeps: after the last reply it
+    // polls for the window in vain (a miss), flushes, and sleeps.
+    std::int64_t hits = 0, misses = 0;
+    for (int i = 0; i < 100 && (window.count() == 0 ? i < 4 : misses == 0); ++i) {
+      std::this_thread::sleep_for(5ms);
+      hits = p.stat("varanus_busy_poll_hits_total");
+      misses = p.stat("varanus_busy_poll_misses_total");
+    }
     if (window.count() > 0) {
       // Every reply and request comes well within 2 ms: nearly every wait
       // ends in the poll (the first few sleep, until sleeps proved short).
@@ -366,6 +371,28 @@ TEST_CASE("busy polling: in a ping-pong the I/O thread polls instead of sleeping
       CHECK(misses == 0);
     }
   }
+}
+
+TEST_CASE("busy polling: the counts reach /metrics as soon as the proxy goes quiet") {
+  FakeUpstream up(FakeUpstream::echo);
+  Proxy p(up.port(), 1, {}, nullptr, {}, "127.0.0.1", 2000us);
+  Client c(p.bound.port);
+  const Bytes msg(100, 3);
+  // A dozen round trips: far fewer batches than any periodic flush would wait for.
+  for (int i = 0; i < 12; ++i) {
+    c.send(msg);
+    CHECK(c.receive(msg.size()) == msg);
+  }
+  // The worker flushes before it sleeps, a moment after the last reply.
+  // After the last reply it polled 2 ms in vain (a miss), then slept.
+  std::int64_t hits = 0, misses = 0;
+  for (int i = 0; i < 200 && (hits < 6 || misses < 1); ++i) {
+    std::this_thread::sleep_for(5ms);
+    hits = p.stat("varanus_busy_poll_hits_total");
+    misses = p.stat("varanus_busy_poll_misses_total");
+  }
+  CHECK(hits >= 6);
+  CHECK(misses >= 1);
 }
 
 TEST_CASE("busy polling: a client that pauses between requests never makes the proxy poll") {
