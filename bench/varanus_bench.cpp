@@ -1186,10 +1186,15 @@ void Bench::print_table(const std::vector<Check>& cs) const {
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   std::printf("machine: %s %s, %u cores; load average %.2f at start, %.2f at end\n", u.sysname,
               u.release, cores, loadStart_, loadEnd_);
+  // /proc/stat samples in clock ticks, getrusage sums exact run times: on a
+  // quiet machine (and with hypervisor steal) the difference can fall a few
+  // percent below zero.
   std::printf(
       "other processes: %.1f CPU-seconds during the %.0f s run (%.0f%% of the machine; ~0 is a "
-      "quiet machine)\n",
-      foreignCpu_, wallSeconds_, 100.0 * foreignCpu_ / std::max(1.0, wallSeconds_ * cores));
+      "quiet machine%s)\n",
+      foreignCpu_, wallSeconds_, 100.0 * foreignCpu_ / std::max(1.0, wallSeconds_ * cores),
+      foreignCpu_ < -0.05 ? ", below 0: /proc/stat's tick counts and exact process times differ"
+                          : "");
   std::printf(
       "hypervisor steal: %.1f CPU-seconds (%.1f%% of the machine: time other guests of the host "
       "took; it makes rounds drift)\n",
