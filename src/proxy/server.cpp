@@ -725,8 +725,9 @@ int Worker::wait(epoll_event* events, int max, int timeout) {
     int n;
     for (;;) {
       n = ::epoll_wait(epfd, events, max, 0);
-      if ((n != 0 && !(n < 0 && errno == EINTR)) || steady::now() >= until) break;
-      ::sched_yield();
+      const bool interrupted = n < 0 && errno == EINTR;
+      if ((n != 0 && !interrupted) || steady::now() >= until) break;
+      ::sched_yield();  // let the client or upstream we wait for have the core
     }
     if (n > 0) {
       busyCredit = std::min(busyCredit + 1, kBusyCreditMax);

@@ -296,15 +296,10 @@ std::ptrdiff_t SparseMsg::step_document(const std::uint8_t* p, std::size_t n) {
       case bson_type::kUtf8:
       case bson_type::kCode:
       case bson_type::kSymbol:
+      case bson_type::kDbPointer:  // a string, then a 12-byte ObjectId
         if (!need(4)) return -1;
         if (len_at(0) < 1) return fail("string length 0");
-        value = 4 + len_at(0);
-        parsed = header + 4;
-        break;
-      case bson_type::kDbPointer:
-        if (!need(4)) return -1;
-        if (len_at(0) < 1) return fail("string length 0");
-        value = 4 + len_at(0) + 12;
+        value = 4 + len_at(0) + (type == bson_type::kDbPointer ? 12 : 0);
         parsed = header + 4;
         break;
       case bson_type::kDocument:

@@ -23,6 +23,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "varanus/wire/builder.hpp"
@@ -252,6 +253,19 @@ struct Proxy {
     return diagnostics;
   }
   std::int64_t stat(std::string_view name) const { return stats.find(name); }
+
+  /// The busy-poll counters, read every 5 ms until `done(hits, misses)` or
+  /// `tries` reads: the worker hands them to Stats only before it sleeps.
+  template <class Done>
+  std::pair<std::int64_t, std::int64_t> busy_polls_when(Done done, int tries) const {
+    std::int64_t hits = 0, misses = 0;
+    for (int i = 0; i < tries && !done(hits, misses); ++i) {
+      std::this_thread::sleep_for(5ms);
+      hits = stat("varanus_busy_poll_hits_total");
+      misses = stat("varanus_busy_poll_misses_total");
+    }
+    return {hits, misses};
+  }
 };
 
 /// A blocking client in the test thread.
@@ -354,14 +368,12 @@ TEST_CASE("busy polling: in a ping-pong the I/O thread polls instead of sleeping
     }
     CHECK(intact == kRounds);
     // Counts reach Stats before the worker sleeps: after the last reply it
-    // polls for the window in vain (a miss), flushes, and sleeps.
-    std::int64_t hits = 0, misses = 0;
-    for (int i = 0; i < 100 && (window.count() == 0 ? i < 4 : misses == 0); ++i) {
-      std::this_thread::sleep_for(5ms);
-      hits = p.stat("varanus_busy_poll_hits_total");
-      misses = p.stat("varanus_busy_poll_misses_total");
-    }
-    if (window.count() > 0) {
+    // polls for the window in vain (a miss), flushes, and sleeps. With no
+    // window there is nothing to wait for: four reads, 20 ms.
+    const bool polling = window.count() > 0;
+    const auto [hits, misses] =
+        p.busy_polls_when([&](auto, auto m) { return polling && m > 0; }, polling ? 100 : 4);
+    if (polling) {
       // Every reply and request comes well within 2 ms: nearly every wait
       // ends in the poll (the first few sleep, until sleeps proved short).
       CHECK(hits >= kRounds / 2);
@@ -383,14 +395,10 @@ TEST_CASE("busy polling: the counts reach /metrics as soon as the proxy goes qui
     c.send(msg);
     CHECK(c.receive(msg.size()) == msg);
   }
-  // The worker flushes before it sleeps, a moment after the last reply.
-  // After the last reply it polled 2 ms in vain (a miss), then slept.
-  std::int64_t hits = 0, misses = 0;
-  for (int i = 0; i < 200 && (hits < 6 || misses < 1); ++i) {
-    std::this_thread::sleep_for(5ms);
-    hits = p.stat("varanus_busy_poll_hits_total");
-    misses = p.stat("varanus_busy_poll_misses_total");
-  }
+  // After the last reply the worker polls 2 ms in vain (a miss), flushes
+  // the counts and sleeps.
+  const auto [hits, misses] =
+      p.busy_polls_when([](auto h, auto m) { return h >= 6 && m >= 1; }, 200);
   CHECK(hits >= 6);
   CHECK(misses >= 1);
 }
