@@ -440,6 +440,15 @@ void Tracker::stop(std::string why, Clock now) {
   fail_all("inspection stopped: " + stopReason_, now);
 }
 
+bool Tracker::quiescent() const noexcept {
+  if (!inspecting_ || closed_) return false;
+  if (fromClient_.consumed() != bytesFromClient_ || fromServer_.consumed() != bytesFromServer_)
+    return false;
+  for (const auto& entry : pending_)
+    if (entry.second.hello != HelloKind::heartbeat) return false;
+  return true;
+}
+
 void Tracker::closed(std::string_view reason, Clock now) {
   if (closed_) return;
   closed_ = true;

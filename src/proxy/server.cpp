@@ -389,6 +389,8 @@ struct Worker {
   void add_session(int fd, const SockAddr& peer);
   void begin_stop(std::chrono::milliseconds grace);
   void close_all(std::string_view reason);
+  /// Stopping: closes every connection with nothing in flight.
+  void close_idle();
   void reap();
   int next_timeout_ms(steady::time_point now) const;
   void expire(steady::time_point now);
@@ -423,6 +425,14 @@ class Session {
   /// Hands bytes read earlier (Worker::inspect_deferred) to the inspector.
   void inspect(Side from, std::span<const std::uint8_t> bytes, monitor::Clock readAt);
   void resolved(std::vector<SockAddr> addresses, int gaiError, std::string gaiMessage);
+  /// Relaying with nothing in flight: the inspector has seen no request
+  /// without its reply and no half message, and no bytes wait to be sent.
+  bool idle() const noexcept {
+    if (state != State::relaying || !inspector_ || !inspector_->idle()) return false;
+    for (const Peer& p : peers_)
+      if (p.held || !p.out.pending().empty()) return false;
+    return true;
+  }
   /// Grace period over (or server destroyed): close both sides now.
   void shutdown_now(std::string_view reason) {
     set_reason(std::string(reason));
@@ -664,7 +674,16 @@ void Worker::begin_stop(std::chrono::milliseconds grace) {
   if (stopping) return;
   stopping = true;
   graceDeadline = steady::now() + grace;
-  if (grace.count() <= 0) close_all("proxy stopped: grace period over");
+  if (grace.count() <= 0) {
+    close_all("proxy stopped: grace period over");
+  } else {
+    close_idle();
+  }
+}
+
+void Worker::close_idle() {
+  for (Session* s = sessions; s; s = s->next)
+    if (s->idle()) s->shutdown_now("proxy stopped: connection idle");
 }
 
 void Worker::close_all(std::string_view reason) {
@@ -803,6 +822,9 @@ void Worker::run() {
     if (wake) run_tasks();
     expire(steady::now());
     end_batch();  // what a task or a timeout read (an upstream that connected, ...)
+    // Stopping: a connection whose last request was answered ends now; only
+    // those with requests in flight use the grace period.
+    if (stopping) close_idle();
     reap();
   }
 }

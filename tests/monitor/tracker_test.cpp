@@ -611,3 +611,30 @@ TEST_CASE("large messages split across reads are inspected sparsely, with the sa
   CHECK(b.back().type == EventType::commandSucceeded);
   CHECK(b[7].commandName == "getMore");
 }
+
+TEST_CASE("quiescent: nothing half read and no request but heartbeats waiting") {
+  Fixture f;
+  CHECK(f.tracker.quiescent());
+  f.client(msg(1, 0, R"({"isMaster": 1, "$db": "admin"})"));  // the handshake waits
+  CHECK_FALSE(f.tracker.quiescent());
+  f.server(msg(2, 1, R"({"ismaster": true, "ok": 1})"));
+  CHECK(f.tracker.quiescent());
+  // Half a request: something is in flight.
+  const wire::Frame find = msg(3, 0, R"({"find": "c", "$db": "d"})");
+  const std::span<const std::uint8_t> bytes(find);
+  f.tracker.client_data(bytes.first(10), f.clock.at(0us));
+  CHECK_FALSE(f.tracker.quiescent());
+  f.tracker.client_data(bytes.subspan(10), f.clock.at(0us));
+  CHECK_FALSE(f.tracker.quiescent());  // whole, but not answered
+  const wire::Frame reply = msg(4, 3, R"({"ok": 1})");
+  const std::span<const std::uint8_t> replyBytes(reply);
+  f.tracker.server_data(replyBytes.first(20), f.clock.at(0us));
+  CHECK_FALSE(f.tracker.quiescent());  // the reply is half read
+  f.tracker.server_data(replyBytes.subspan(20), f.clock.at(0us));
+  CHECK(f.tracker.quiescent());
+  // A heartbeat waiting (a monitor's hello) does not hold the connection.
+  f.client(msg(5, 0, R"({"hello": 1, "$db": "admin"})"));
+  CHECK(f.tracker.quiescent());
+  f.tracker.closed("client closed", f.clock.at(0us));
+  CHECK_FALSE(f.tracker.quiescent());
+}

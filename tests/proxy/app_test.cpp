@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -388,12 +389,14 @@ bool write_all(int fd, const std::vector<std::uint8_t>& b) {
   return ::write(fd, b.data(), b.size()) == static_cast<ssize_t>(b.size());
 }
 
-/// A one-connection upstream answering each OP_MSG with {ok: 1}.
+/// A one-connection upstream answering each OP_MSG with {ok: 1}, or with
+/// nothing when `answer` is false (a request then stays in flight).
 struct OkUpstream {
   int listener = -1;
   std::uint16_t port = 0;
+  std::atomic<int> requests{0};  ///< whole messages received
   std::thread thread;
-  OkUpstream() {
+  explicit OkUpstream(bool answer = true) {
     listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -403,7 +406,7 @@ struct OkUpstream {
     socklen_t len = sizeof a;
     ::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len);
     port = ntohs(a.sin_port);
-    thread = std::thread([this] {
+    thread = std::thread([this, answer] {
       int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) return;
       std::uint8_t header[16];
@@ -411,6 +414,8 @@ struct OkUpstream {
       while (read_exact(fd, header, 16)) {
         std::vector<std::uint8_t> body(static_cast<std::size_t>(le32(header)) - 16);
         if (!read_exact(fd, body.data(), body.size())) break;
+        requests.fetch_add(1);
+        if (!answer) continue;
         bson_t* reply = bson_new();
         BSON_APPEND_DOUBLE(reply, "ok", 1.0);
         auto frame = wire::build_op_msg(id++, le32(header + 4), 0, wire::BsonView::of(reply));
@@ -492,39 +497,88 @@ bool still_running(pid_t pid) {
   return ::waitpid(pid, &status, WNOHANG) == 0;
 }
 
+/// Sends a ping on `fd` (a connection to varanus).
+void send_ping(int fd, std::int32_t requestId) {
+  bson_t* cmd = bson_new();
+  BSON_APPEND_INT32(cmd, "ping", 1);
+  BSON_APPEND_UTF8(cmd, "$db", "admin");
+  auto request = wire::build_op_msg(requestId, 0, 0, wire::BsonView::of(cmd));
+  bson_destroy(cmd);
+  REQUIRE(write_all(fd, request));
+}
+
+/// Waits until `upstream` has received `n` whole requests. Once it has, the
+/// proxy has also inspected them: inspection follows the send in the same
+/// loop turn, before any posted work (a signal's stop) runs.
+bool wait_requests(const OkUpstream& upstream, int n) {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (upstream.requests.load() < n) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
 }  // namespace
 
-TEST_CASE("SIGTERM waits for open connections up to the grace period, then exits 0") {
-  OkUpstream upstream;
+TEST_CASE("SIGTERM waits for a request in flight up to the grace period, then exits 0") {
+  OkUpstream upstream(false);  // never answers
   Child c({"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:" + std::to_string(upstream.port),
            "--grace-period", "0.5"});
   const int port = start_varanus(c);
   int fd = connect_to(static_cast<std::uint16_t>(port));
   REQUIRE(fd >= 0);
-  std::this_thread::sleep_for(100ms);  // relaying has started
+  send_ping(fd, 5);
+  REQUIRE(wait_requests(upstream, 1));
   const auto t0 = std::chrono::steady_clock::now();
   REQUIRE(::kill(c.pid, SIGTERM) == 0);
   CHECK(c.finish() == 0);
   const auto waited = std::chrono::steady_clock::now() - t0;
   CHECK(waited >= 400ms);
   CHECK(waited < 5s);
-  // The open connection was closed at the end of the grace period.
+  // The connection was closed at the end of the grace period, its ping failed.
   CHECK(c.outText.find("\"reason\":\"proxy stopped: grace period over\"") != std::string::npos);
+  CHECK(c.outText.find("\"event\":\"commandFailed\"") != std::string::npos);
   ::close(fd);
 }
 
-TEST_CASE("a second signal exits at once") {
+TEST_CASE("SIGTERM closes a connection with nothing in flight at once") {
   OkUpstream upstream;
   Child c({"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:" + std::to_string(upstream.port),
            "--grace-period", "30"});
   const int port = start_varanus(c);
   int fd = connect_to(static_cast<std::uint16_t>(port));
   REQUIRE(fd >= 0);
-  std::this_thread::sleep_for(100ms);
+  send_ping(fd, 6);
+  std::uint8_t header[16];
+  REQUIRE(read_exact(fd, header, 16));  // answered: nothing in flight now
+  std::vector<std::uint8_t> body(static_cast<std::size_t>(le32(header)) - 16);
+  REQUIRE(read_exact(fd, body.data(), body.size()));
+  // The client keeps the connection open, as a driver's pool does.
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(::kill(c.pid, SIGTERM) == 0);
+  CHECK(c.finish() == 0);
+  CHECK(std::chrono::steady_clock::now() - t0 < 5s);  // far below the 30 s grace period
+  CHECK(c.outText.find("\"reason\":\"proxy stopped: connection idle\"") != std::string::npos);
+  CHECK(c.outText.find("\"event\":\"commandFailed\"") == std::string::npos);
+  // The client sees an orderly close.
+  std::uint8_t byte = 0;
+  CHECK(::read(fd, &byte, 1) == 0);
+  ::close(fd);
+}
+
+TEST_CASE("a second signal exits at once") {
+  OkUpstream upstream(false);
+  Child c({"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:" + std::to_string(upstream.port),
+           "--grace-period", "30"});
+  const int port = start_varanus(c);
+  int fd = connect_to(static_cast<std::uint16_t>(port));
+  REQUIRE(fd >= 0);
+  send_ping(fd, 7);
+  REQUIRE(wait_requests(upstream, 1));
   REQUIRE(::kill(c.pid, SIGINT) == 0);
   REQUIRE(c.wait_stderr("SIGINT: stopping"));
-  std::this_thread::sleep_for(300ms);
-  CHECK(still_running(c.pid));  // waiting for the open connection
+  CHECK(still_running(c.pid));  // waiting for the request in flight
   const auto t0 = std::chrono::steady_clock::now();
   REQUIRE(::kill(c.pid, SIGINT) == 0);
   CHECK(c.finish() == 128 + SIGINT);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs `varanus decode` on the recorded messages in ../shared/testdata/wire
+"""Runs `varanus decode` on the recorded messages in tests/data/wire
 (see its README) and checks every line it prints.
 
 usage: check_decode.py VARANUS TESTDATA_DIR [testdata|truncated|usage]

@@ -1,4 +1,4 @@
-// Recorded traffic from real servers and drivers (../shared/testdata, see
+// Recorded traffic from real servers and drivers (tests/data, see
 // its README for provenance): single frames from FerretDB's testdata and
 // whole conversations from packetbeat's pcaps.
 #include <doctest/doctest.h>

@@ -85,6 +85,12 @@ class Tracker {
     return fromClient_.sparse_frames() + fromServer_.sparse_frames();
   }
   const std::string& stop_reason() const noexcept { return stopReason_; }
+  /// True when nothing is in flight: every byte read so far is part of a
+  /// whole message, and no request waits for a reply except heartbeat
+  /// hellos (a monitor's, which a closing server may cut off). False once
+  /// inspection stopped: then nothing is known. A stopping proxy closes a
+  /// quiescent connection at once instead of waiting out the grace period.
+  bool quiescent() const noexcept;
   const TrackerStats& stats() const noexcept { return stats_; }
   const ConnectionInfoPtr& info() const noexcept { return info_; }
 

@@ -33,6 +33,11 @@ class Inspector {
   /// Session counts that and logs one line, and keeps relaying.
   virtual bool inspecting() const noexcept = 0;
   virtual std::string_view stop_reason() const noexcept = 0;
+  /// True when no request is in flight and no message is half read (see
+  /// monitor::Tracker::quiescent). A stopping proxy closes such a
+  /// connection at once; the others get the grace period. The default
+  /// knows nothing, so it says false.
+  virtual bool idle() const noexcept { return false; }
 };
 
 /// Everything an inspector factory may need for one connection.
