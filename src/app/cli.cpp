@@ -2,10 +2,14 @@
 // "--flag=VALUE"; errors are one line and exit code 2.
 #include "cli.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <limits>
 #include <optional>
+
+extern char** environ;
 
 namespace varanus::app {
 
@@ -35,7 +39,9 @@ std::chrono::milliseconds to_millis(double seconds) {
 std::string usage() {
   std::string text =
       R"(usage: varanus [options]
-       varanus decode ...        (decode recorded wire messages; see varanus decode --help)
+       varanus decode FILE...       decode recorded wire messages (varanus decode --help)
+       varanus healthcheck [opts]   is a running varanus healthy? (for containers;
+                                    varanus healthcheck --help)
 
 varanus is a transparent MongoDB wire-protocol proxy. Point a driver at the
 listen address; every byte is relayed unchanged to the upstream
@@ -62,8 +68,9 @@ options:
   --max-document-length N   bound on each document (command, reply) in an event line,
                             in JSON characters; cut documents say so (default 1000,
                             0 = unlimited)
-  --check-config [FILE]     validate the configuration (FILE, or --config, and flags), print what
-                            would run, exit 0 (2 on an error); opens nothing
+  --check-config [FILE]     validate the configuration (FILE, or --config, the environment
+                            and flags), print each value and where it came from, exit 0
+                            (2 on an error); opens nothing
   -h, --help                this text
   --version                 print the version
 )") + sink_flags_usage() +
@@ -78,9 +85,19 @@ output:
            then one line per problem (upstream unreachable, a connection whose
            traffic could not be decoded: relaying goes on, inspection stops).
 
+environment:
+  Every option above that takes a value can come from a variable VARANUS_<OPTION>:
+  the flag's name in capitals, dashes as underscores (VARANUS_LISTEN,
+  VARANUS_UPSTREAM, VARANUS_CONFIG, VARANUS_GRACE_PERIOD, VARANUS_LOG_FILE,
+  VARANUS_LOG_FORMAT, VARANUS_ADMIN, ...; VARANUS_PLUGIN takes paths separated
+  by ':'). Precedence: flags > environment > config file > defaults. A bad value
+  is an error naming the variable.
+
 signals:
-  SIGINT, SIGTERM   stop accepting, let open connections finish within the grace
-                    period, flush events, exit 0; a second signal exits at once.
+  SIGINT, SIGTERM   stop accepting; close at once every connection with no request
+                    in flight, let the others finish within the grace period;
+                    flush events, exit 0. A second signal exits at once.
+  SIGHUP            reopen the log files (for logrotate).
 
 exit status: 0 on a clean stop, 1 on a runtime error (cannot listen), 2 on a
 usage or config error.
@@ -88,7 +105,71 @@ usage or config error.
   return text;
 }
 
-Cli parse_cli(const std::vector<std::string>& args) {
+Environment varanus_environment() {
+  Environment env;
+  for (char** e = environ; e && *e; ++e) {
+    const std::string_view entry(*e);
+    if (entry.rfind("VARANUS_", 0) != 0) continue;
+    const auto eq = entry.find('=');
+    if (eq == std::string_view::npos) continue;
+    env.emplace_back(std::string(entry.substr(0, eq)), std::string(entry.substr(eq + 1)));
+  }
+  return env;
+}
+
+std::string env_name(std::string_view flag) {
+  std::string name = "VARANUS_";
+  for (char c : flag.substr(flag.rfind("--", 0) == 0 ? 2 : 0))
+    name += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return name;
+}
+
+std::string Cli::source(std::string_view key) const {
+  for (auto it = sources.rbegin(); it != sources.rend(); ++it)
+    if (it->first == key) return it->second;
+  return "default";
+}
+
+namespace {
+
+// The options with a value, by flag, and the config key each sets.
+struct OptionKey {
+  const char* flag;
+  const char* key;
+};
+constexpr OptionKey kOptions[] = {
+    {"--listen", "listen"},
+    {"--upstream", "upstream"},
+    {"--config", "config"},
+    {"--io-threads", "ioThreads"},
+    {"--grace-period", "gracePeriodSeconds"},
+    {"--connect-timeout", "connectTimeoutSeconds"},
+    {"--max-message-size", "maxMessageSize"},
+    {"--max-document-length", "maxDocumentLength"},
+    {"--busy-poll-us", "busyPollMicros"},
+};
+
+/// The config key a flag sets ("" for an unknown flag); sink flags keep
+/// their flag name without the dashes.
+std::string option_key(std::string_view flag) {
+  for (const auto& o : kOptions)
+    if (flag == o.flag) return o.key;
+  if (is_sink_flag(flag)) return std::string(flag.substr(2));
+  return {};
+}
+
+/// --grace-period for VARANUS_GRACE_PERIOD ("" when it names no option).
+std::string flag_of_env(std::string_view name) {
+  if (name.rfind("VARANUS_", 0) != 0) return {};
+  std::string flag = "--";
+  for (char c : name.substr(8))
+    flag += c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return option_key(flag).empty() ? std::string() : flag;
+}
+
+}  // namespace
+
+Cli parse_cli(const std::vector<std::string>& args, const Environment& env) {
   Cli cli;
   auto error = [&cli](std::string msg) {
     cli.action = Cli::Action::error;
@@ -97,13 +178,15 @@ Cli parse_cli(const std::vector<std::string>& args) {
   };
 
   // Split into (flag, value) pairs first, so --config can be applied before
-  // the flags that override it.
+  // the options that override it.
   struct Opt {
     std::string flag;
     std::string value;
+    std::string label;   ///< "--listen" or "VARANUS_LISTEN", for errors
+    std::string source;  ///< "flag --listen" or "env VARANUS_LISTEN"
   };
-  std::vector<Opt> opts;
-  std::optional<std::string> configPath;
+  std::vector<Opt> flagOpts;
+  std::optional<Opt> configOpt;
   bool check = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     std::string a = args[i];
@@ -119,8 +202,8 @@ Cli parse_cli(const std::vector<std::string>& args) {
       check = true;
       // `varanus --check-config FILE` is short for `--config FILE --check-config`.
       if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) {
-        if (configPath) return error("--check-config FILE: --config was given too");
-        configPath = args[++i];
+        if (configOpt) return error("--check-config FILE: --config was given too");
+        configOpt = Opt{"--config", args[++i], "--check-config", "flag --check-config"};
       }
       continue;
     }
@@ -132,72 +215,113 @@ Cli parse_cli(const std::vector<std::string>& args) {
       a = a.substr(0, eq);
       hasValue = true;
     }
-    static const char* const known[] = {
-        "--listen",       "--upstream",        "--config",           "--io-threads",
-        "--grace-period", "--connect-timeout", "--max-message-size", "--max-document-length",
-        "--busy-poll-us"};
-    bool isKnown = is_sink_flag(a);
-    for (const char* k : known) isKnown = isKnown || a == k;
-    if (!isKnown) return error("unknown option '" + a + "'");
+    if (option_key(a).empty()) return error("unknown option '" + a + "'");
     if (!hasValue) {
       if (i + 1 >= args.size()) return error("option '" + a + "' needs a value");
       value = args[++i];
     }
+    Opt o{a, value, a, "flag " + a};
     if (a == "--config") {
-      configPath = value;
-    } else if (is_sink_flag(a)) {
-      try {
-        apply_sink_flag(cli.sinkFlags, a, value);
-      } catch (const SinkConfigError& e) {
-        return error(e.what());
-      }
+      configOpt = std::move(o);
     } else {
-      opts.push_back({a, value});
+      flagOpts.push_back(std::move(o));
     }
   }
 
-  if (configPath) {
+  // The environment: each variable applies unless its flag was given.
+  std::vector<Opt> opts;
+  for (const auto& [name, value] : env) {
+    const std::string flag = flag_of_env(name);
+    if (flag.empty()) {
+      if (name.rfind("VARANUS_", 0) == 0) cli.unknownEnv.push_back(name);
+      continue;
+    }
+    const bool given = flag == "--config"
+                           ? configOpt.has_value()
+                           : std::any_of(flagOpts.begin(), flagOpts.end(),
+                                         [&](const Opt& o) { return o.flag == flag; });
+    if (given) continue;
+    Opt o{flag, value, name, "env " + name};
+    if (flag == "--config") {
+      configOpt = std::move(o);
+    } else {
+      opts.push_back(std::move(o));
+    }
+  }
+  opts.insert(opts.end(), flagOpts.begin(), flagOpts.end());
+
+  if (configOpt) {
+    if (configOpt->value.empty()) return error(configOpt->label + ": expected a file name");
     try {
-      load_config_file(*configPath, cli.config);
+      for (auto& key : load_config_file(configOpt->value, cli.config))
+        cli.sources.emplace_back(std::move(key), "config " + configOpt->value);
     } catch (const ConfigError& e) {
       cli.action = Cli::Action::error;
       cli.error = std::string("varanus: ") + e.what();
       return cli;
     }
+    cli.sources.emplace_back("config", configOpt->source);
+  }
+
+  for (const auto& o : opts) {
+    if (!is_sink_flag(o.flag)) continue;
+    try {
+      if (o.flag == "--plugin" && o.label != o.flag) {
+        // VARANUS_PLUGIN: one path, or several separated by ':' (as PATH).
+        std::size_t start = 0;
+        for (std::size_t colon; (colon = o.value.find(':', start)) != std::string::npos;
+             start = colon + 1)
+          apply_sink_flag(cli.sinkFlags, o.flag, o.value.substr(start, colon - start));
+        apply_sink_flag(cli.sinkFlags, o.flag, o.value.substr(start));
+      } else {
+        apply_sink_flag(cli.sinkFlags, o.flag, o.value);
+      }
+    } catch (const SinkConfigError& e) {
+      // The message starts with the flag; name the variable instead.
+      std::string what = e.what();
+      if (what.rfind(o.flag, 0) == 0) what = o.label + what.substr(o.flag.size());
+      return error(what);
+    }
+    cli.sinkFlags.from[o.flag] = o.label;
+    cli.sources.emplace_back(option_key(o.flag), o.source);
   }
 
   auto& p = cli.config.proxy;
-  for (const auto& [flag, value] : opts) {
-    if (flag == "--listen" || flag == "--upstream") {
+  for (const auto& o : opts) {
+    if (is_sink_flag(o.flag)) continue;
+    const std::string& flag = o.label;
+    const std::string& value = o.value;
+    cli.sources.emplace_back(option_key(o.flag), o.source);
+    if (o.flag == "--listen" || o.flag == "--upstream") {
       auto ep = proxy::Endpoint::parse(value);
       if (!ep) return error(flag + ": expected HOST:PORT, got '" + value + "'");
-      (flag == "--listen" ? p.listen : p.upstream) = *ep;
-    } else if (flag == "--io-threads") {
+      (o.flag == "--listen" ? p.listen : p.upstream) = *ep;
+    } else if (o.flag == "--io-threads") {
       auto n = parse_number<unsigned>(value);
       if (!n || *n == 0 || *n > 1024)
         return error(flag + ": expected 1 to 1024, got '" + value + "'");
       p.ioThreads = *n;
-    } else if (flag == "--busy-poll-us") {
+    } else if (o.flag == "--busy-poll-us") {
       auto n = parse_number<unsigned>(value);
       if (!n || *n > 1000)
         return error(flag + ": expected microseconds, 0 to 1000, got '" + value + "'");
       p.busyPoll = std::chrono::microseconds(*n);
-    } else if (flag == "--grace-period" || flag == "--connect-timeout") {
+    } else if (o.flag == "--grace-period" || o.flag == "--connect-timeout") {
       auto s = parse_seconds(value);
       if (!s) return error(flag + ": expected seconds, got '" + value + "'");
-      if (flag == "--grace-period") {
+      if (o.flag == "--grace-period") {
         p.gracePeriod = to_millis(*s);
       } else {
         p.connectTimeout = to_millis(*s);
         if (p.connectTimeout.count() == 0) return error(flag + ": must be more than 0");
       }
-    } else if (flag == "--max-message-size") {
+    } else if (o.flag == "--max-message-size") {
       auto n = parse_number<std::int64_t>(value);
       if (!n || *n <= 16 || *n > std::numeric_limits<std::int32_t>::max()) {
         return error(flag + ": expected bytes (17 to 2147483647), got '" + value + "'");
       }
       p.maxMessageSize = static_cast<std::int32_t>(*n);
-    } else if (flag == "--max-document-length") {
+    } else if (o.flag == "--max-document-length") {
       auto n = parse_number<std::size_t>(value);
       if (!n) return error(flag + ": expected a number of characters, got '" + value + "'");
       cli.config.maxDocumentLength = *n;

@@ -130,16 +130,14 @@ void apply_config_json(const json& doc, AppConfig& cfg) {
     } else if (key == "captureDocuments") {
       p.tracker.captureDocuments = expect_bool(value, path);
     } else if (key == "sinks") {
-      // HOOK: the sinks section belongs to sink_config.cpp (sinks engineer),
-      // which parses AppConfig::sinks with the same path-naming errors.
-      cfg.sinks = value;
+      cfg.sinks = value;  // parsed by plan_sinks() (sink_config.cpp)
     } else {
       fail(path, "unknown key");
     }
   }
 }
 
-void load_config_file(const std::string& path, AppConfig& cfg) {
+std::vector<std::string> load_config_file(const std::string& path, AppConfig& cfg) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError("config: cannot read " + path);
   std::stringstream text;
@@ -151,6 +149,10 @@ void load_config_file(const std::string& path, AppConfig& cfg) {
     throw ConfigError("config: " + path + ": invalid JSON: " + e.what());
   }
   apply_config_json(doc, cfg);
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : doc.items())
+    if (!is_comment(key)) keys.push_back(key);
+  return keys;
 }
 
 }  // namespace varanus::app

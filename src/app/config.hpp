@@ -2,14 +2,15 @@
 // values the command line may override. Parsing lives here, not in the
 // proxy layer (which takes a plain ProxyConfig).
 //
-// Top-level sections are dispatched in config.cpp (apply_config_json). The
-// "sinks" section is kept raw in AppConfig::sinks for the sinks' own parser
-// (sink_config.cpp): add its call at the HOOK comment in config.cpp.
+// Top-level keys are dispatched in config.cpp (apply_config_json). The
+// "sinks" section is kept raw in AppConfig::sinks and parsed by
+// plan_sinks() (sink_config.cpp), with the same path-naming errors.
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "varanus/proxy/config.hpp"
 
@@ -34,8 +35,9 @@ class ConfigError : public std::runtime_error {
 /// pointer of the key. Keys starting with "_comment" are documentation: ignored.
 void apply_config_json(const nlohmann::json& doc, AppConfig& cfg);
 
-/// Reads and applies a config file. Throws ConfigError (unreadable file,
-/// invalid JSON, or as apply_config_json).
-void load_config_file(const std::string& path, AppConfig& cfg);
+/// Reads and applies a config file; returns the top-level keys it set
+/// (comments left out), for --check-config's "where it came from". Throws
+/// ConfigError (unreadable file, invalid JSON, or as apply_config_json).
+std::vector<std::string> load_config_file(const std::string& path, AppConfig& cfg);
 
 }  // namespace varanus::app

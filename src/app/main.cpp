@@ -1,5 +1,6 @@
-// varanus: the executable. `varanus decode ...` is a subcommand (decode.cpp);
-// anything else runs the proxy:
+// varanus: the executable. `varanus decode ...` (decode.cpp) and `varanus
+// healthcheck ...` (healthcheck.cpp) are subcommands; anything else runs
+// the proxy:
 //
 //   flags + config file ─▶ AppConfig + SinkPlan ─▶ SinkRuntime (Dispatcher, sinks, admin)
 //                                                  proxy::Server (relay, Tracker per connection)
@@ -25,6 +26,7 @@
 
 #include "cli.hpp"
 #include "decode.hpp"
+#include "healthcheck.hpp"
 #include "sink_config.hpp"
 #include "varanus/monitor/stats.hpp"
 #include "varanus/proxy/server.hpp"
@@ -49,7 +51,7 @@ std::string seconds(std::chrono::milliseconds ms) {
 }
 
 int run_proxy(const std::vector<std::string>& args) {
-  app::Cli cli = app::parse_cli(args);
+  app::Cli cli = app::parse_cli(args, app::varanus_environment());
   switch (cli.action) {
     case app::Cli::Action::help:
       std::fputs(app::usage().c_str(), stdout);
@@ -73,14 +75,28 @@ int run_proxy(const std::vector<std::string>& args) {
     return 2;
   }
   if (cli.action == app::Cli::Action::check) {
+    // Each value, then where it came from: a flag, a VARANUS_* variable,
+    // the config file, or the default.
     const auto& p = cfg.proxy;
-    std::printf(
-        "listen %s\nupstream %s\nioThreads %u\nbusyPollMicros %lld\ngracePeriodSeconds %s\n"
-        "connectTimeoutSeconds %s\nmaxMessageSize %d\nmaxDocumentLength %zu\n",
-        p.listen.to_string().c_str(), p.upstream.to_string().c_str(), p.ioThreads,
-        static_cast<long long>(p.busyPoll.count()), seconds(p.gracePeriod).c_str(),
-        seconds(p.connectTimeout).c_str(), p.maxMessageSize, cfg.maxDocumentLength);
+    const std::pair<const char*, std::string> values[] = {
+        {"listen", p.listen.to_string()},
+        {"upstream", p.upstream.to_string()},
+        {"ioThreads", std::to_string(p.ioThreads)},
+        {"busyPollMicros", std::to_string(p.busyPoll.count())},
+        {"gracePeriodSeconds", seconds(p.gracePeriod)},
+        {"connectTimeoutSeconds", seconds(p.connectTimeout)},
+        {"maxMessageSize", std::to_string(p.maxMessageSize)},
+        {"maxDocumentLength", std::to_string(cfg.maxDocumentLength)},
+        {"bufferSize", std::to_string(p.bufferSize)},
+        {"captureDocuments", p.tracker.captureDocuments ? "true" : "false"},
+    };
+    const std::string config = cli.source("config");
+    if (config != "default") std::printf("config file (%s)\n", config.c_str());
+    for (const auto& [key, value] : values)
+      std::printf("%s %s (%s)\n", key, value.c_str(), cli.source(key).c_str());
     for (const auto& line : plan.describe()) std::printf("%s\n", line.c_str());
+    for (const auto& name : cli.unknownEnv)
+      std::printf("ignored: %s names no option of varanus\n", name.c_str());
     return 0;
   }
 
@@ -169,6 +185,9 @@ int run_proxy(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string_view(argv[1]) == "decode") {
     return varanus::app::run_decode(argc - 1, argv + 1);
+  }
+  if (argc >= 2 && std::string_view(argv[1]) == "healthcheck") {
+    return varanus::app::run_healthcheck(std::vector<std::string>(argv + 2, argv + argc));
   }
   try {
     return run_proxy(std::vector<std::string>(argv + 1, argv + argc));

@@ -257,8 +257,9 @@ void apply_sink_flag(SinkFlags& flags, std::string_view flag, const std::string&
 std::string sink_flags_usage() {
   return R"(  --log-file PATH           events as JSON lines appended to PATH instead of stdout
                             (reopened on SIGHUP, for logrotate)
-  --log-format FORMAT       varanus (default: DESIGN.md's event lines) or mongodb-log
-                            (the command logging spec's messages)
+  --log-format FORMAT       varanus (default: one JSON object per event, keys as the
+                            drivers' monitoring API names them; see the README's
+                            "Event lines") or mongodb-log (the command logging spec's)
   --admin HOST:PORT         admin HTTP endpoint: /metrics (Prometheus), /healthz, /stats
                             (port 0 picks a free port, named in a start-up line)
   --plugin PATH             load a sink from a shared library (repeatable)
@@ -319,7 +320,7 @@ SinkPlan plan_sinks(const json& section, const SinkFlags& flags, std::size_t max
   if (flags.logFile) {
     SinkSpec s;
     s.type = SinkSpec::Type::file;
-    s.where = "--log-file";
+    s.where = flags.where("--log-file");
     s.render = defaults;
     s.file.path = *flags.logFile;
     plan.sinks.push_back(std::move(s));
@@ -327,7 +328,7 @@ SinkPlan plan_sinks(const json& section, const SinkFlags& flags, std::size_t max
   for (const auto& p : flags.plugins) {
     SinkSpec s;
     s.type = SinkSpec::Type::plugin;
-    s.where = "--plugin";
+    s.where = flags.where("--plugin");
     s.render = defaults;
     s.pluginPath = p;
     plan.sinks.push_back(std::move(s));
@@ -345,7 +346,9 @@ SinkPlan plan_sinks(const json& section, const SinkFlags& flags, std::size_t max
   }
   if (flags.admin) {
     const auto ep = proxy::Endpoint::parse(*flags.admin);
-    if (!ep) throw SinkConfigError("--admin: expected HOST:PORT, got '" + *flags.admin + "'");
+    if (!ep)
+      throw SinkConfigError(flags.where("--admin") + ": expected HOST:PORT, got '" + *flags.admin +
+                            "'");
     plan.admin = sinks::AdminOptions{ep->host, ep->port};
   }
   return plan;

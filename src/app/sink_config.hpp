@@ -43,6 +43,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -72,6 +73,13 @@ struct SinkFlags {
   std::optional<std::string> logFormat;  ///< --log-format: format of the default/flag sinks
   std::optional<std::string> admin;      ///< --admin HOST:PORT
   std::vector<std::string> plugins;      ///< --plugin PATH (each a sink, config "{}")
+  /// Where each flag came from when not the command line (flag -> variable).
+  std::map<std::string, std::string, std::less<>> from;
+  /// "--log-file", or the variable that set it ("VARANUS_LOG_FILE").
+  std::string where(std::string_view flag) const {
+    const auto it = from.find(flag);
+    return it == from.end() ? std::string(flag) : it->second;
+  }
 };
 
 /// True for --log-file, --log-format, --admin, --plugin (each takes a value).

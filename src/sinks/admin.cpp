@@ -1,6 +1,7 @@
 // The admin HTTP endpoint (Boost.Beast, C++20 coroutines, one thread).
 // Kept apart from the rest of the sinks so that only this file pays for
 // Beast's compile time.
+#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -46,34 +47,49 @@ void append_label_value(std::string& out, std::string_view v) {
 
 }  // namespace
 
+int connect_tcp(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout,
+                std::string& error) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (const int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+      rc != 0 || res == nullptr) {
+    error = std::string("cannot resolve: ") + gai_strerror(rc);
+    return -1;
+  }
+  int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+    err = errno;
+    if (err == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
+      if (n <= 0) {
+        err = ETIMEDOUT;
+      } else {
+        socklen_t len = sizeof err;
+        ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      }
+    }
+  }
+  ::freeaddrinfo(res);
+  if (err != 0) {
+    if (fd >= 0) ::close(fd);
+    error = std::strerror(err);
+    return -1;
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  return fd;
+}
+
 HealthCheck tcp_health_check(std::string host, std::uint16_t port,
                              std::chrono::milliseconds timeout) {
   return [host = std::move(host), port, timeout]() -> std::pair<bool, std::string> {
     const std::string where = host + ":" + std::to_string(port);
-    addrinfo hints{};
-    hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    if (const int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
-        rc != 0 || res == nullptr)
-      return {false, "upstream " + where + ": cannot resolve: " + gai_strerror(rc)};
-    const int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int err = fd < 0 ? errno : 0;
-    if (fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
-      err = errno;
-      if (err == EINPROGRESS) {
-        pollfd p{fd, POLLOUT, 0};
-        const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
-        if (n <= 0) {
-          err = ETIMEDOUT;
-        } else {
-          socklen_t len = sizeof err;
-          ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        }
-      }
-    }
-    ::freeaddrinfo(res);
-    if (fd >= 0) ::close(fd);
-    if (err != 0) return {false, "upstream " + where + " unreachable: " + std::strerror(err)};
+    std::string error;
+    const int fd = connect_tcp(host, port, timeout, error);
+    if (fd < 0) return {false, "upstream " + where + " unreachable: " + error};
+    ::close(fd);
     return {true, "upstream " + where + " reachable"};
   };
 }

@@ -291,6 +291,65 @@ TEST_CASE("config errors name the key path") {
   CHECK(missing.error == "varanus: config: cannot read /nonexistent/varanus.json");
 }
 
+TEST_CASE("VARANUS_* variables set options: flags > environment > config file > defaults") {
+  TempFile f(R"({"listen": {"host": "127.0.0.3", "port": 4000}, "ioThreads": 4,
+                 "gracePeriodSeconds": 7})");
+  const app::Environment env{{"VARANUS_CONFIG", f.path},
+                             {"VARANUS_LISTEN", "0.0.0.0:27018"},
+                             {"VARANUS_IO_THREADS", "3"},
+                             {"VARANUS_UPSTREAM", "db:27019"},
+                             {"VARANUS_LOG_FORMAT", "mongodb-log"},
+                             {"VARANUS_ADMIN", "127.0.0.1:9108"},
+                             {"VARANUS_PLUGIN", "/a.so:/b.so"},
+                             {"VARANUS_STUB", "not an option"},
+                             {"PATH", "/usr/bin"}};
+  Cli cli = app::parse_cli({"--io-threads", "2"}, env);
+  REQUIRE_MESSAGE(cli.action == Cli::Action::run, cli.error);
+  const auto& p = cli.config.proxy;
+  CHECK(p.listen == proxy::Endpoint{"0.0.0.0", 27018});  // env over the file
+  CHECK(p.ioThreads == 2);                               // the flag over env and file
+  CHECK(p.gracePeriod == 7s);                            // the file over the default
+  CHECK(p.upstream == proxy::Endpoint{"db", 27019});
+  CHECK(p.connectTimeout == 5s);  // default
+  CHECK(cli.sinkFlags.logFormat == "mongodb-log");
+  CHECK(cli.sinkFlags.admin == "127.0.0.1:9108");
+  CHECK(cli.sinkFlags.plugins == std::vector<std::string>{"/a.so", "/b.so"});
+  CHECK(cli.source("listen") == "env VARANUS_LISTEN");
+  CHECK(cli.source("ioThreads") == "flag --io-threads");
+  CHECK(cli.source("gracePeriodSeconds") == "config " + f.path);
+  CHECK(cli.source("connectTimeoutSeconds") == "default");
+  CHECK(cli.source("config") == "env VARANUS_CONFIG");
+  CHECK(cli.source("admin") == "env VARANUS_ADMIN");
+  CHECK(cli.unknownEnv == std::vector<std::string>{"VARANUS_STUB"});
+  // --config on the command line wins over VARANUS_CONFIG.
+  TempFile g(R"({"ioThreads": 5})");
+  Cli other = app::parse_cli({"--config", g.path}, env);
+  REQUIRE_MESSAGE(other.action == Cli::Action::run, other.error);
+  CHECK(other.config.proxy.ioThreads == 3);  // env over the (other) file
+  CHECK(other.config.proxy.gracePeriod == 10s);
+  CHECK(app::env_name("--max-document-length") == "VARANUS_MAX_DOCUMENT_LENGTH");
+}
+
+TEST_CASE("a malformed value in a variable is an error naming the variable") {
+  auto error_of = [](const std::string& name, const std::string& value) {
+    Cli cli = app::parse_cli({}, {{name, value}});
+    CHECK(cli.action == Cli::Action::error);
+    return cli.error;
+  };
+  CHECK(error_of("VARANUS_LISTEN", "nohostport").find("VARANUS_LISTEN: expected HOST:PORT") !=
+        std::string::npos);
+  CHECK(error_of("VARANUS_GRACE_PERIOD", "soon").find("VARANUS_GRACE_PERIOD: expected seconds") !=
+        std::string::npos);
+  CHECK(error_of("VARANUS_IO_THREADS", "0").find("VARANUS_IO_THREADS: ") != std::string::npos);
+  CHECK(error_of("VARANUS_LOG_FORMAT", "xml").find("VARANUS_LOG_FORMAT: expected") !=
+        std::string::npos);
+  CHECK(error_of("VARANUS_CONFIG", "/nonexistent.json").find("/nonexistent.json") !=
+        std::string::npos);
+  // The same value as a flag is fine when the flag overrides the variable.
+  CHECK(app::parse_cli({"--listen", "127.0.0.1:1"}, {{"VARANUS_LISTEN", "bad"}}).action ==
+        Cli::Action::run);
+}
+
 TEST_CASE("the example config parses and documents the defaults") {
   Cli cli = parse({"--config", VARANUS_EXAMPLE_CONFIG});
   REQUIRE_MESSAGE(cli.action == Cli::Action::run, cli.error);
@@ -359,12 +418,35 @@ TEST_CASE("varanus --check-config validates and describes without listening") {
   TempFile f(R"({"upstream": {"host": "10.1.2.3", "port": 27999}})");
   Child c({"--config", f.path, "--check-config", "--listen", "127.0.0.1:1"});
   CHECK(c.finish() == 0);
-  CHECK(c.outText.find("upstream 10.1.2.3:27999\n") != std::string::npos);
-  CHECK(c.outText.find("listen 127.0.0.1:1\n") != std::string::npos);
+  CHECK(c.outText.find("upstream 10.1.2.3:27999 (config " + f.path + ")\n") != std::string::npos);
+  CHECK(c.outText.find("listen 127.0.0.1:1 (flag --listen)\n") != std::string::npos);
+  CHECK(c.outText.find("gracePeriodSeconds 10 (default)\n") != std::string::npos);
   TempFile bad(R"({"sinks": {"outputs": [{"type": "carrier-pigeon"}]}})");
   Child c2({"--config", bad.path, "--check-config"});
   CHECK(c2.finish() == 2);
   CHECK(c2.errText.find("config: /sinks/outputs/0/type") != std::string::npos);
+}
+
+TEST_CASE("the real binary reads VARANUS_* variables; a bad one exits 2 naming it") {
+  struct ScopedEnv {
+    const char* name;
+    ScopedEnv(const char* n, const char* v) : name(n) { ::setenv(n, v, 1); }
+    ~ScopedEnv() { ::unsetenv(name); }
+  };
+  {
+    ScopedEnv upstream("VARANUS_UPSTREAM", "10.9.8.7:27100");
+    ScopedEnv typo("VARANUS_LISTN", "127.0.0.1:1");
+    Child c({"--check-config"});
+    CHECK(c.finish() == 0);
+    CHECK(c.outText.find("upstream 10.9.8.7:27100 (env VARANUS_UPSTREAM)\n") != std::string::npos);
+    CHECK(c.outText.find("ignored: VARANUS_LISTN names no option") != std::string::npos);
+  }
+  {
+    ScopedEnv bad("VARANUS_MAX_MESSAGE_SIZE", "huge");
+    Child c({"--check-config"});
+    CHECK(c.finish() == 2);
+    CHECK(c.errText.find("varanus: VARANUS_MAX_MESSAGE_SIZE: expected bytes") == 0);
+  }
 }
 
 namespace {

@@ -82,6 +82,12 @@ class MetricsSink : public Sink {
 /// Upstream reachability for /healthz: ok and a short message.
 using HealthCheck = std::function<std::pair<bool, std::string>()>;
 
+/// Opens a TCP connection to host:port (a name or an address), waiting at
+/// most `timeout`: the connected socket (blocking, close-on-exec), or -1
+/// with `error` saying why ("cannot resolve: ...", "Connection refused").
+int connect_tcp(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout,
+                std::string& error);
+
 /// A HealthCheck that opens (and closes) a TCP connection to host:port,
 /// waiting at most `timeout`.
 HealthCheck tcp_health_check(std::string host, std::uint16_t port,
