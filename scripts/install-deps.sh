@@ -4,7 +4,7 @@
 # can never disagree about dependencies. Safe to run again (apt-get is
 # idempotent).
 #   (no argument)  everything: build, tests, benchmarks
-#   --build        what building varanus needs (the Dockerfile's build stage)
+#   --build        what compiling varanus needs (the Dockerfile's build stage)
 #   --runtime      only the shared libraries the binary needs (the Dockerfile's final stage)
 set -euo pipefail
 
@@ -22,6 +22,8 @@ build_pkgs=(
   libboost1.81-dev
   libbson-dev nlohmann-json3-dev doctest-dev
   libsnappy-dev zlib1g-dev libzstd-dev libssl-dev
+)
+dev_pkgs=(
   # clang + its runtime: the libFuzzer target and sanitizer builds.
   clang libclang-rt-14-dev clang-format
 )
@@ -33,13 +35,17 @@ test_pkgs=(
   # Plain TCP relay: the benchmark's baseline.
   haproxy
   procps
+  # The container image: built and run with podman (scripts/container-test.sh).
+  podman runc debootstrap
+  # The systemd unit is checked with systemd-analyze verify.
+  systemd
 )
 
 pkgs=("${runtime_pkgs[@]}")
 case "${1:-}" in
   --runtime) ;;
   --build) pkgs+=("${build_pkgs[@]}") ;;
-  "") pkgs+=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
+  "") pkgs+=("${build_pkgs[@]}" "${dev_pkgs[@]}" "${test_pkgs[@]}") ;;
   *) echo "usage: $0 [--build|--runtime]" >&2; exit 2 ;;
 esac
 

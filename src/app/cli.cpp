@@ -261,6 +261,7 @@ Cli parse_cli(const std::vector<std::string>& args, const Environment& env) {
       return cli;
     }
     cli.sources.emplace_back("config", configOpt->source);
+    cli.configPath = configOpt->value;
   }
 
   for (const auto& o : opts) {

@@ -29,6 +29,8 @@ struct Cli {
   /// Where each option that is not at its default came from, by its config
   /// key ("listen" -> "flag --listen", "env VARANUS_LISTEN", "config FILE").
   std::vector<std::pair<std::string, std::string>> sources;
+  /// The config file read ("" when none).
+  std::string configPath;
   /// VARANUS_* variables that name no option (said by --check-config).
   std::vector<std::string> unknownEnv;
   /// "default" or where the option `key` came from.

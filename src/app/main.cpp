@@ -90,8 +90,8 @@ int run_proxy(const std::vector<std::string>& args) {
         {"bufferSize", std::to_string(p.bufferSize)},
         {"captureDocuments", p.tracker.captureDocuments ? "true" : "false"},
     };
-    const std::string config = cli.source("config");
-    if (config != "default") std::printf("config file (%s)\n", config.c_str());
+    if (!cli.configPath.empty())
+      std::printf("config file %s (%s)\n", cli.configPath.c_str(), cli.source("config").c_str());
     for (const auto& [key, value] : values)
       std::printf("%s %s (%s)\n", key, value.c_str(), cli.source(key).c_str());
     for (const auto& line : plan.describe()) std::printf("%s\n", line.c_str());

@@ -7,8 +7,8 @@
 // touches (its sockets, buffers and Inspector) belongs to one thread: no
 // locks on the data path.
 //
-// Why a hand-written loop and not Asio coroutines here (DESIGN.md drew the
-// relay as Asio pumps; docs/design-notes.md has the figures): the proxy is
+// Why a hand-written loop and not Asio coroutines here (the first design
+// drew the relay as Asio pumps; docs/design-notes.md has the figures): the proxy is
 // CPU-bound on its I/O thread, and per relayed message Asio's reactor made
 // one more recv(2) than needed (every async_read_some first tries a read,
 // which fails with EAGAIN right after the previous message was forwarded)

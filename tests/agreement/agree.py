@@ -26,7 +26,7 @@ another process), written by the per-driver recorders in this folder:
                          further batches of an exhaust stream (no request
                          was sent; PyMongo 3.11 gives them requestId 0)
 
-varanus events are its JSON lines as DESIGN.md's "Event lines" table says.
+varanus events are its JSON lines as the README's "Event lines" table says.
 
 What is checked (each check can fail; the self-test shows every kind):
   * every driver event has a varanus counterpart: same requestId (synthetic

@@ -1,7 +1,7 @@
 // varanus::sinks — turning an Event into one line of JSON.
 //
 // Two formats, chosen per sink:
-//  - `varanus`: the schema in DESIGN.md ("Event lines"): t, event,
+//  - `varanus`: the README's "Event lines" table: t, event,
 //    connectionId, client, server, serverConnectionId, appName, driver,
 //    requestId, commandName, databaseName, command / reply / failure,
 //    durationMicros, hello and flags. Documents are embedded as relaxed
@@ -35,7 +35,7 @@ namespace varanus::sinks {
 
 /// The line format of a sink.
 enum class Format : std::uint8_t {
-  varanus,     ///< DESIGN.md "Event lines" (the default)
+  varanus,     ///< the README's "Event lines" (the default)
   mongodbLog,  ///< the MongoDB command logging spec's structured messages
 };
 std::string_view to_string(Format f) noexcept;  ///< "varanus", "mongodb-log"
