@@ -87,6 +87,10 @@ bool futex_sleep(std::atomic<std::uint32_t>& word, std::uint32_t asleep,
 
 }  // namespace
 
+bool Dispatcher::sink_thread_asleep() const noexcept {
+  return state_.load(std::memory_order_acquire) == kAsleep;
+}
+
 Dispatcher::Dispatcher(monitor::Stats& stats, DispatcherOptions options)
     : stats_(stats), options_(std::move(options)) {
   // The ring (256 bytes a slot, 16 MiB by default) is allocated with the

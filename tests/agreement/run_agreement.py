@@ -43,14 +43,6 @@ class Failure(Exception):
     pass
 
 
-class NotBuilt(Exception):
-    """The varanus executable is the placeholder that says "proxy not built
-    yet": the run is skipped (exit SKIP, CTest SKIP_RETURN_CODE), not failed."""
-
-
-SKIP = 77
-
-
 # --------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------
@@ -79,12 +71,6 @@ def start_varanus(varanus_bin: str, upstream: str, notes: list[str]) -> "harness
             return None, server.stderr()
 
     server, err = start(base + ["--max-document-length", "0"])
-    if server is None and "proxy not built yet" in err:
-        raise NotBuilt(err)
-    if server is None and "max-document-length" in err:
-        notes.append("varanus does not accept --max-document-length yet: documents may be cut at "
-                     "1000 characters")
-        server, err = start(base)
     if server is None:
         raise Failure(f"varanus did not start: {err[-2000:]}")
     return server
@@ -388,9 +374,6 @@ def main(argv=None) -> int:
             notes.append(f"{exc} (continuing: SIGTERM must still flush and close)")
         varanus.stop()  # SIGTERM; HarnessError unless it exits 0
         varanus_events = parse_lines(varanus.stdout_lines(), strict=True)
-    except NotBuilt as exc:
-        print(f"{label}: SKIPPED: this varanus has no proxy yet ({exc.args[0].strip()[-200:]})")
-        return SKIP
     except (Failure, harness.HarnessError) as exc:
         print(f"{label}: FAILED before comparing: {exc}")
         if varanus is not None:

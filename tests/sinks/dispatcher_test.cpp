@@ -396,16 +396,22 @@ TEST_CASE("when every core is busy the rescuer drains the ring: nothing lost, or
   }));
   d.start();
   std::atomic<bool> spin{true};
+  std::atomic<unsigned> spinning{0};
   std::vector<std::thread> spinners;
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < cores; ++i) {
     spinners.emplace_back([&] {
+      spinning.fetch_add(1);
       while (spin.load(std::memory_order_relaxed)) {
       }
     });
   }
-  std::this_thread::sleep_for(20ms);  // the spinners own the cores
-  constexpr int kEvents = 3000;       // < the ring: none may be dropped
+  // The spinners own the cores once every one of them runs.
+  const auto started = std::chrono::steady_clock::now() + 10s;
+  while (spinning.load() < cores && std::chrono::steady_clock::now() < started)
+    std::this_thread::yield();
+  REQUIRE(spinning.load() == cores);
+  constexpr int kEvents = 3000;  // < the ring: none may be dropped
   for (int i = 0; i < kEvents; ++i) d.publish(event_for(1, i));
   const auto deadline = std::chrono::steady_clock::now() + 20s;
   for (;;) {
@@ -506,7 +512,11 @@ TEST_CASE("an event published to an idle dispatcher reaches the sink promptly") 
   auto rec = std::make_shared<RecordingSink>();
   d.add(rec);
   d.start();
-  std::this_thread::sleep_for(30ms);  // the sink thread is asleep by now
+  // Wait until the sink thread has gone to its deep sleep.
+  const auto asleepBy = std::chrono::steady_clock::now() + 10s;
+  while (!d.sink_thread_asleep() && std::chrono::steady_clock::now() < asleepBy)
+    std::this_thread::sleep_for(1ms);
+  REQUIRE(d.sink_thread_asleep());
   const auto t0 = std::chrono::steady_clock::now();
   d.publish(event_for(1, 7));
   bool seen = false;

@@ -129,6 +129,9 @@ class Dispatcher final : public monitor::EventOutput {
   /// Times a publish() had to wake the sink thread (a futex syscall on the
   /// publishing thread). Far below the events published while they flow.
   std::uint64_t wakeups() const noexcept { return wakeups_.load(std::memory_order_relaxed); }
+  /// True while the sink thread is in its deep sleep, which only a
+  /// publish() (or stop()) ends. For tests and diagnostics.
+  bool sink_thread_asleep() const noexcept;
   /// True when a sink thread runs (start() was called with a sink registered).
   bool running() const noexcept { return thread_.joinable(); }
   /// Times the rescuer took the ring from the starved SCHED_IDLE sink thread
