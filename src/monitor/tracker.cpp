@@ -93,7 +93,7 @@ void Tracker::client_data(std::span<const std::uint8_t> bytes, Clock now) {
     auto next = fromClient_.next();
     if (next.status == wire::FrameStatus::need_more) return;
     if (next.status == wire::FrameStatus::error) {
-      return stop("client framing: " + next.error->message(), now);
+      return stop("client framing", *next.error, now);
     }
     on_request(next.frame, now);
     if (!inspecting_) return;
@@ -108,7 +108,7 @@ void Tracker::server_data(std::span<const std::uint8_t> bytes, Clock now) {
     auto next = fromServer_.next();
     if (next.status == wire::FrameStatus::need_more) return;
     if (next.status == wire::FrameStatus::error) {
-      return stop("upstream framing: " + next.error->message(), now);
+      return stop("upstream framing", *next.error, now);
     }
     on_reply(next.frame, now);
     if (!inspecting_) return;
@@ -224,7 +224,7 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
   // and rejects a bad one; an observer only needs the bytes to be in bounds.
   opts.verifyChecksum = false;
   auto decoded = wire::decode(frame, opts);
-  if (!decoded) return stop("client message: " + decoded.error().message(), now);
+  if (!decoded) return stop("client message", decoded.error(), now);
   const wire::Message& msg = *decoded;
   const std::int32_t requestId = msg.header.requestId;
 
@@ -316,7 +316,7 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
   opts.validateBson = false;
   opts.verifyChecksum = false;
   auto decoded = wire::decode(frame, opts);
-  if (!decoded) return stop("upstream message: " + decoded.error().message(), now);
+  if (!decoded) return stop("upstream message", decoded.error(), now);
   const wire::Message& msg = *decoded;
 
   const bool isReply = std::holds_alternative<wire::OpMsg>(msg.body) ||
@@ -432,11 +432,14 @@ void Tracker::fail_all(std::string_view message, Clock now) {
   pending_.clear();
 }
 
-void Tracker::stop(std::string why, Clock now) {
+void Tracker::stop(std::string_view where, const wire::Error& error, Clock now) {
   if (!inspecting_) return;
   inspecting_ = false;
   ++stats_.decodeErrors;
-  stopReason_ = std::move(why);
+  const bool oversized = error.code == wire::Errc::length_too_large ||
+                         error.code == wire::Errc::uncompressed_size_too_large;
+  stopCause_ = oversized ? StopCause::oversized : StopCause::malformed;
+  stopReason_ = std::string(where) + ": " + error.message();
   fail_all("inspection stopped: " + stopReason_, now);
 }
 

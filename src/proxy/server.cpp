@@ -1176,7 +1176,7 @@ void Worker::inspect_deferred() {
 
 void Session::inspection_stopped() {
   const std::string_view why = inspector_->stop_reason();
-  const bool oversized = why.find("too_large") != std::string_view::npos;
+  const bool oversized = inspector_->stop_cause() == monitor::StopCause::oversized;
   server_.stats.add(oversized ? server_.stats.oversizedFrames : server_.stats.decodeErrors);
   server_.diag("varanus: connection " + std::to_string(id_) + " (client " + clientName_ +
                "): inspection stopped, relaying goes on: " + std::string(why));

@@ -30,6 +30,7 @@ class TrackerInspector final : public Inspector {
   bool inspecting() const noexcept override { return tracker_.inspecting(); }
   std::string_view stop_reason() const noexcept override { return tracker_.stop_reason(); }
   bool idle() const noexcept override { return tracker_.quiescent(); }
+  monitor::StopCause stop_cause() const noexcept override { return tracker_.stop_cause(); }
 
  private:
   // Stats::commands and sparseFrames follow the tracker's own counts; a

@@ -338,14 +338,17 @@ TEST_CASE("compressed messages give the same events, with the compressor named")
 TEST_CASE("a frame that does not decode stops inspection and fails what is pending") {
   Fixture f;
   f.client(msg(1, 0, R"({"ping": 1, "$db": "admin"})"));
+  CHECK(f.tracker.stop_cause() == monitor::StopCause::none);
   SUBCASE("bad section kind") {
     wire::Frame bad = msg(2, 0, R"({"ping": 1})");
     bad[20] = 9;  // section kind byte
     f.client(bad);
+    CHECK(f.tracker.stop_cause() == monitor::StopCause::malformed);
   }
   SUBCASE("length over the maximum") {
     wire::Frame huge = {0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 0, 0, 0, 0, 0xdd, 0x07, 0, 0};
     f.client(huge);
+    CHECK(f.tracker.stop_cause() == monitor::StopCause::oversized);
   }
   CHECK_FALSE(f.tracker.inspecting());
   CHECK_FALSE(f.tracker.stop_reason().empty());

@@ -132,6 +132,11 @@ class RecordingInspector final : public proxy::Inspector {
   }
   bool inspecting() const noexcept override { return inspecting_; }
   std::string_view stop_reason() const noexcept override { return stopWith_; }
+  // As a Tracker classifies its wire error (the code leads the reason here).
+  monitor::StopCause stop_cause() const noexcept override {
+    return stopWith_.find("length_too_large") != std::string::npos ? monitor::StopCause::oversized
+                                                                   : monitor::StopCause::malformed;
+  }
 
  private:
   std::shared_ptr<Seen> seen_;

@@ -58,6 +58,13 @@ struct Clock {
   }
 };
 
+/// Why a Tracker stopped inspecting; the proxy counts the two apart.
+enum class StopCause : std::uint8_t {
+  none,       ///< still inspecting
+  oversized,  ///< a message (or a claimed uncompressed size) over maxMessageSize
+  malformed,  ///< bytes that do not frame or decode as the wire protocol
+};
+
 struct TrackerStats {
   std::uint64_t commands = 0;      ///< started events emitted
   std::uint64_t decodeErrors = 0;  ///< frames that failed to decode (inspection then stops)
@@ -85,6 +92,7 @@ class Tracker {
     return fromClient_.sparse_frames() + fromServer_.sparse_frames();
   }
   const std::string& stop_reason() const noexcept { return stopReason_; }
+  StopCause stop_cause() const noexcept { return stopCause_; }
   /// True when nothing is in flight: every byte read so far is part of a
   /// whole message, and no request waits for a reply except heartbeat
   /// hellos (a monitor's, which a closing server may cut off). False once
@@ -114,7 +122,9 @@ class Tracker {
   };
   void on_request(std::span<const std::uint8_t> frame, Clock now);
   void on_reply(std::span<const std::uint8_t> frame, Clock now);
-  void stop(std::string why, Clock now);
+  /// Stops inspection for `error`, found in what `where` names ("client
+  /// framing", "upstream message"), and fails what is pending.
+  void stop(std::string_view where, const wire::Error& error, Clock now);
   Event make_event(EventType type, Clock now) const;
   void start_command(Pending p, std::int32_t requestId, wire::BoundedBytes command, bool unacked,
                      wire::BsonBytes impliedReply, Clock now);
@@ -138,6 +148,7 @@ class Tracker {
   bool closed_ = false;
   bool handshakeSeen_ = false;
   std::string stopReason_;
+  StopCause stopCause_ = StopCause::none;
   TrackerStats stats_;
   std::uint64_t bytesFromClient_ = 0;
   std::uint64_t bytesFromServer_ = 0;

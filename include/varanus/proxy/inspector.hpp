@@ -33,6 +33,9 @@ class Inspector {
   /// Session counts that and logs one line, and keeps relaying.
   virtual bool inspecting() const noexcept = 0;
   virtual std::string_view stop_reason() const noexcept = 0;
+  /// Why inspection stopped: oversized and malformed traffic are counted
+  /// apart. The default, for inspectors that do not say, is malformed.
+  virtual monitor::StopCause stop_cause() const noexcept { return monitor::StopCause::malformed; }
   /// True when no request is in flight and no message is half read (see
   /// monitor::Tracker::quiescent). A stopping proxy closes such a
   /// connection at once; the others get the grace period. The default
