@@ -33,6 +33,8 @@ test_pkgs=(
   # Plain TCP relay: the benchmark's baseline.
   haproxy
   procps
+  # A real terminal for `varanus top` (tests/sinks/test_top_tmux.py).
+  tmux
 )
 
 pkgs=("${runtime_pkgs[@]}")

@@ -36,6 +36,8 @@ std::string usage() {
   std::string text =
       R"(usage: varanus [options]
        varanus decode ...        (decode recorded wire messages; see varanus decode --help)
+       varanus top --admin HOST:PORT  (live view of a running proxy's commands; see
+                                 varanus top --help)
 
 varanus is a transparent MongoDB wire-protocol proxy. Point a driver at the
 listen address; every byte is relayed unchanged to the upstream

@@ -1,4 +1,5 @@
-// varanus: the executable. `varanus decode ...` is a subcommand (decode.cpp);
+// varanus: the executable. `varanus decode ...` (decode.cpp) and `varanus
+// top ...` (top.cpp) are subcommands;
 // anything else runs the proxy:
 //
 //   flags + config file ─▶ AppConfig + SinkPlan ─▶ SinkRuntime (Dispatcher, sinks, admin)
@@ -26,6 +27,7 @@
 #include "cli.hpp"
 #include "decode.hpp"
 #include "sink_config.hpp"
+#include "top.hpp"
 #include "varanus/monitor/stats.hpp"
 #include "varanus/proxy/server.hpp"
 
@@ -109,6 +111,7 @@ int run_proxy(const std::vector<std::string>& args) {
   } else {
     proxyConfig.tracker.captureDocuments = false;
   }
+  proxyConfig.tracker.replySummary = sinkRuntime->dispatcher().wants_reply_summary();
   proxy::Server server(proxyConfig, events, stats, proxy::tracker_factory());
   proxy::Endpoint bound;
   try {
@@ -169,6 +172,9 @@ int run_proxy(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string_view(argv[1]) == "decode") {
     return varanus::app::run_decode(argc - 1, argv + 1);
+  }
+  if (argc >= 2 && std::string_view(argv[1]) == "top") {
+    return varanus::app::run_top(argc - 1, argv + 1);
   }
   try {
     return run_proxy(std::vector<std::string>(argv + 1, argv + argc));
