@@ -5,7 +5,7 @@
 // (hellos left out): count, failed, total time, p50 / p95 / p99 / max
 // duration, request and reply bytes — since start, and over the last 10 s
 // and 60 s. Durations go into bounded log-scale histograms (4 buckets per
-// octave: a percentile is the upper bound of its bucket, within 19 %,
+// octave: a percentile is the upper bound of its bucket, at most 25 % above,
 // capped by the max). Windows are per-second slots of the event time, 60
 // per key. At most `maxEntries` keys: the commands of later ones are
 // counted under ("other", "other", "other") and in `folded`.
