@@ -97,7 +97,7 @@ double ops_per_second(const json& commands) {
 
 std::string ms(std::int64_t micros) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(micros) / 1000.0);
+  std::snprintf(buf, sizeof buf, "%.2f", static_cast<double>(micros) / 1000.0);
   return buf;
 }
 

@@ -231,7 +231,7 @@ class SlowQueries(unittest.TestCase):
         self.assertEqual({l["requestId"] for l in slow}, expected)
         finds = [l for l in slow if l["commandName"] == "find"]
         self.assertEqual({l["requestId"] for l in finds}, self.slowIds)
-        # The other slow one is the delayed stubFault that turned the delay off.
+        # The other slow one is a stubFault: the stub delays its own reply too.
         self.assertEqual(collections.Counter(l["commandName"] for l in slow),
                          {"find": 3, "stubFault": 1})
         for l in finds:
