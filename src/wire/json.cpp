@@ -588,6 +588,7 @@ struct Writer {
         if (depth + 1 < kMaxDepth && bson_framed(scope)) {
           // The scope is written whole (no budget) and judged as one token.
           Writer inner{out, static_cast<std::size_t>(-1), end};
+          inner.canonical = canonical;
           inner.members(scope, false, depth + 1);
           if (inner.corrupt) corrupt = true;
         } else if (depth + 1 >= kMaxDepth) {
