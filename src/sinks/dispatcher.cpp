@@ -272,7 +272,19 @@ void Dispatcher::deliver(const Event& e) {
   if (e.type == monitor::EventType::commandStarted) {
     // Terminal events lost to a full ring would leave theirs here for ever.
     if (startedKept_.size() >= kMaxStartedKept) startedKept_.clear();
-    startedKept_[key] = e;
+    // The node (and document buffer) of the last finished command is
+    // reused: steady traffic keeps started events without allocating.
+    if (spareStarted_.empty()) {
+      startedKept_[key] = e;
+    } else {
+      spareStarted_.key() = key;
+      spareStarted_.mapped() = e;
+      auto r = startedKept_.insert(std::move(spareStarted_));
+      if (!r.inserted) {  // a requestID reused before its reply: the newer wins
+        r.position->second = e;
+        spareStarted_ = std::move(r.node);
+      }
+    }
     const RenderedEvent rendered(e, cache_);
     for (auto& sink : sinks_) sink->write(rendered);
     return;
@@ -280,7 +292,11 @@ void Dispatcher::deliver(const Event& e) {
   auto it = startedKept_.find(key);
   const RenderedEvent rendered(e, cache_, it == startedKept_.end() ? nullptr : &it->second);
   for (auto& sink : sinks_) sink->write(rendered);
-  if (it != startedKept_.end()) startedKept_.erase(it);
+  if (it != startedKept_.end()) {
+    auto node = startedKept_.extract(it);
+    if (node.mapped().document.capacity() <= monitor::kReusableDocumentCapacity)
+      spareStarted_ = std::move(node);
+  }
 }
 
 void Dispatcher::flush_all() {

@@ -649,3 +649,30 @@ TEST_CASE("mongodb-log sinks write no handshake or heartbeat hellos") {
   CHECK(json::parse(log->lines[0])["requestId"] == 2);
   CHECK(events->lines.size() == 2);
 }
+
+TEST_CASE("lines: commands reuses kept started events; a reused requestID keeps the newer") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  sinks::RenderOptions o;
+  o.lines = sinks::Lines::commands;
+  auto sink = std::make_shared<RecordingSink>("cmd", o);
+  d.add(sink);
+  auto find = [](std::int32_t req, int n) {
+    return started(
+        req, R"({"find": "orders", "filter": {"n": )" + std::to_string(n) + R"(}, "$db": "shop"})");
+  };
+  for (int i = 0; i < 100; ++i) {  // one after another: the kept node is reused
+    d.publish(find(i, i));
+    d.publish(succeeded(i));
+  }
+  d.publish(find(500, 1));
+  d.publish(find(500, 2));  // the same requestID again before a reply
+  d.publish(succeeded(500));
+  d.publish(succeeded(501));  // no started event kept: a line without command
+  d.stop();
+  REQUIRE(sink->lines.size() == 102);
+  for (int i = 0; i < 100; ++i)
+    CHECK(json::parse(sink->lines[static_cast<std::size_t>(i)])["command"]["filter"]["n"] == i);
+  CHECK(json::parse(sink->lines[100])["command"]["filter"]["n"] == 2);
+  CHECK_FALSE(json::parse(sink->lines[101]).contains("command"));
+}

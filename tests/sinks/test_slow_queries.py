@@ -229,11 +229,12 @@ class SlowQueries(unittest.TestCase):
         expected = {l["requestId"] for l in self.ours(self.commands)
                     if l["durationMicros"] >= SLOW_MICROS}
         self.assertEqual({l["requestId"] for l in slow}, expected)
-        finds = [l for l in slow if l["commandName"] == "find"]
+        finds = [l for l in slow if l.get("collection") == "slowcoll"]
+        self.assertEqual(len(self.slowIds), 3)
         self.assertEqual({l["requestId"] for l in finds}, self.slowIds)
-        # The other slow one is a stubFault: the stub delays its own reply too.
-        self.assertEqual(collections.Counter(l["commandName"] for l in slow),
-                         {"find": 3, "stubFault": 1})
+        # Besides, a stubFault: the stub delays its own reply too. (Other
+        # commands only if the machine stalled them: the set above decides.)
+        self.assertIn("stubFault", {l["commandName"] for l in slow})
         for l in finds:
             self.assertGreaterEqual(l["durationMicros"], DELAY_MS * 1000)
             self.assertEqual(l["collection"], "slowcoll")

@@ -210,7 +210,9 @@ class Dispatcher final : public monitor::EventOutput {
   // (connectionId, requestId). Bounded: cleared when it reaches the cap.
   static constexpr std::size_t kMaxStartedKept = 65536;
   bool joinCommands_ = false;
-  std::unordered_map<std::uint64_t, monitor::Event> startedKept_;
+  using StartedMap = std::unordered_map<std::uint64_t, monitor::Event>;
+  StartedMap startedKept_;
+  StartedMap::node_type spareStarted_;
   std::uint64_t droppedSinceWarning_ = 0;
   std::chrono::steady_clock::time_point lastWarning_{};
   std::chrono::steady_clock::time_point windowStart_{};
