@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,9 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 from harness import Server, start_stub  # noqa: E402
+from test_wire import Wire  # noqa: E402  (raw wire messages, legacy opcodes included)
 
+import bson  # noqa: E402
 from bson.int64 import Int64  # noqa: E402
 from pymongo import ASCENDING, MongoClient, monitoring  # noqa: E402
 from pymongo.errors import OperationFailure  # noqa: E402
@@ -133,6 +136,33 @@ def workload(uri, driver):
     return slowIds
 
 
+def legacy_workload(address):
+    """4.x-era opcodes on a raw connection: OP_QUERY on a collection (a find),
+    OP_GET_MORE, an OP_QUERY command on <db>.$cmd, OP_INSERT (no reply).
+    Returns {requestID: what the replies said}."""
+    w = Wire(address)
+    seen = {}
+    rid = w.send_query("test.people", {"age": {"$gte": 30}}, n_return=2)
+    _, to, _, cursor, _, docs = w.recv_reply()
+    assert to == rid and cursor != 0
+    seen[rid] = ("find", len(docs), cursor)
+    rid = w.send_get_more("test.people", 3, cursor)
+    _, to, _, after, _, docs = w.recv_reply()
+    seen[rid] = ("getMore", len(docs), after)
+    rid = w.send_query("test.$cmd", {"count": "people"}, n_return=-1)
+    _, to, _, _, _, docs = w.recv_reply()
+    seen[rid] = ("count", None, None)
+    w.next_id += 1
+    body = struct.pack("<i", 0) + b"test.legacyins\x00" + bson.encode({"_id": 1})
+    w.sock.sendall(struct.pack("<iiii", 16 + len(body), w.next_id, 0, 2002) + body)
+    seen[w.next_id] = ("insert", None, None)
+    rid = w.send_msg({"ping": 1, "$db": "admin"})  # the insert was read before this reply
+    w.recv()
+    seen[rid] = ("ping", None, None)
+    w.close()
+    return seen
+
+
 class SlowQueries(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -161,6 +191,7 @@ class SlowQueries(unittest.TestCase):
         cls.admin = m.group(1)
         cls.driver = Replies()
         cls.slowIds = workload(cls.proxy.uri(directConnection="true"), cls.driver)
+        cls.legacy = legacy_workload(cls.proxy.address)
 
         def settled():
             # Every command line the driver's requests produced is in the log.
@@ -169,7 +200,7 @@ class SlowQueries(unittest.TestCase):
             except (OSError, ValueError):
                 return None
             ids = {l["requestId"] for l in lines if l["event"] == "command"}
-            done = set(cls.driver.replies) | set(cls.driver.failures)
+            done = set(cls.driver.replies) | set(cls.driver.failures) | set(cls.legacy)
             return lines if done <= ids else None
 
         cls.commands = wait_until("the command lines", settled)
@@ -265,7 +296,7 @@ class SlowQueries(unittest.TestCase):
 
     def test_collection_on_every_command_kind(self):
         expected = {
-            "insert": {"people", "slowcoll"}, "find": {"people", "slowcoll"},
+            "insert": {"people", "slowcoll", "legacyins"}, "find": {"people", "slowcoll"},
             "getMore": {"people"}, "update": {"people"}, "delete": {"people"},
             "aggregate": {"people"}, "count": {"people"}, "distinct": {"people"},
             "findAndModify": {"people"}, "create": {"made"}, "collMod": {"made"},
@@ -285,6 +316,22 @@ class SlowQueries(unittest.TestCase):
             if l["event"] in ("commandStarted", "commandSucceeded") and \
                     l["commandName"] in expected:
                 self.assertIn(l["collection"], expected[l["commandName"]], l)
+
+    def test_collection_and_summary_of_legacy_opcodes(self):
+        lines = {l["requestId"]: l for l in self.ours(self.commands)
+                 if l["connectionId"] and l["requestId"] in self.legacy}
+        self.assertEqual(set(lines), set(self.legacy))
+        for rid, (name, n, cursor) in self.legacy.items():
+            l = lines[rid]
+            self.assertEqual(l["commandName"], name)
+            if name == "ping":
+                self.assertNotIn("collection", l)
+                continue
+            self.assertEqual(l["collection"], "legacyins" if name == "insert" else "people")
+            if n is not None:
+                self.assertEqual(l["nReturned"], n)
+                self.assertEqual(l["cursorId"], cursor)
+        self.assertTrue(any(l.get("unacknowledged") for l in lines.values()))
 
     def test_string_documents_canonical_json_one_type_per_key(self):
         typed = read_lines(self.path("typed.log"))
@@ -309,29 +356,32 @@ class SlowQueries(unittest.TestCase):
                   l.get("cursorExhausted") is False]
         self.assertTrue(opened)
         ids = set()
+        opened = [l for l in opened if l["requestId"] not in self.legacy]
         for l in opened:
             want = int(self.driver.replies[l["requestId"]]["cursor"]["id"])
             self.assertEqual(int(l["cursorId"]["$numberLong"]), want)
             reply = json.loads(l["reply"])
             self.assertEqual(int(reply["cursor"]["id"]["$numberLong"]), want)
             ids.add(want)
-        getmores = [l for l in typed if l.get("commandName") == "getMore" and "hello" not in l]
+        getmores = [l for l in typed if l.get("commandName") == "getMore" and "hello" not in l
+                    and l["requestId"] not in self.legacy]
         self.assertTrue(getmores)
         for l in getmores:
             self.assertIn(int(json.loads(l["command"])["getMore"]["$numberLong"]), ids)
 
     def test_stats_commands_against_the_event_log(self):
-        lines = self.ours(self.commands)
+        def complete():
+            # The log and the stats are fed by the same sink thread: read
+            # both until they agree on the number of commands.
+            lines = self.ours(read_lines(self.path("commands.log")))
+            s = get_json(self.admin, "/stats/commands")
+            total = sum(r["count"] for r in s["commands"])
+            return (s, lines) if total == len(lines) else None
+
+        stats, lines = wait_until("/stats/commands to count every command", complete)
         want = collections.defaultdict(list)
         for l in lines:
             want[(l["databaseName"], l.get("collection", ""), l["commandName"])].append(l)
-
-        def complete():
-            s = get_json(self.admin, "/stats/commands")
-            total = sum(r["count"] for r in s["commands"])
-            return s if total == len(lines) else None
-
-        stats = wait_until("/stats/commands to count every command", complete)
         self.assertEqual(stats["folded"], 0)
         rows = {(r["database"], r["collection"], r["commandName"]): r for r in stats["commands"]}
         self.assertEqual(set(rows), set(want))
@@ -343,7 +393,8 @@ class SlowQueries(unittest.TestCase):
             self.assertEqual(r["totalMicros"], sum(durations), key)
             self.assertEqual(r["maxMicros"], durations[-1], key)
             self.assertEqual(r["bytesIn"], sum(l["requestBytes"] for l in ls), key)
-            self.assertEqual(r["bytesOut"], sum(l["replyBytes"] for l in ls), key)
+            # (Unacknowledged writes have no reply: no replyBytes.)
+            self.assertEqual(r["bytesOut"], sum(l.get("replyBytes", 0) for l in ls), key)
             # Percentiles: the bucket's upper bound (4 an octave: within 25 %), never past max.
             p50 = durations[(len(durations) - 1) // 2]
             self.assertGreaterEqual(r["p50Micros"], p50, key)
