@@ -39,6 +39,8 @@ test_pkgs=(
   podman runc debootstrap
   # The systemd unit is checked with systemd-analyze verify.
   systemd
+  # A real terminal for `varanus top` (tests/sinks/test_top_tmux.py).
+  tmux
 )
 
 pkgs=("${runtime_pkgs[@]}")

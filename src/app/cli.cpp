@@ -42,6 +42,8 @@ std::string usage() {
        varanus decode FILE...       decode recorded wire messages (varanus decode --help)
        varanus healthcheck [opts]   is a running varanus healthy? (for containers;
                                     varanus healthcheck --help)
+       varanus top --admin HOST:PORT  live view of a running proxy's commands
+                                    (varanus top --help)
 
 varanus is a transparent MongoDB wire-protocol proxy. Point a driver at the
 listen address; every byte is relayed unchanged to the upstream

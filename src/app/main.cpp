@@ -1,6 +1,6 @@
 // varanus: the executable. `varanus decode ...` (decode.cpp) and `varanus
-// healthcheck ...` (healthcheck.cpp) are subcommands; anything else runs
-// the proxy:
+// healthcheck ...` (healthcheck.cpp) and `varanus top ...` (top.cpp) are
+// subcommands; anything else runs the proxy:
 //
 //   flags + config file ─▶ AppConfig + SinkPlan ─▶ SinkRuntime (Dispatcher, sinks, admin)
 //                                                  proxy::Server (relay, Tracker per connection)
@@ -28,6 +28,7 @@
 #include "decode.hpp"
 #include "healthcheck.hpp"
 #include "sink_config.hpp"
+#include "top.hpp"
 #include "varanus/monitor/stats.hpp"
 #include "varanus/proxy/server.hpp"
 
@@ -125,6 +126,7 @@ int run_proxy(const std::vector<std::string>& args) {
   } else {
     proxyConfig.tracker.captureDocuments = false;
   }
+  proxyConfig.tracker.replySummary = sinkRuntime->dispatcher().wants_reply_summary();
   proxy::Server server(proxyConfig, events, stats, proxy::tracker_factory());
   proxy::Endpoint bound;
   try {
@@ -188,6 +190,9 @@ int main(int argc, char** argv) {
   }
   if (argc >= 2 && std::string_view(argv[1]) == "healthcheck") {
     return varanus::app::run_healthcheck(std::vector<std::string>(argv + 2, argv + argc));
+  }
+  if (argc >= 2 && std::string_view(argv[1]) == "top") {
+    return varanus::app::run_top(argc - 1, argv + 1);
   }
   try {
     return run_proxy(std::vector<std::string>(argv + 1, argv + argc));

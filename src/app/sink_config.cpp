@@ -159,7 +159,9 @@ SinkSpec parse_output(const json& v, const std::string& path,
     if (is_comment(key) || key == "type") continue;
     const bool file = spec.type == T::file, net = spec.type == T::tcp || spec.type == T::udp,
                plugin = spec.type == T::plugin;
-    if (key == "format" || key == "maxDocumentLength" || key == "redaction") spec.renderSet = true;
+    if (key == "format" || key == "maxDocumentLength" || key == "redaction" || key == "lines" ||
+        key == "documents" || key == "extendedJson")
+      spec.renderSet = true;
     if (key == "format") {
       spec.render.format = expect_format(value, p);
     } else if (key == "maxDocumentLength") {
@@ -168,6 +170,15 @@ SinkSpec parse_output(const json& v, const std::string& path,
     } else if (key == "redaction") {
       if (!sinks::parse_redaction(expect_string(value, p), spec.render.redaction))
         fail(p, "expected \"none\" or \"values\"");
+    } else if (key == "lines") {
+      if (!sinks::parse_lines(expect_string(value, p), spec.render.lines))
+        fail(p, "expected \"events\" or \"commands\"");
+    } else if (key == "documents") {
+      if (!sinks::parse_documents(expect_string(value, p), spec.render.documents))
+        fail(p, "expected \"object\" or \"string\"");
+    } else if (key == "extendedJson") {
+      if (!sinks::parse_extended_json(expect_string(value, p), spec.render.extendedJson))
+        fail(p, "expected \"relaxed\" or \"canonical\"");
     } else if (key == "filter") {
       spec.filter = parse_filter(value, p);
       spec.filterSet = true;
@@ -229,7 +240,8 @@ std::string join(const std::vector<std::string>& v) {
 }  // namespace
 
 bool is_sink_flag(std::string_view flag) noexcept {
-  return flag == "--log-file" || flag == "--log-format" || flag == "--admin" || flag == "--plugin";
+  return flag == "--log-file" || flag == "--log-format" || flag == "--log-lines" ||
+         flag == "--admin" || flag == "--plugin";
 }
 
 void apply_sink_flag(SinkFlags& flags, std::string_view flag, const std::string& value) {
@@ -242,6 +254,11 @@ void apply_sink_flag(SinkFlags& flags, std::string_view flag, const std::string&
     if (!sinks::parse_format(value, unused))
       throw SinkConfigError(f + ": expected varanus or mongodb-log, got '" + value + "'");
     flags.logFormat = value;
+  } else if (flag == "--log-lines") {
+    sinks::Lines unused{};
+    if (!sinks::parse_lines(value, unused))
+      throw SinkConfigError(f + ": expected events or commands, got '" + value + "'");
+    flags.logLines = value;
   } else if (flag == "--admin") {
     if (!proxy::Endpoint::parse(value))
       throw SinkConfigError(f + ": expected HOST:PORT, got '" + value + "'");
@@ -260,7 +277,12 @@ std::string sink_flags_usage() {
   --log-format FORMAT       varanus (default: one JSON object per event, keys as the
                             drivers' monitoring API names them; see the README's
                             "Event lines") or mongodb-log (the command logging spec's)
-  --admin HOST:PORT         admin HTTP endpoint: /metrics (Prometheus), /healthz, /stats
+  --log-lines LINES         events (default: a started and a succeeded/failed line per
+                            command) or commands (one "command" line when it finishes:
+                            command, reply or failure, duration, nReturned, n, cursorId...)
+  --admin HOST:PORT         admin HTTP endpoint: /metrics (Prometheus), /healthz, /stats,
+                            /stats/commands (per database, collection, command: counts,
+                            p50/p95/p99 times, bytes; what `varanus top` shows)
                             (port 0 picks a free port, named in a start-up line)
   --plugin PATH             load a sink from a shared library (repeatable)
 )";
@@ -271,6 +293,7 @@ SinkPlan plan_sinks(const json& section, const SinkFlags& flags, std::size_t max
   sinks::RenderOptions defaults;
   defaults.maxDocumentLength = maxDocumentLength;
   if (flags.logFormat) sinks::parse_format(*flags.logFormat, defaults.format);
+  if (flags.logLines) sinks::parse_lines(*flags.logLines, defaults.lines);
 
   const json* outputs = nullptr;
   std::string outputsPath = "/sinks/outputs";
@@ -297,6 +320,9 @@ SinkPlan plan_sinks(const json& section, const SinkFlags& flags, std::size_t max
             a.port = ep.port;
           } else if (k == "maxDatabases") {
             plan.metrics.maxDatabases = static_cast<std::size_t>(expect_integer(v, q, 0, 10000));
+          } else if (k == "maxCommandStats") {
+            plan.commandStats.maxEntries =
+                static_cast<std::size_t>(expect_integer(v, q, 1, 100000));
           } else {
             fail(q, "unknown key");
           }
@@ -379,6 +405,12 @@ std::vector<std::string> SinkPlan::describe() const {
     }
     l += ", format " + std::string(sinks::to_string(s.render.format));
     l += ", maxDocumentLength " + std::to_string(s.render.maxDocumentLength);
+    if (s.render.lines != sinks::Lines::events)
+      l += ", lines " + std::string(sinks::to_string(s.render.lines));
+    if (s.render.documents != sinks::Documents::object)
+      l += ", documents " + std::string(sinks::to_string(s.render.documents));
+    if (s.render.extendedJson != sinks::ExtendedJson::relaxed)
+      l += ", extendedJson " + std::string(sinks::to_string(s.render.extendedJson));
     if (s.render.redaction != sinks::Redaction::none)
       l += ", redaction " + std::string(sinks::to_string(s.render.redaction));
     const auto& f = s.filter;
@@ -397,7 +429,7 @@ std::vector<std::string> SinkPlan::describe() const {
   }
   if (admin)
     out.push_back("  admin endpoint " + proxy::Endpoint{admin->host, admin->port}.to_string() +
-                  ": /metrics /healthz /stats");
+                  ": /metrics /healthz /stats /stats/commands");
   return out;
 }
 
@@ -446,8 +478,11 @@ SinkRuntime::SinkRuntime(const SinkPlan& plan, monitor::Stats& stats, sinks::Hea
   if (adminOptions_) {
     metrics_ = std::make_shared<sinks::MetricsSink>(plan.metrics);
     dispatcher_->add(metrics_);
+    commandStats_ = std::make_shared<sinks::CommandStatsSink>(plan.commandStats);
+    dispatcher_->add(commandStats_);
     admin_ = std::make_unique<sinks::AdminServer>(*adminOptions_, stats_, dispatcher_.get(),
                                                   metrics_, std::move(health));
+    admin_->set_command_stats(commandStats_);
   }
 }
 

@@ -15,14 +15,21 @@
 //                                            plus the last document each slot carried)
 //     "dropWarningIntervalSeconds": 10,      at most one "dropped N events" line per interval
 //     "admin": {                             admin HTTP endpoint: /metrics /healthz /stats
+//                                            /stats/commands
 //       "listen": "127.0.0.1:9108",          loopback by default; port 0 = a free port
-//       "maxDatabases": 100                  distinct `database` label values (0: no label)
+//       "maxDatabases": 100,                 distinct `database` label values (0: no label)
+//       "maxCommandStats": 256               /stats/commands: distinct (database, collection,
+//                                            command) kept; the rest count as "other"
 //     },
 //     "outputs": [                           default: one stdout sink
 //       { "type": "stdout" | "stderr" | "file" | "tcp" | "udp" | "plugin",
 //         "format": "varanus" | "mongodb-log",     default varanus (or --log-format)
 //         "maxDocumentLength": 1000,               default --max-document-length / config's
 //         "redaction": "none" | "values",
+//         "lines": "events" | "commands",          default events (or --log-lines); commands:
+//                                                  one "command" line per finished command
+//         "documents": "object" | "string",        command/reply as objects or JSON strings
+//         "extendedJson": "relaxed" | "canonical", canonical: numbers typed ($numberLong...)
 //         "filter": {
 //           "includeCommands": ["find"], "excludeCommands": ["getMore"],
 //           "includeDatabases": ["shop"], "excludeDatabases": ["admin"],
@@ -38,7 +45,7 @@
 // "sinks": [ ...outputs... ] is accepted as a shorthand for {"outputs": [...]}.
 //
 // Command-line shortcuts (see sink_flags_usage()): --log-file PATH,
-// --log-format FORMAT, --admin HOST:PORT, --plugin PATH (repeatable).
+// --log-format FORMAT, --log-lines LINES, --admin HOST:PORT, --plugin PATH (repeatable).
 // --max-document-length is the proxy CLI's and arrives as a parameter.
 #pragma once
 
@@ -53,6 +60,7 @@
 #include <vector>
 
 #include "varanus/monitor/stats.hpp"
+#include "varanus/sinks/command_stats.hpp"
 #include "varanus/sinks/dispatcher.hpp"
 #include "varanus/sinks/line_sinks.hpp"
 #include "varanus/sinks/metrics.hpp"
@@ -71,6 +79,7 @@ class SinkConfigError : public std::runtime_error {
 struct SinkFlags {
   std::optional<std::string> logFile;    ///< --log-file PATH: a file sink instead of stdout
   std::optional<std::string> logFormat;  ///< --log-format: format of the default/flag sinks
+  std::optional<std::string> logLines;   ///< --log-lines: events or commands (default/flag sinks)
   std::optional<std::string> admin;      ///< --admin HOST:PORT
   std::vector<std::string> plugins;      ///< --plugin PATH (each a sink, config "{}")
   /// Where each flag came from when not the command line (flag -> variable).
@@ -82,7 +91,7 @@ struct SinkFlags {
   }
 };
 
-/// True for --log-file, --log-format, --admin, --plugin (each takes a value).
+/// True for --log-file, --log-format, --log-lines, --admin, --plugin (each takes a value).
 bool is_sink_flag(std::string_view flag) noexcept;
 /// Records one flag. Throws SinkConfigError ("--log-format: expected ...").
 void apply_sink_flag(SinkFlags& flags, std::string_view flag, const std::string& value);
@@ -111,6 +120,7 @@ struct SinkPlan {
   std::vector<SinkSpec> sinks;
   std::optional<sinks::AdminOptions> admin;
   sinks::MetricsOptions metrics;
+  sinks::CommandStatsOptions commandStats;
   /// Human-readable lines for --check-config.
   std::vector<std::string> describe() const;
 };
@@ -154,6 +164,7 @@ class SinkRuntime {
   monitor::Stats& stats_;
   std::unique_ptr<sinks::Dispatcher> dispatcher_;
   std::shared_ptr<sinks::MetricsSink> metrics_;
+  std::shared_ptr<sinks::CommandStatsSink> commandStats_;
   std::unique_ptr<sinks::AdminServer> admin_;
   std::optional<sinks::AdminOptions> adminOptions_;
 };

@@ -19,6 +19,7 @@
 
 #include "legacy.hpp"
 #include "varanus/monitor/classify.hpp"
+#include "varanus/monitor/summary.hpp"
 #include "varanus/wire/bson_walk.hpp"
 #include "varanus/wire/command.hpp"
 
@@ -90,11 +91,14 @@ void Tracker::client_data(std::span<const std::uint8_t> bytes, Clock now) {
   if (!inspecting_ || closed_) return;
   fromClient_.feed(bytes);
   for (;;) {
+    const std::uint64_t before = fromClient_.consumed();
     auto next = fromClient_.next();
     if (next.status == wire::FrameStatus::need_more) return;
     if (next.status == wire::FrameStatus::error) {
       return stop("client framing", *next.error, now);
     }
+    frameBytes_ = static_cast<std::uint32_t>(fromClient_.consumed() - before);
+    frameReduced_ = next.reduced;
     on_request(next.frame, now);
     if (!inspecting_) return;
   }
@@ -105,11 +109,14 @@ void Tracker::server_data(std::span<const std::uint8_t> bytes, Clock now) {
   if (!inspecting_ || closed_) return;
   fromServer_.feed(bytes);
   for (;;) {
+    const std::uint64_t before = fromServer_.consumed();
     auto next = fromServer_.next();
     if (next.status == wire::FrameStatus::need_more) return;
     if (next.status == wire::FrameStatus::error) {
       return stop("upstream framing", *next.error, now);
     }
+    frameBytes_ = static_cast<std::uint32_t>(fromServer_.consumed() - before);
+    frameReduced_ = next.reduced;
     on_reply(next.frame, now);
     if (!inspecting_) return;
   }
@@ -130,6 +137,8 @@ void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedByte
   started.requestId = requestId;
   started.commandName = p.commandName;
   started.databaseName = p.databaseName;
+  started.collection = p.collection;
+  started.requestBytes = p.requestBytes;
   started.hello = p.hello;
   started.exhaust = p.exhaust || p.exhaustAllowed;
   started.awaited = p.awaited;
@@ -152,6 +161,8 @@ void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedByte
     done.requestId = requestId;
     done.commandName = std::move(p.commandName);
     done.databaseName = std::move(p.databaseName);
+    done.collection = std::move(p.collection);
+    done.requestBytes = p.requestBytes;
     done.hello = p.hello;
     done.redacted = p.redacted;
     done.unacknowledged = true;
@@ -171,6 +182,8 @@ void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedByte
     failed.requestId = requestId;
     failed.commandName = std::move(old.commandName);
     failed.databaseName = std::move(old.databaseName);
+    failed.collection = std::move(old.collection);
+    failed.requestBytes = old.requestBytes;
     failed.durationMicros = micros_between(old.start, now.mono);
     failed.message = "requestID reused by the client before a reply came";
     publish(std::move(failed));
@@ -230,10 +243,12 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
 
   Pending p;
   p.compressor = msg.compressor;
+  p.requestBytes = frameBytes_;
 
   if (auto view = wire::command_view(msg); view.ok()) {
     p.commandName = std::string(view->name);
     p.databaseName = std::string(view->database);
+    p.collection = std::string(command_collection(view->name, view->body));
     p.exhaustAllowed = view->exhaustAllowed;
     p.redacted = should_redact(view->name, view->body);
     if (msg.opCode == static_cast<std::int32_t>(wire::OpCode::query))
@@ -273,6 +288,7 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
     p.databaseName = std::string(q->database());
     p.legacy = Pending::Legacy::find;
     p.ns = std::string(q->fullCollectionName);
+    p.collection = std::string(namespace_collection(p.ns));
     p.exhaustAllowed = q->exhaust();
     handshakeSeen_ = true;
     return start_command(std::move(p), requestId, keep(docs ? detail::find_from_query(*q) : none),
@@ -282,6 +298,7 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
     p.commandName = "getMore";
     p.ns = std::string(g->fullCollectionName);
     p.databaseName = p.ns.substr(0, p.ns.find('.'));
+    p.collection = std::string(namespace_collection(p.ns));
     p.legacy = Pending::Legacy::getMore;
     return start_command(std::move(p), requestId, keep(docs ? detail::getmore_from_op(*g) : none),
                          false, {}, now);
@@ -295,6 +312,7 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
   auto legacy_write = [&](const char* name, std::string_view ns, wire::BsonBytes command) {
     p.commandName = name;
     p.databaseName = std::string(ns.substr(0, ns.find('.')));
+    p.collection = std::string(namespace_collection(ns));
     start_command(std::move(p), requestId, keep(std::move(command)), true, detail::ok_reply(), now);
   };
   if (auto* ins = std::get_if<wire::OpInsert>(&msg.body))
@@ -364,6 +382,9 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
   done.requestId = msg.header.responseTo;
   done.commandName = p.commandName;
   done.databaseName = p.databaseName;
+  done.collection = p.collection;
+  done.requestBytes = p.requestBytes;
+  done.replyBytes = frameBytes_;
   done.durationMicros = micros_between(p.start, now.mono);
   done.hello = p.hello;
   done.exhaust = p.exhaust || more;
@@ -387,6 +408,19 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
     // Failure details are needed even without documents.
     done.document = p.redacted ? detail::redacted_failure(replyDoc) : detail::copy_of(replyDoc);
   }
+  if (options_.replySummary && !p.redacted) {
+    if (auto* r = std::get_if<wire::OpReply>(&msg.body); r != nullptr && !r->queryFailure() &&
+                                                         p.legacy != Pending::Legacy::none &&
+                                                         p.legacy != Pending::Legacy::command) {
+      done.summary.nReturned = static_cast<std::int32_t>(r->documents.size());
+      done.summary.hasCursor = true;
+      done.summary.cursorId = r->cursorId;
+    } else {
+      done.summary = summarize_reply(p.commandName, replyDoc);
+      // A sparse frame left batch elements out: their number is unknown.
+      if (frameReduced_) done.summary.nReturned = -1;
+    }
+  }
   publish(std::move(done));
 
   if (!more) return;
@@ -395,6 +429,7 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
   next.exhaust = true;
   next.exhaustAllowed = true;
   next.compressor = msg.compressor;
+  next.requestBytes = 0;  // a streamed round: no request
   wire::BsonBytes command;
   if (next.hello != HelloKind::none) {
     command = next.streamCommand;
@@ -421,6 +456,8 @@ void Tracker::fail_all(std::string_view message, Clock now) {
     failed.requestId = id;
     failed.commandName = std::move(p->commandName);
     failed.databaseName = std::move(p->databaseName);
+    failed.collection = std::move(p->collection);
+    failed.requestBytes = p->requestBytes;
     failed.durationMicros = micros_between(p->start, now.mono);
     failed.hello = p->hello;
     failed.exhaust = p->exhaust;

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <system_error>
 
+#include "varanus/sinks/command_stats.hpp"
 #include "varanus/sinks/dispatcher.hpp"
 #include "varanus/sinks/metrics.hpp"
 
@@ -172,6 +173,10 @@ std::string AdminServer::metrics_text() const {
   return out;
 }
 
+std::string AdminServer::command_stats_json() const {
+  return commandStats_ ? commandStats_->json() : std::string("{}");
+}
+
 std::string AdminServer::stats_json() const {
   nlohmann::json j;
   nlohmann::json counters = nlohmann::json::object();
@@ -227,13 +232,16 @@ asio::awaitable<void> serve(beast::tcp_stream stream, const AdminServer& admin,
       } else {
         res.body() = "ok\n";
       }
+    } else if (path == "/stats/commands") {
+      res.set(http::field::content_type, "application/json");
+      res.body() = admin.command_stats_json() + "\n";
     } else if (path == "/stats") {
       res.set(http::field::content_type, "application/json");
       res.body() = admin.stats_json() + "\n";
     } else {
       res.result(http::status::not_found);
       res.set(http::field::content_type, "text/plain; charset=utf-8");
-      res.body() = "not found; try /metrics, /healthz or /stats\n";
+      res.body() = "not found; try /metrics, /healthz, /stats or /stats/commands\n";
     }
     res.prepare_payload();
     if (req.method() == http::verb::head) res.body().clear();

@@ -114,7 +114,15 @@ void Dispatcher::add(std::shared_ptr<Sink> sink) {
     cells_.reset(new Cell[n]);
     for (std::size_t i = 0; i < n; ++i) cells_[i].seq.store(i, std::memory_order_relaxed);
   }
+  if (sinks_.back()->render_options().lines == Lines::commands) joinCommands_ = true;
   hasSinks_ = true;
+}
+
+bool Dispatcher::wants_reply_summary() const {
+  return std::any_of(sinks_.begin(), sinks_.end(), [](const std::shared_ptr<Sink>& s) {
+    return s->render_options().lines == Lines::commands ||
+           s->document_need() == DocumentNeed::whole;
+  });
 }
 
 std::optional<wire::CopyBound> Dispatcher::document_bound() const {
@@ -256,8 +264,43 @@ void Dispatcher::stop() {
 
 void Dispatcher::deliver(const Event& e) {
   cache_.next();
-  const RenderedEvent rendered(e, cache_);
+  if (!joinCommands_ || !e.isCommand()) {
+    const RenderedEvent rendered(e, cache_);
+    for (auto& sink : sinks_) sink->write(rendered);
+    return;
+  }
+  // Some sink writes one line per command: keep each started event until
+  // its terminal event comes, which renders with it.
+  const std::uint64_t key = (e.connection ? e.connection->connectionId << 32 : 0) ^
+                            static_cast<std::uint32_t>(e.requestId);
+  if (e.type == monitor::EventType::commandStarted) {
+    // Terminal events lost to a full ring would leave theirs here for ever.
+    if (startedKept_.size() >= kMaxStartedKept) startedKept_.clear();
+    // The node (and document buffer) of the last finished command is
+    // reused: steady traffic keeps started events without allocating.
+    if (spareStarted_.empty()) {
+      startedKept_[key] = e;
+    } else {
+      spareStarted_.key() = key;
+      spareStarted_.mapped() = e;
+      auto r = startedKept_.insert(std::move(spareStarted_));
+      if (!r.inserted) {  // a requestID reused before its reply: the newer wins
+        r.position->second = e;
+        spareStarted_ = std::move(r.node);
+      }
+    }
+    const RenderedEvent rendered(e, cache_);
+    for (auto& sink : sinks_) sink->write(rendered);
+    return;
+  }
+  auto it = startedKept_.find(key);
+  const RenderedEvent rendered(e, cache_, it == startedKept_.end() ? nullptr : &it->second);
   for (auto& sink : sinks_) sink->write(rendered);
+  if (it != startedKept_.end()) {
+    auto node = startedKept_.extract(it);
+    if (node.mapped().document.capacity() <= monitor::kReusableDocumentCapacity)
+      spareStarted_ = std::move(node);
+  }
 }
 
 void Dispatcher::flush_all() {

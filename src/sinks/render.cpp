@@ -56,6 +56,42 @@ bool parse_redaction(std::string_view text, Redaction& out) noexcept {
   return false;
 }
 
+std::string_view to_string(Lines l) noexcept {
+  return l == Lines::commands ? "commands" : "events";
+}
+
+bool parse_lines(std::string_view text, Lines& out) noexcept {
+  if (text == "events" || text == "commands") {
+    out = text == "events" ? Lines::events : Lines::commands;
+    return true;
+  }
+  return false;
+}
+
+std::string_view to_string(Documents d) noexcept {
+  return d == Documents::string ? "string" : "object";
+}
+
+bool parse_documents(std::string_view text, Documents& out) noexcept {
+  if (text == "object" || text == "string") {
+    out = text == "object" ? Documents::object : Documents::string;
+    return true;
+  }
+  return false;
+}
+
+std::string_view to_string(ExtendedJson x) noexcept {
+  return x == ExtendedJson::canonical ? "canonical" : "relaxed";
+}
+
+bool parse_extended_json(std::string_view text, ExtendedJson& out) noexcept {
+  if (text == "relaxed" || text == "canonical") {
+    out = text == "relaxed" ? ExtendedJson::relaxed : ExtendedJson::canonical;
+    return true;
+  }
+  return false;
+}
+
 void put_rfc3339(char* p, std::chrono::system_clock::time_point t);
 
 namespace {
@@ -211,8 +247,10 @@ bool append_document(std::string& out, const Event& e, const RenderOptions& o) {
   }
   if (o.redaction == Redaction::values)
     return append_type_json(out, view_of(doc), o.maxDocumentLength) || e.documentOmitted;
-  return wire::append_relaxed_json(out, view_of(doc), {o.maxDocumentLength}).truncated ||
-         e.documentCut;
+  wire::JsonOptions jo;
+  jo.maxLength = o.maxDocumentLength;
+  jo.canonical = o.extendedJson == ExtendedJson::canonical;
+  return wire::append_relaxed_json(out, view_of(doc), jo).truncated || e.documentCut;
 }
 
 // Scratch space for documents that become JSON strings (mongodb-log). The
@@ -225,29 +263,43 @@ std::string& scratch() {
 
 // The document as a JSON *string* (mongodb-log): relaxed JSON cut at
 // maxDocumentLength bytes (never inside a code point) plus "...".
-void append_document_string(std::string& out, const wire::BsonBytes& doc, const RenderOptions& o) {
+// Returns true when cut.
+bool append_document_string(std::string& out, const wire::BsonBytes& doc, const RenderOptions& o) {
   std::string& s = scratch();
   s.clear();
   const std::size_t max = o.maxDocumentLength;
   // Render a little more than we keep, so the cut lands in real text rather
   // than in the closing brackets a bounded writer adds.
   const std::size_t budget = max == 0 ? 0 : 2 * max + 64;
+  wire::JsonOptions jo;
+  jo.maxLength = budget;
+  jo.canonical = o.extendedJson == ExtendedJson::canonical;
   if (doc.empty()) {
     s = "{}";
   } else if (o.redaction == Redaction::values) {
     append_type_json(s, view_of(doc), budget);
-  } else if (wire::append_relaxed_json(s, view_of(doc), {budget}).truncated &&
-             s.size() < max + 64) {
+  } else if (wire::append_relaxed_json(s, view_of(doc), jo).truncated && s.size() < max + 64) {
     // The writer stopped early: its first `max` bytes may include the
     // brackets it added. Take the real text instead (rare).
     s.clear();
-    wire::append_relaxed_json(s, view_of(doc), {0});
+    jo.maxLength = 0;
+    wire::append_relaxed_json(s, view_of(doc), jo);
   }
+  bool cut = false;
   if (max != 0 && s.size() > max) {
     s.resize(utf8_prefix(s, max).size());
     s += "...";
+    cut = true;
   }
   wire::append_json_string(out, s);
+  return cut;
+}
+
+// An event's document as the sink's options ask: an object, or a string.
+bool append_doc(std::string& out, const Event& e, const RenderOptions& o) {
+  if (o.documents == Documents::string)
+    return append_document_string(out, e.document, o) || e.documentCut;
+  return append_document(out, e, o);
 }
 
 struct Failure {
@@ -377,13 +429,60 @@ std::string_view RenderCache::connection_text(const monitor::ConnectionInfoPtr& 
 
 namespace {
 
-void render_varanus(std::string& out, const Event& e, const RenderOptions& o, RenderCache* cache) {
+// The rest of a Lines::commands line after databaseName/collection: the
+// command (from the started event), the reply or failure, the outcome, the
+// duration and the reply's summary.
+void append_command_record(Chunk& w, const Event& e, const RenderOptions& o, const Event* started) {
+  if (started != nullptr) {
+    w.key("command");
+    w.flag("commandTruncated", append_doc(w.line(), *started, o));
+  }
+  const bool ok = e.type == EventType::commandSucceeded;
+  if (ok) {
+    w.key("reply");
+    w.flag("replyTruncated", append_doc(w.line(), e, o));
+  } else {
+    w.flag("failureTruncated", append_failure(w.line(), e, o));
+  }
+  w.str("outcome", ok ? "succeeded" : "failed");
+  w.num("durationMicros", e.durationMicros);
+  const monitor::ReplySummary& s = e.summary;
+  if (s.nReturned >= 0) w.num("nReturned", s.nReturned);
+  if (s.n >= 0) w.num("n", s.n);
+  if (s.nModified >= 0) w.num("nModified", s.nModified);
+  if (s.nUpserted >= 0) w.num("nUpserted", s.nUpserted);
+  if (s.nRemoved >= 0) w.num("nRemoved", s.nRemoved);
+  if (s.writeErrors >= 0) w.num("writeErrors", s.writeErrors);
+  if (s.hasCursor) {
+    if (o.extendedJson == ExtendedJson::canonical) {
+      // Above 2^53 a JSON reader with double numbers would change it.
+      w.key("cursorId");
+      w.raw("{\"$numberLong\":\"", 16);
+      char buf[24];
+      auto r = std::to_chars(buf, buf + sizeof buf, s.cursorId);
+      w.raw(buf, static_cast<std::size_t>(r.ptr - buf));
+      w.raw("\"}", 2);
+    } else {
+      w.num("cursorId", s.cursorId);
+    }
+    w.key("cursorExhausted");
+    w.raw(s.cursorId == 0 ? "true" : "false");
+  }
+  if (e.requestBytes != 0) w.num("requestBytes", e.requestBytes);
+  if (e.replyBytes != 0) w.num("replyBytes", e.replyBytes);
+}
+
+void render_varanus(std::string& out, const Event& e, const RenderOptions& o, RenderCache* cache,
+                    const Event* started) {
   const monitor::ConnectionInfo& c = info_of(e);
   Chunk w(out);
   w.raw("{\"t\":\"", 6);
   w.time(e.time);
   w.raw("\",\"event\":\"", 11);
-  w.raw(monitor::to_string(e.type));
+  if (o.lines == Lines::commands && e.isCommand() && e.type != EventType::commandStarted)
+    w.raw("command", 7);
+  else
+    w.raw(monitor::to_string(e.type));
   w.raw('"');
   if (cache != nullptr && e.connection) {
     w.raw(cache->connection_text(e.connection));
@@ -398,12 +497,15 @@ void render_varanus(std::string& out, const Event& e, const RenderOptions& o, Re
       w.num("requestId", e.requestId);
       w.str("commandName", e.commandName);
       w.str("databaseName", e.databaseName);
+      if (!e.collection.empty()) w.str("collection", e.collection);
       if (e.type == EventType::commandStarted) {
         w.key("command");
-        w.flag("commandTruncated", append_document(w.line(), e, o));
+        w.flag("commandTruncated", append_doc(w.line(), e, o));
+      } else if (o.lines == Lines::commands) {
+        append_command_record(w, e, o, started);
       } else if (e.type == EventType::commandSucceeded) {
         w.key("reply");
-        w.flag("replyTruncated", append_document(w.line(), e, o));
+        w.flag("replyTruncated", append_doc(w.line(), e, o));
         w.num("durationMicros", e.durationMicros);
       } else {
         w.flag("failureTruncated", append_failure(w.line(), e, o));
@@ -449,7 +551,8 @@ void split_host_port(std::string_view hp, std::string_view& host, std::uint32_t&
 
 // The command logging spec's structured message. durationMS is a double
 // (milliseconds with microsecond precision); documents are strings.
-void render_mongodb_log(std::string& out, const Event& e, const RenderOptions& o) {
+void render_mongodb_log(std::string& out, const Event& e, const RenderOptions& o,
+                        const Event* started) {
   const monitor::ConnectionInfo& c = info_of(e);
   out += "{\"t\":\"";
   append_rfc3339(out, e.time);
@@ -474,8 +577,9 @@ void render_mongodb_log(std::string& out, const Event& e, const RenderOptions& o
   if (e.isCommand()) {
     str(out, "commandName", e.commandName);
     str(out, "databaseName", e.databaseName);
+    if (!e.collection.empty()) str(out, "collection", e.collection);
     num(out, "requestId", e.requestId);
-    num(out, "operationId", e.requestId);
+    // No operationId: a proxy sees no driver operation grouping commands.
   }
   num(out, "driverConnectionId", c.connectionId);
   std::string_view host;
@@ -500,6 +604,10 @@ void render_mongodb_log(std::string& out, const Event& e, const RenderOptions& o
         int n = 4;
         while (buf[n - 1] == '0') --n;
         out.append(buf, static_cast<std::size_t>(n));
+      }
+      if (o.lines == Lines::commands && started != nullptr) {
+        key(out, "command");
+        append_document_string(out, started->document, o);
       }
       if (e.type == EventType::commandSucceeded) {
         key(out, "reply");
@@ -663,14 +771,16 @@ void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t) {
   out.append(buf, sizeof buf);
 }
 
-void render_line(std::string& out, const monitor::Event& event, const RenderOptions& options) {
+void render_line(std::string& out, const monitor::Event& event, const RenderOptions& options,
+                 const monitor::Event* started) {
   if (options.format == Format::mongodbLog)
-    render_mongodb_log(out, event, options);
+    render_mongodb_log(out, event, options, started);
   else
-    render_varanus(out, event, options, nullptr);
+    render_varanus(out, event, options, nullptr, started);
 }
 
-std::string_view RenderCache::line(const monitor::Event& event, const RenderOptions& options) {
+std::string_view RenderCache::line(const monitor::Event& event, const RenderOptions& options,
+                                   const monitor::Event* started) {
   Slot* slot = nullptr;
   for (auto& s : slots_)
     if (s->options == options) {
@@ -685,16 +795,16 @@ std::string_view RenderCache::line(const monitor::Event& event, const RenderOpti
   if (slot->generation != generation_) {
     slot->text.clear();
     if (options.format == Format::mongodbLog)
-      render_mongodb_log(slot->text, event, options);
+      render_mongodb_log(slot->text, event, options, started);
     else
-      render_varanus(slot->text, event, options, this);
+      render_varanus(slot->text, event, options, this, started);
     slot->generation = generation_;
   }
   return slot->text;
 }
 
-RenderedEvent::RenderedEvent(const monitor::Event& event)
-    : event_(&event), own_(std::make_shared<RenderCache>()) {
+RenderedEvent::RenderedEvent(const monitor::Event& event, const monitor::Event* started)
+    : event_(&event), started_(started), own_(std::make_shared<RenderCache>()) {
   cache_ = own_.get();
 }
 

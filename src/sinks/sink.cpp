@@ -74,7 +74,16 @@ Sink::~Sink() = default;
 
 void Sink::write(const RenderedEvent& event) noexcept {
   if (closed_) return;
-  if (!filter_.accepts(event.event())) {
+  const monitor::Event& e = event.event();
+  // One line per command: its started event is written with the terminal one.
+  // mongodb-log: the logging spec publishes no handshake or heartbeat hellos.
+  if (e.isCommand() &&
+      ((render_.lines == Lines::commands && e.type == monitor::EventType::commandStarted) ||
+       (render_.format == Format::mongodbLog && e.hello != monitor::HelloKind::none))) {
+    bump(filtered_, 1);
+    return;
+  }
+  if (!filter_.accepts(e)) {
     bump(filtered_, 1);
     return;
   }

@@ -378,6 +378,7 @@ struct Writer {
   const std::uint8_t* end;  // the end of the root document: bytes before it may be read
   bool cut = false;
   bool corrupt = false;
+  bool canonical = false;  // JsonOptions::canonical
 
   bool fits() const noexcept { return out.size() <= limit; }
 
@@ -477,15 +478,39 @@ struct Writer {
   void atomic(const BsonElement& e, int depth) {
     switch (e.type) {
       case bson_type::kDouble:
+        if (canonical && e.as_double() * 0 == 0) {  // finite (put_double types the others)
+          out += R"({"$numberDouble":")";
+          put_double(out, e.as_double());
+          out += "\"}";
+          return;
+        }
         put_double(out, e.as_double());
         return;
       case bson_type::kInt32:
+        if (canonical) {
+          out += R"({"$numberInt":")";
+          put_int(out, e.as_int32());
+          out += "\"}";
+          return;
+        }
         put_int(out, e.as_int32());
         return;
       case bson_type::kInt64:
+        if (canonical) {
+          out += R"({"$numberLong":")";
+          put_int(out, e.as_int64());
+          out += "\"}";
+          return;
+        }
         put_int(out, e.as_int64());
         return;
       case bson_type::kDateTime:
+        if (canonical) {
+          out += R"({"$date":{"$numberLong":")";
+          put_int(out, e.as_int64());
+          out += "\"}}";
+          return;
+        }
         put_date(out, e.as_int64());
         return;
       case bson_type::kBool:
@@ -563,6 +588,7 @@ struct Writer {
         if (depth + 1 < kMaxDepth && bson_framed(scope)) {
           // The scope is written whole (no budget) and judged as one token.
           Writer inner{out, static_cast<std::size_t>(-1), end};
+          inner.canonical = canonical;
           inner.members(scope, false, depth + 1);
           if (inner.corrupt) corrupt = true;
         } else if (depth + 1 >= kMaxDepth) {
@@ -625,6 +651,7 @@ JsonResult append_relaxed_json(std::string& str, BsonView doc, const JsonOptions
                                  : std::min<std::size_t>(options.maxLength, doc.size * 2);
   Out out(str, expect);
   Writer w{out, limit, doc.data + doc.size};
+  w.canonical = options.canonical;
   if (options.maxLength != 0 && options.maxLength < 2) {
     out += "{}";
     r.truncated = doc.size > 5;

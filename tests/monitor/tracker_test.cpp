@@ -641,3 +641,131 @@ TEST_CASE("quiescent: nothing half read and no request but heartbeats waiting") 
   f.tracker.closed("client closed", f.clock.at(0us));
   CHECK_FALSE(f.tracker.quiescent());
 }
+
+TEST_CASE("every command that names a collection carries it, on every event of the command") {
+  Fixture f;
+  const std::vector<std::pair<std::string, std::string>> named = {
+      {R"({"find": "c1", "filter": {}, "$db": "d"})", "c1"},
+      {R"({"insert": "c2", "documents": [{"_id": 1}], "$db": "d"})", "c2"},
+      {R"({"update": "c3", "updates": [], "$db": "d"})", "c3"},
+      {R"({"delete": "c4", "deletes": [], "$db": "d"})", "c4"},
+      {R"({"aggregate": "c5", "pipeline": [], "cursor": {}, "$db": "d"})", "c5"},
+      {R"({"count": "c6", "$db": "d"})", "c6"},
+      {R"({"distinct": "c7", "key": "x", "$db": "d"})", "c7"},
+      {R"({"findAndModify": "c8", "query": {}, "$db": "d"})", "c8"},
+      {R"({"getMore": {"$numberLong": "77"}, "collection": "c9", "$db": "d"})", "c9"},
+      {R"({"create": "c10", "$db": "d"})", "c10"},
+      {R"({"drop": "c11", "$db": "d"})", "c11"},
+      {R"({"createIndexes": "c12", "indexes": [], "$db": "d"})", "c12"},
+      {R"({"dropIndexes": "c13", "index": "*", "$db": "d"})", "c13"},
+      {R"({"listIndexes": "c14", "$db": "d"})", "c14"},
+      {R"({"collMod": "c15", "$db": "d"})", "c15"},
+      {R"({"aggregate": 1, "pipeline": [], "cursor": {}, "$db": "d"})", ""},
+      {R"({"ping": 1, "$db": "admin"})", ""},
+      {R"({"listCollections": 1, "$db": "d"})", ""},
+  };
+  std::int32_t id = 1;
+  for (const auto& [body, coll] : named) {
+    CAPTURE(body);
+    f.out.events.clear();
+    f.client(msg(id, 0, body));
+    f.server(msg(1000 + id, id, R"({"ok": 1})"));
+    ++id;
+    REQUIRE(f.out.events.size() == 2);
+    CHECK(f.out.events[0].collection == coll);
+    CHECK(f.out.events[1].collection == coll);
+  }
+  SUBCASE("legacy opcodes: from their namespace") {
+    f.out.events.clear();
+    f.client(wire::build_op_query(50, 0, 0, "db.legacyq", 0, 0, Doc(R"({"x": 1})").view()));
+    f.client(wire::build_op_get_more(51, "db.legacyg", 10, 1234));
+    Doc doc(R"({"_id": 3})");
+    wire::BsonView docs[] = {doc.view()};
+    f.client(wire::build_op_insert(52, 0, "db.legacyi", docs));
+    f.client(wire::build_op_update(53, "db.legacyu", 0, Doc(R"({"_id": 3})").view(),
+                                   Doc(R"({"$set": {"a": 1}})").view()));
+    f.client(wire::build_op_delete(54, "db.legacyd", 0, Doc(R"({"_id": 3})").view()));
+    f.client(
+        wire::build_op_query(55, 0, 0, "db.$cmd", 0, -1, Doc(R"({"count": "legacycmd"})").view()));
+    std::map<std::string, std::string> seen;  // commandName -> collection
+    for (const auto& e : f.out.events) seen[e.commandName] = e.collection;
+    CHECK(seen["find"] == "legacyq");
+    CHECK(seen["getMore"] == "legacyg");
+    CHECK(seen["insert"] == "legacyi");
+    CHECK(seen["update"] == "legacyu");
+    CHECK(seen["delete"] == "legacyd");
+    CHECK(seen["count"] == "legacycmd");
+  }
+}
+
+TEST_CASE("terminal events carry the reply's summary and both message sizes") {
+  Fixture f;
+  SUBCASE("a find's first batch, a getMore's next batch, cursor ids") {
+    auto find = msg(1, 0, R"({"find": "c", "$db": "d"})");
+    f.client(find);
+    auto reply = msg(2, 1,
+                     R"({"cursor": {"firstBatch": [{"a": 1}, {"a": 2}, {"a": 3}],
+                         "id": {"$numberLong": "2101374710788892982"}, "ns": "d.c"}, "ok": 1})");
+    f.server(reply);
+    f.client(msg(3, 0,
+                 R"({"getMore": {"$numberLong": "2101374710788892982"}, "collection": "c",
+                     "$db": "d"})"));
+    f.server(msg(4, 3, R"({"cursor": {"nextBatch": [{"a": 4}], "id": 0, "ns": "d.c"}, "ok": 1})"));
+    auto& ev = f.out.events;
+    REQUIRE(ev.size() == 4);
+    CHECK(ev[0].requestBytes == find.size());
+    CHECK(ev[1].requestBytes == find.size());
+    CHECK(ev[1].replyBytes == reply.size());
+    CHECK(ev[1].summary.nReturned == 3);
+    CHECK(ev[1].summary.hasCursor);
+    CHECK(ev[1].summary.cursorId == 2101374710788892982LL);
+    CHECK(ev[1].summary.n == -1);
+    CHECK(ev[3].summary.nReturned == 1);
+    CHECK(ev[3].summary.cursorId == 0);
+  }
+  SUBCASE("writes: n, nModified, upserted, writeErrors; a delete's n is nRemoved") {
+    f.client(msg(1, 0, R"({"update": "c", "updates": [], "$db": "d"})"));
+    f.server(msg(2, 1,
+                 R"({"n": 3, "nModified": 1, "upserted": [{"index": 0, "_id": 9}],
+                     "writeErrors": [{"index": 1, "code": 11000}, {"index": 2, "code": 11000}],
+                     "ok": 1})"));
+    f.client(msg(3, 0, R"({"delete": "c", "deletes": [], "$db": "d"})"));
+    f.server(msg(4, 3, R"({"n": 5, "ok": 1})"));
+    f.client(msg(5, 0, R"({"insert": "c", "documents": [], "$db": "d"})"));
+    f.server(msg(6, 5, R"({"ok": 1})"));
+    auto& ev = f.out.events;
+    REQUIRE(ev.size() == 6);
+    CHECK(ev[1].summary.n == 3);
+    CHECK(ev[1].summary.nModified == 1);
+    CHECK(ev[1].summary.nUpserted == 1);
+    CHECK(ev[1].summary.writeErrors == 2);
+    CHECK(ev[1].summary.nRemoved == -1);
+    CHECK_FALSE(ev[1].summary.hasCursor);
+    CHECK(ev[3].summary.nRemoved == 5);
+    CHECK(ev[3].summary.n == 5);
+    CHECK(ev[3].summary.nModified == -1);
+    CHECK(ev[5].summary.n == 0);  // a write's counts are 0 when its reply leaves them out
+    CHECK(ev[5].summary.writeErrors == 0);
+  }
+  SUBCASE("a legacy OP_REPLY: its documents and cursor id") {
+    f.client(wire::build_op_query(1, 0, 0, "db.coll", 0, 0, Doc(R"({"x": 1})").view()));
+    Doc d1(R"({"_id": 1})"), d2(R"({"_id": 2})");
+    wire::BsonView batch[] = {d1.view(), d2.view()};
+    f.server(wire::build_op_reply(2, 1, 0, 99, 0, batch));
+    REQUIRE(f.out.events.size() == 2);
+    CHECK(f.out.events[1].summary.nReturned == 2);
+    CHECK(f.out.events[1].summary.cursorId == 99);
+  }
+  SUBCASE("off: no summary is read") {
+    Recorder out;
+    monitor::TrackerOptions o;
+    o.replySummary = false;
+    monitor::Tracker t(std::make_shared<monitor::ConnectionInfo>(), out, o);
+    t.client_data(msg(1, 0, R"({"find": "c", "$db": "d"})"), f.clock.at(0us));
+    t.server_data(msg(2, 1, R"({"cursor": {"firstBatch": [{}], "id": 0, "ns": "d.c"}, "ok": 1})"),
+                  f.clock.at(0us));
+    REQUIRE(out.events.size() == 2);
+    CHECK(out.events[1].summary.nReturned == -1);
+    CHECK(out.events[1].collection == "c");
+  }
+}

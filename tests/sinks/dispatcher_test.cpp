@@ -580,3 +580,109 @@ TEST_CASE("the document bound is what the sinks can show") {
     CHECK(d2.document_bound()->unlimited());
   }
 }
+
+TEST_CASE("lines: commands sinks get one line per finished command, filters on those lines") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  sinks::RenderOptions o;
+  o.lines = sinks::Lines::commands;
+  sinks::SinkFilter slow;
+  slow.minDurationMicros = 5000;
+  sinks::SinkFilter failed;
+  failed.failedOnly = true;
+  auto all = std::make_shared<RecordingSink>("all", o);
+  auto slowSink = std::make_shared<RecordingSink>("slow", o, slow);
+  auto failedSink = std::make_shared<RecordingSink>("failed", o, failed);
+  auto events = std::make_shared<RecordingSink>("events");
+  d.add(all);
+  d.add(slowSink);
+  d.add(failedSink);
+  d.add(events);
+  CHECK(d.wants_reply_summary());
+  // Three commands on two connections, interleaved; one slow, one failed.
+  for (std::int32_t req : {1, 2, 3}) {
+    monitor::Event st = started(req, R"({"find": "orders", "filter": {"n": )" +
+                                         std::to_string(req) + R"(}, "$db": "shop"})");
+    st.connection = connection(req == 2 ? 8 : 7);
+    d.publish(std::move(st));
+  }
+  monitor::Event hello = started(4, R"({"hello": 1, "$db": "admin"})");
+  hello.hello = monitor::HelloKind::heartbeat;
+  d.publish(std::move(hello));
+  for (std::int32_t req : {3, 1, 2}) {
+    monitor::Event t = succeeded(req);
+    t.connection = connection(req == 2 ? 8 : 7);
+    if (req == 2) t.durationMicros = 9000;
+    if (req == 3) {
+      t.type = monitor::EventType::commandFailed;
+      t.document = bson(R"({"ok": 0, "errmsg": "bad", "code": 2})");
+    }
+    d.publish(std::move(t));
+  }
+  d.stop();
+  REQUIRE(all->lines.size() == 3);
+  REQUIRE(slowSink->lines.size() == 1);
+  REQUIRE(failedSink->lines.size() == 1);
+  CHECK(events->lines.size() == 7);
+  for (const auto& l : all->lines) {
+    const json j = json::parse(l);
+    CHECK(j["event"] == "command");
+    CHECK(j["command"]["filter"]["n"] == j["requestId"]);  // its own command, not another's
+  }
+  const json s = json::parse(slowSink->lines[0]);
+  CHECK(s["requestId"] == 2);
+  CHECK(s["connectionId"] == 8);
+  CHECK(s["durationMicros"] == 9000);
+  CHECK(s["command"]["filter"]["n"] == 2);
+  const json f = json::parse(failedSink->lines[0]);
+  CHECK(f["requestId"] == 3);
+  CHECK(f["outcome"] == "failed");
+  CHECK(f["failure"]["errmsg"] == "bad");
+  CHECK(f["command"]["filter"]["n"] == 3);
+}
+
+TEST_CASE("mongodb-log sinks write no handshake or heartbeat hellos") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  auto log =
+      std::make_shared<RecordingSink>("log", sinks::RenderOptions{sinks::Format::mongodbLog});
+  auto events = std::make_shared<RecordingSink>("events");
+  d.add(log);
+  d.add(events);
+  CHECK_FALSE(d.wants_reply_summary());
+  monitor::Event hs = started(1, R"({"hello": 1, "$db": "admin"})");
+  hs.hello = monitor::HelloKind::handshake;
+  d.publish(std::move(hs));
+  d.publish(started(2));
+  d.stop();
+  REQUIRE(log->lines.size() == 1);
+  CHECK(json::parse(log->lines[0])["requestId"] == 2);
+  CHECK(events->lines.size() == 2);
+}
+
+TEST_CASE("lines: commands reuses kept started events; a reused requestID keeps the newer") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  sinks::RenderOptions o;
+  o.lines = sinks::Lines::commands;
+  auto sink = std::make_shared<RecordingSink>("cmd", o);
+  d.add(sink);
+  auto find = [](std::int32_t req, int n) {
+    return started(
+        req, R"({"find": "orders", "filter": {"n": )" + std::to_string(n) + R"(}, "$db": "shop"})");
+  };
+  for (int i = 0; i < 100; ++i) {  // one after another: the kept node is reused
+    d.publish(find(i, i));
+    d.publish(succeeded(i));
+  }
+  d.publish(find(500, 1));
+  d.publish(find(500, 2));  // the same requestID again before a reply
+  d.publish(succeeded(500));
+  d.publish(succeeded(501));  // no started event kept: a line without command
+  d.stop();
+  REQUIRE(sink->lines.size() == 102);
+  for (int i = 0; i < 100; ++i)
+    CHECK(json::parse(sink->lines[static_cast<std::size_t>(i)])["command"]["filter"]["n"] == i);
+  CHECK(json::parse(sink->lines[100])["command"]["filter"]["n"] == 2);
+  CHECK_FALSE(json::parse(sink->lines[101]).contains("command"));
+}

@@ -207,10 +207,45 @@ TEST_CASE("the example sinks config is valid") {
   std::ifstream in(VARANUS_SOURCE_DIR "/examples/sinks.example.json");
   const json doc = json::parse(in);
   const auto p = app::plan_sinks(doc.at("sinks"), {}, 1000);
-  REQUIRE(p.sinks.size() == 2);
+  REQUIRE(p.sinks.size() == 3);
   CHECK(p.sinks[0].type == SinkSpec::Type::file);
   CHECK(p.sinks[1].type == SinkSpec::Type::tcp);
   CHECK(p.sinks[1].filter.minDurationMicros == 100000);
+  CHECK(p.sinks[2].render.lines == sinks::Lines::commands);
+  CHECK(p.sinks[2].render.documents == sinks::Documents::string);
+  CHECK(p.sinks[2].render.extendedJson == sinks::ExtendedJson::canonical);
+  CHECK(p.commandStats.maxEntries == 256);
   REQUIRE(p.admin);
   CHECK(p.admin->port == 9108);
+}
+
+TEST_CASE("lines, documents and extendedJson per sink; --log-lines for the default sink") {
+  auto p = plan(R"({"outputs": [{"type": "stdout", "lines": "commands", "documents": "string",
+                                 "extendedJson": "canonical"}, {"type": "stderr"}]})");
+  REQUIRE(p.sinks.size() == 2);
+  CHECK(p.sinks[0].render.lines == sinks::Lines::commands);
+  CHECK(p.sinks[0].render.documents == sinks::Documents::string);
+  CHECK(p.sinks[0].render.extendedJson == sinks::ExtendedJson::canonical);
+  CHECK(p.sinks[1].render.lines == sinks::Lines::events);
+  CHECK(p.sinks[1].render.documents == sinks::Documents::object);
+  CHECK(p.sinks[1].render.extendedJson == sinks::ExtendedJson::relaxed);
+  bool any = false;
+  for (const auto& l : p.describe()) any = any || l.find("lines commands") != std::string::npos;
+  CHECK(any);
+
+  app::SinkFlags flags;
+  app::apply_sink_flag(flags, "--log-lines", "commands");
+  const auto d = app::plan_sinks(nullptr, flags, 1000);
+  REQUIRE(d.sinks.size() == 1);
+  CHECK(d.sinks[0].render.lines == sinks::Lines::commands);
+  CHECK(app::is_sink_flag("--log-lines"));
+  CHECK_THROWS_WITH_AS(app::apply_sink_flag(flags, "--log-lines", "rows"),
+                       doctest::Contains("expected events or commands"), app::SinkConfigError);
+  CHECK_THROWS_WITH_AS(plan(R"({"outputs": [{"type": "stdout", "lines": "all"}]})"),
+                       doctest::Contains("/sinks/outputs/0/lines"), app::SinkConfigError);
+  CHECK_THROWS_WITH_AS(plan(R"({"outputs": [{"type": "stdout", "documents": 1}]})"),
+                       doctest::Contains("/sinks/outputs/0/documents"), app::SinkConfigError);
+  CHECK_THROWS_WITH_AS(plan(R"({"outputs": [{"type": "stdout", "extendedJson": "strict"}]})"),
+                       doctest::Contains("/sinks/outputs/0/extendedJson"), app::SinkConfigError);
+  CHECK(app::sink_flags_usage().find("--log-lines") != std::string::npos);
 }

@@ -299,3 +299,62 @@ TEST_CASE("short keys and strings at the very end of a document are read inside 
     CHECK(out == "{\"" + key + "\":\"" + val + "\"}");
   }
 }
+
+namespace {
+
+// Equal as Extended JSON values: {"$numberDouble": s} compared as the doubles
+// the strings read as (libbson spells them with 17+ digits, we shortest).
+bool same_value(const json& a, const json& b) {
+  if (a.is_object() && b.is_object() && a.size() == 1 && b.size() == 1 &&
+      a.contains("$numberDouble") && b.contains("$numberDouble")) {
+    const std::string x = a["$numberDouble"], y = b["$numberDouble"];
+    if (x == y) return true;
+    const double dx = std::strtod(x.c_str(), nullptr), dy = std::strtod(y.c_str(), nullptr);
+    return dx == dy && std::signbit(dx) == std::signbit(dy);
+  }
+  if (a.type() != b.type() || a.size() != b.size()) return false;
+  if (a.is_object()) {
+    for (auto it = a.begin(); it != a.end(); ++it)
+      if (!b.contains(it.key()) || !same_value(it.value(), b[it.key()])) return false;
+    return true;
+  }
+  if (a.is_array()) {
+    for (std::size_t i = 0; i < a.size(); ++i)
+      if (!same_value(a[i], b[i])) return false;
+    return true;
+  }
+  return a == b;
+}
+
+}  // namespace
+
+TEST_CASE("canonical JSON types every number and date as libbson's canonical form does") {
+  AllTypes all;
+  std::string mine;
+  JsonOptions o;
+  o.canonical = true;
+  REQUIRE(append_relaxed_json(mine, all.view(), o).valid);
+  INFO(mine);
+  json a = json::parse(mine);
+  bson_t doc;
+  REQUIRE(all.view().init_static(&doc));
+  char* s = bson_as_canonical_extended_json(&doc, nullptr);
+  json b = json::parse(s);
+  bson_free(s);
+  CHECK(a.size() == b.size());
+  for (auto it = b.begin(); it != b.end(); ++it) {
+    CAPTURE(it.key());
+    CHECK(same_value(a.at(it.key()), it.value()));
+  }
+  CHECK(a["i64"] == json{{"$numberLong", "9007199254740993"}});
+  CHECK(a["i32"] == json{{"$numberInt", "-2147483648"}});
+  CHECK(a["one"] == json{{"$numberDouble", "1.0"}});
+  CHECK(a["date_ms"] == json{{"$date", {{"$numberLong", "1234567890123"}}}});
+  // Bounded like the relaxed form: still valid JSON at every budget.
+  for (std::size_t max = 1; max < mine.size(); max += 7) {
+    std::string cut;
+    o.maxLength = max;
+    append_relaxed_json(cut, all.view(), o);
+    CHECK_MESSAGE(json::accept(cut), cut);
+  }
+}

@@ -36,6 +36,20 @@ enum class HelloKind : std::uint8_t {
 };
 std::string_view to_string(HelloKind kind) noexcept;  ///< "", "handshake", "heartbeat"
 
+/// mongod's slow-query summary of a reply, read by the Tracker from the
+/// whole reply (the event's document may be a bounded copy). -1: the reply
+/// has no such field (or the summary was not asked for).
+struct ReplySummary {
+  std::int32_t nReturned = -1;    ///< documents in a cursor batch (firstBatch / nextBatch)
+  std::int32_t n = -1;            ///< writes: `n`
+  std::int32_t nModified = -1;    ///< update: `nModified`
+  std::int32_t nUpserted = -1;    ///< update: entries of `upserted`
+  std::int32_t nRemoved = -1;     ///< delete: its `n`
+  std::int32_t writeErrors = -1;  ///< entries of `writeErrors`
+  bool hasCursor = false;         ///< the reply holds a cursor (cursorId, cursorExhausted)
+  std::int64_t cursorId = 0;
+};
+
 /// What is known about one client connection. Immutable once published:
 /// the Tracker swaps in a new snapshot when the handshake reveals more.
 struct ConnectionInfo {
@@ -63,6 +77,9 @@ struct Event {
   std::int32_t requestId = 0;
   std::string commandName;
   std::string databaseName;
+  /// The collection the command names (find's value, getMore's
+  /// `collection`, a legacy opcode's namespace, ...); empty when none.
+  std::string collection;
   /// started: the command (kind-1 sequences merged as arrays); succeeded: the
   /// reply; failed: the reply of a server error (empty for a network failure).
   /// Empty document when redacted (the spec's `{}`), reduced to code/codeName/
@@ -81,6 +98,13 @@ struct Event {
   bool awaited = false;         ///< streaming hello (topologyVersion + maxAwaitTimeMS)
   bool redacted = false;        ///< a sensitive command: documents emptied
   std::optional<wire::Compressor> compressor;
+  /// Command events: the request message's size on the wire (legacy and
+  /// exhaust continuations: the message that opened the round, 0 for a
+  /// streamed round).
+  std::uint32_t requestBytes = 0;
+  /// succeeded/failed: the reply message's size (0 when none came).
+  std::uint32_t replyBytes = 0;
+  ReplySummary summary;  ///< succeeded/failed with a reply, when TrackerOptions::replySummary
 
   /// failed: the network failure ("connection closed by client", ...).
   /// connectionClosed: the reason. Empty otherwise.

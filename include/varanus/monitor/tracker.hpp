@@ -42,6 +42,9 @@ struct TrackerOptions {
   /// whole documents. Failed replies are always kept whole (their code,
   /// codeName and errmsg come last).
   wire::CopyBound documentBound;
+  /// Read each reply's summary (Event::summary: batch size, n, cursor id,
+  /// ...). Off when no sink shows it.
+  bool replySummary = true;
 };
 
 /// The sparse framing budget (wire/sparse.hpp) the Tracker uses with these
@@ -107,6 +110,8 @@ class Tracker {
   struct Pending {
     std::string commandName;
     std::string databaseName;
+    std::string collection;
+    std::uint32_t requestBytes = 0;
     std::chrono::steady_clock::time_point start;
     HelloKind hello = HelloKind::none;
     bool exhaustAllowed = false;  ///< the request allowed an exhaust reply stream
@@ -137,6 +142,10 @@ class Tracker {
   void publish(Event&& e);
   wire::BsonBytes take_spare() noexcept { return std::exchange(spare_, {}); }
   std::uint64_t seq_ = 0;
+  // The frame being handled: its size on the wire, and whether the sparse
+  // framing left part of it out.
+  std::uint32_t frameBytes_ = 0;
+  bool frameReduced_ = false;
   wire::BsonBytes spare_;
 
   ConnectionInfoPtr info_;

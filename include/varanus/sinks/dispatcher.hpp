@@ -52,6 +52,7 @@
 #include <optional>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "varanus/monitor/event.hpp"
@@ -102,6 +103,9 @@ class Dispatcher final : public monitor::EventOutput {
   /// A rendering with maxDocumentLength L needs 2L + 128 characters (the
   /// mongodb-log format renders twice what it keeps, then cuts).
   std::optional<wire::CopyBound> document_bound() const;
+  /// True when a sink shows reply summaries (monitor::TrackerOptions::
+  /// replySummary): a Lines::commands sink, or one that reads whole events.
+  bool wants_reply_summary() const;
   const std::vector<std::shared_ptr<Sink>>& sinks() const noexcept { return sinks_; }
 
   /// Starts the sink thread. Events published before start() wait in the ring.
@@ -205,6 +209,13 @@ class Dispatcher final : public monitor::EventOutput {
   // end) is the consumer: it alone touches what follows and the sinks.
   std::mutex consume_;
   RenderCache cache_;
+  // Lines::commands: started events waiting for their terminal event, by
+  // (connectionId, requestId). Bounded: cleared when it reaches the cap.
+  static constexpr std::size_t kMaxStartedKept = 65536;
+  bool joinCommands_ = false;
+  using StartedMap = std::unordered_map<std::uint64_t, monitor::Event>;
+  StartedMap startedKept_;
+  StartedMap::node_type spareStarted_;
   std::uint64_t droppedSinceWarning_ = 0;
   std::chrono::steady_clock::time_point lastWarning_{};
   std::chrono::steady_clock::time_point windowStart_{};

@@ -28,6 +28,7 @@
 namespace varanus::sinks {
 
 class Dispatcher;
+class CommandStatsSink;
 
 /// The command-name label: `name` itself when it is a known MongoDB command
 /// (case-insensitive; returned in its canonical spelling), else "other".
@@ -122,6 +123,12 @@ class AdminServer {
   // The bodies, for tests and embedding.
   std::string metrics_text() const;
   std::string stats_json() const;
+  /// /stats/commands: the command statistics' JSON ("{}" without them).
+  std::string command_stats_json() const;
+  /// Serves `stats` at /stats/commands. Before start().
+  void set_command_stats(std::shared_ptr<const CommandStatsSink> stats) {
+    commandStats_ = std::move(stats);
+  }
 
  private:
   struct Impl;
@@ -129,6 +136,7 @@ class AdminServer {
   const monitor::Stats& stats_;
   const Dispatcher* dispatcher_;
   std::shared_ptr<const MetricsSink> metrics_;
+  std::shared_ptr<const CommandStatsSink> commandStats_;
   HealthCheck health_;
   std::unique_ptr<Impl> impl_;
 };

@@ -51,6 +51,31 @@ enum class Redaction : std::uint8_t {
 std::string_view to_string(Redaction r) noexcept;  ///< "none", "values"
 bool parse_redaction(std::string_view text, Redaction& out) noexcept;
 
+/// Which lines a sink writes for a command.
+enum class Lines : std::uint8_t {
+  events,    ///< commandStarted, then commandSucceeded / commandFailed (the default)
+  commands,  ///< one `"event":"command"` line when it finishes: command, reply or failure,
+             ///< outcome, duration and the reply's summary (nReturned, n, cursorId, ...)
+};
+std::string_view to_string(Lines l) noexcept;  ///< "events", "commands"
+bool parse_lines(std::string_view text, Lines& out) noexcept;
+
+/// How documents (command, reply) appear in a line.
+enum class Documents : std::uint8_t {
+  object,  ///< embedded JSON objects (the default)
+  string,  ///< one JSON string each: a log store's mapping sees one type per key
+};
+std::string_view to_string(Documents d) noexcept;  ///< "object", "string"
+bool parse_documents(std::string_view text, Documents& out) noexcept;
+
+/// The Extended JSON flavour of documents (and of the int64 cursorId).
+enum class ExtendedJson : std::uint8_t {
+  relaxed,    ///< numbers as JSON numbers (the default)
+  canonical,  ///< {"$numberInt":..}, {"$numberLong":".."}, {"$numberDouble":".."}: typed
+};
+std::string_view to_string(ExtendedJson x) noexcept;  ///< "relaxed", "canonical"
+bool parse_extended_json(std::string_view text, ExtendedJson& out) noexcept;
+
 /// How a sink wants its lines. Sinks with equal options share one rendering
 /// of each event.
 struct RenderOptions {
@@ -59,12 +84,18 @@ struct RenderOptions {
   /// 0 = unlimited. Default 1000, the command logging spec's default.
   std::size_t maxDocumentLength = 1000;
   Redaction redaction = Redaction::none;
+  Lines lines = Lines::events;
+  Documents documents = Documents::object;
+  ExtendedJson extendedJson = ExtendedJson::relaxed;
 
   friend bool operator==(const RenderOptions&, const RenderOptions&) = default;
 };
 
-/// Appends the JSON line for `event` (no trailing newline) to `out`.
-void render_line(std::string& out, const monitor::Event& event, const RenderOptions& options);
+/// Appends the JSON line for `event` (no trailing newline) to `out`. With
+/// Lines::commands, a succeeded/failed event renders as one "command" line
+/// holding `started`'s command (left out when null).
+void render_line(std::string& out, const monitor::Event& event, const RenderOptions& options,
+                 const monitor::Event* started = nullptr);
 
 /// Appends `t` as RFC 3339 UTC with microseconds: 2026-11-24T19:15:24.123456Z.
 void append_rfc3339(std::string& out, std::chrono::system_clock::time_point t);
@@ -83,7 +114,8 @@ class RenderCache {
  public:
   /// The line for `event` with `options`, rendered on first use for this
   /// event generation and shared afterwards.
-  std::string_view line(const monitor::Event& event, const RenderOptions& options);
+  std::string_view line(const monitor::Event& event, const RenderOptions& options,
+                        const monitor::Event* started = nullptr);
   /// Starts a new event: forgets previous lines, keeps the buffers.
   void next() noexcept { ++generation_; }
   /// The keys a connection's lines share (connectionId ... driver),
@@ -112,19 +144,26 @@ class RenderedEvent {
  public:
   /// Shares the caller's cache (the Dispatcher's path); call cache.next()
   /// between events.
-  RenderedEvent(const monitor::Event& event, RenderCache& cache) noexcept
-      : event_(&event), cache_(&cache) {}
+  /// `started`: for a succeeded/failed event, its commandStarted event when
+  /// known (the command of a Lines::commands line).
+  RenderedEvent(const monitor::Event& event, RenderCache& cache,
+                const monitor::Event* started = nullptr) noexcept
+      : event_(&event), started_(started), cache_(&cache) {}
   /// Stand-alone (tests, direct use): owns a cache of its own.
-  explicit RenderedEvent(const monitor::Event& event);
+  explicit RenderedEvent(const monitor::Event& event, const monitor::Event* started = nullptr);
 
   const monitor::Event& event() const noexcept { return *event_; }
+  /// A terminal event's started event, when the Dispatcher kept it (some
+  /// sink writes Lines::commands); else null.
+  const monitor::Event* started() const noexcept { return started_; }
   /// The JSON line (no newline). Valid until the next event.
   std::string_view line(const RenderOptions& options) const {
-    return cache_->line(*event_, options);
+    return cache_->line(*event_, options, started_);
   }
 
  private:
   const monitor::Event* event_;
+  const monitor::Event* started_ = nullptr;
   RenderCache* cache_;
   std::shared_ptr<RenderCache> own_;
 };

@@ -20,6 +20,12 @@ struct JsonOptions {
   /// brackets that close what is open are written after the budget, so the
   /// output may exceed it by the nesting depth (the root's '}' included).
   std::size_t maxLength = 0;
+  /// Canonical Extended JSON for numbers and dates: {"$numberInt":"1"},
+  /// {"$numberLong":"..."}, {"$numberDouble":"1.5"}, {"$date":{"$numberLong":"..."}},
+  /// so every value keeps its BSON type (and int64 its 64 bits in JSON
+  /// readers that parse numbers as doubles). Other types as relaxed (their
+  /// relaxed and canonical forms are the same).
+  bool canonical = false;
 };
 
 struct JsonResult {
