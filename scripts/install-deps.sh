@@ -14,6 +14,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 runtime_pkgs=(
   libbson-1.0-0 libsnappy1v5 zlib1g libzstd1 libssl3 ca-certificates
+  # libpcap: `varanus replay` / `varanus sniff` read captures and interfaces.
+  libpcap0.8
 )
 build_pkgs=(
   build-essential cmake ninja-build pkg-config git
@@ -22,6 +24,7 @@ build_pkgs=(
   libboost1.81-dev
   libbson-dev nlohmann-json3-dev doctest-dev
   libsnappy-dev zlib1g-dev libzstd-dev libssl-dev
+  libpcap-dev
   # clang + its runtime: the libFuzzer target and sanitizer builds.
   clang libclang-rt-14-dev clang-format
 )
@@ -33,6 +36,8 @@ test_pkgs=(
   # Plain TCP relay: the benchmark's baseline.
   haproxy
   procps
+  # Records loopback traffic for the capture tests (varanus replay/sniff).
+  tcpdump
 )
 
 pkgs=("${runtime_pkgs[@]}")

@@ -36,6 +36,10 @@ std::string usage() {
   std::string text =
       R"(usage: varanus [options]
        varanus decode ...        (decode recorded wire messages; see varanus decode --help)
+       varanus replay FILE...    (the events of the MongoDB traffic in pcap/pcapng captures;
+                                 see varanus replay --help)
+       varanus sniff -i IFACE    (the same from a live interface; needs CAP_NET_RAW;
+                                 see varanus sniff --help)
 
 varanus is a transparent MongoDB wire-protocol proxy. Point a driver at the
 listen address; every byte is relayed unchanged to the upstream

@@ -1,4 +1,5 @@
-// varanus: the executable. `varanus decode ...` is a subcommand (decode.cpp);
+// varanus: the executable. `varanus decode ...` is a subcommand (decode.cpp),
+// so are `varanus replay` and `varanus sniff` (capture_cmd.cpp);
 // anything else runs the proxy:
 //
 //   flags + config file ─▶ AppConfig + SinkPlan ─▶ SinkRuntime (Dispatcher, sinks, admin)
@@ -23,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "capture_cmd.hpp"
 #include "cli.hpp"
 #include "decode.hpp"
 #include "sink_config.hpp"
@@ -169,6 +171,12 @@ int run_proxy(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string_view(argv[1]) == "decode") {
     return varanus::app::run_decode(argc - 1, argv + 1);
+  }
+  if (argc >= 2 && std::string_view(argv[1]) == "replay") {
+    return varanus::app::run_replay(argc - 1, argv + 1);
+  }
+  if (argc >= 2 && std::string_view(argv[1]) == "sniff") {
+    return varanus::app::run_sniff(argc - 1, argv + 1);
   }
   try {
     return run_proxy(std::vector<std::string>(argv + 1, argv + argc));
