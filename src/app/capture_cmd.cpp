@@ -403,6 +403,12 @@ int run_sniff(int argc, char** argv) {
     status = 1;
   }
   gSource = nullptr;
+  // What the kernel captured before the signal still counts.
+  try {
+    src->drain(
+        [&](const capture::PacketView& p) { replayer.packet(link, p.time, p.data, p.wireLength); });
+  } catch (const capture::CaptureError&) {
+  }
   const auto k = src->stats();
   replayer.finish(std::chrono::duration_cast<std::chrono::nanoseconds>(
       std::chrono::system_clock::now().time_since_epoch()));

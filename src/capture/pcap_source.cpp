@@ -109,6 +109,19 @@ bool PcapSource::dispatch(const std::function<void(const PacketView&)>& f) {
   return impl_->live || rc > 0;
 }
 
+void PcapSource::drain(const std::function<void(const PacketView&)>& f) {
+  char err[PCAP_ERRBUF_SIZE] = {};
+  if (pcap_setnonblock(impl_->p, 1, err) != 0) return;
+  Callback cb{&f, impl_->nanos};
+  // A break_loop() not yet seen ends the first call (and is then cleared).
+  for (int breaks = 0;;) {
+    const int rc = pcap_dispatch(impl_->p, -1, on_packet, reinterpret_cast<u_char*>(&cb));
+    if (rc > 0) continue;
+    if (rc == PCAP_ERROR_BREAK && ++breaks == 1) continue;
+    return;
+  }
+}
+
 void PcapSource::break_loop() noexcept {
   pcap_breakloop(impl_->p);
 }

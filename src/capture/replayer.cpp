@@ -335,7 +335,12 @@ void Replayer::segment(const Segment& s, std::chrono::nanoseconds time) {
   if (!s.payload.empty()) d.stream.segment(seq, s.payload, d);
   if (s.has(tcp_flags::ack) && !o.fin) o.stream.acked(s.ack, o);
   if (s.has(tcp_flags::rst)) {
-    close(c, fromClient ? "client reset" : "upstream reset", now);
+    // The proxy says the same of a reset socket (its strerror(ECONNRESET)).
+    // A FIN before it was the first cause (the proxy names the first one).
+    if (c.closeReason.empty())
+      c.closeReason = fromClient ? "client reset: Connection reset by peer"
+                                 : "upstream reset: Connection reset by peer";
+    close(c, c.closeReason, now);
     erase(key);
     return;
   }

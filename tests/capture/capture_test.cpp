@@ -635,7 +635,7 @@ TEST_CASE("replayer: RST closes, a new SYN on the same ports is a new connection
   CHECK(r.succeeded("ping") == 1);
   CHECK(r.count(monitor::EventType::connectionOpened) == 2);
   REQUIRE(r.events.size() >= 4);
-  CHECK(r.events.at(3).message == "upstream reset");
+  CHECK(r.events.at(3).message == "upstream reset: Connection reset by peer");
 }
 
 TEST_CASE("pcap and pcapng files of each link type replay through libpcap") {

@@ -35,7 +35,9 @@ class PcapSource {
     std::string interface;
     std::string filter;  ///< BPF expression; empty: none
     int snapLength = 262144;
-    int bufferBytes = 32 << 20;  ///< kernel buffer
+    /// Kernel buffer. Immediate mode gives each packet a slot of the snap
+    /// length: 64 MiB holds 256 of 256 KiB (loopback segments reach 64 KiB).
+    int bufferBytes = 64 << 20;
   };
   /// A live interface. Throws CaptureError (with a hint about CAP_NET_RAW
   /// when the permission is missing).
@@ -52,6 +54,9 @@ class PcapSource {
   /// Live: returns within `timeout` even without packets (false: ended).
   /// Reads what is there, then returns. Throws CaptureError.
   bool dispatch(const std::function<void(const PacketView&)>& f);
+  /// Live: hands out every packet the kernel holds already, without
+  /// waiting for more (at stop, so that nothing captured is left unread).
+  void drain(const std::function<void(const PacketView&)>& f);
   /// Any thread / signal handler: makes loop() return.
   void break_loop() noexcept;
 
