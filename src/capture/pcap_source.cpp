@@ -3,6 +3,7 @@
 
 #include <pcap/pcap.h>
 
+#include <cstdio>
 #include <utility>
 
 namespace varanus::capture {
@@ -46,6 +47,22 @@ PcapSource PcapSource::open_file(const std::string& path) {
   auto impl = std::make_unique<Impl>();
   impl->p = pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO, err);
   if (!impl->p) throw CaptureError(path + ": " + err);
+  impl->nanos = true;
+  return PcapSource(std::move(impl));
+}
+
+PcapSource PcapSource::open_buffer(std::span<const std::uint8_t> bytes) {
+  if (bytes.empty()) throw CaptureError("empty capture");
+  // fmemopen does not write to a buffer opened "rb".
+  FILE* f = fmemopen(const_cast<std::uint8_t*>(bytes.data()), bytes.size(), "rb");
+  if (!f) throw CaptureError("fmemopen failed");
+  char err[PCAP_ERRBUF_SIZE] = {};
+  auto impl = std::make_unique<Impl>();
+  impl->p = pcap_fopen_offline_with_tstamp_precision(f, PCAP_TSTAMP_PRECISION_NANO, err);
+  if (!impl->p) {
+    std::fclose(f);
+    throw CaptureError(err);
+  }
   impl->nanos = true;
   return PcapSource(std::move(impl));
 }

@@ -31,6 +31,9 @@ class PcapSource {
  public:
   /// A pcap or pcapng file ("-" is stdin). Throws CaptureError.
   static PcapSource open_file(const std::string& path);
+  /// A pcap or pcapng file held in memory (the fuzz target). The bytes must
+  /// outlive the source. Throws CaptureError.
+  static PcapSource open_buffer(std::span<const std::uint8_t> bytes);
   struct LiveOptions {
     std::string interface;
     std::string filter;  ///< BPF expression; empty: none
