@@ -65,16 +65,22 @@ void count_errors(const monitor::Event& e, std::map<std::string, std::uint64_t>&
       !wire::BsonView{e.document.data(), static_cast<std::uint32_t>(e.document.size())}.init_static(
           &b))
     return;
+  // Each lookup from a fresh copy: a search moves the iterator.
   auto code_of = [](const bson_iter_t& parent) {
     bson_iter_t f;
-    std::string code = "?", name;
-    if (bson_iter_find_descendant(const_cast<bson_iter_t*>(&parent), "code", &f) &&
-        BSON_ITER_HOLDS_NUMBER(&f))
+    std::string code = "no code", name;
+    bson_iter_t p1 = parent, p2 = parent, p3 = parent;
+    if (bson_iter_find_descendant(&p1, "code", &f) && BSON_ITER_HOLDS_NUMBER(&f))
       code = std::to_string(bson_iter_as_int64(&f));
     bson_iter_t n;
-    if (bson_iter_find_descendant(const_cast<bson_iter_t*>(&parent), "codeName", &n) &&
-        BSON_ITER_HOLDS_UTF8(&n))
+    if (bson_iter_find_descendant(&p2, "codeName", &n) && BSON_ITER_HOLDS_UTF8(&n))
       name = bson_iter_utf8(&n, nullptr);
+    if (name.empty() && code == "no code") {
+      bson_iter_t m;
+      if (bson_iter_find_descendant(&p3, "errmsg", &m) && BSON_ITER_HOLDS_UTF8(&m))
+        name = std::string(bson_iter_utf8(&m, nullptr)).substr(0, 80);
+      return name.empty() ? code : code + ": " + name;
+    }
     return name.empty() ? code : code + " " + name;
   };
   if (e.type == monitor::EventType::commandFailed) {
