@@ -68,8 +68,9 @@ options:
   --summary                 at the end, a table per command name and namespace
                             (count, failures, p50/p95/p99/max, bytes), the 10
                             slowest commands with their documents, errors by
-                            code; on stdout, instead of the event lines unless
-                            --config / --log-file / --plugin name outputs
+                            code (documents cut at --max-document-length, default
+                            300 here); on stdout, instead of the event lines
+                            unless --config / --log-file / --plugin name outputs
   --json                    the summary as one JSON document
   -q, --quiet               no notes about the capture on stderr
   -h, --help                this text
@@ -249,7 +250,7 @@ std::optional<int> setup(const Options& o, const std::string& cmd, Run& r) {
     err(cmd + ": " + e.what());
     return 1;
   }
-  if (o.summary) r.summary.emplace();
+  if (o.summary) r.summary.emplace(o.maxDocumentLength.value_or(300));
   r.output.emplace(r.runtime->dispatcher().sinks(), r.summary ? &*r.summary : nullptr);
   r.replay.ports = o.ports;
   r.replay.tracker.maxMessageSize = o.maxMessageSize.value_or(r.cfg.proxy.maxMessageSize);

@@ -12,7 +12,6 @@ namespace varanus::app {
 namespace {
 
 constexpr double kBucketsPerDoubling = 16.0;
-constexpr std::size_t kMaxJson = 600;  // characters of a slow command's document shown
 
 std::size_t bucket_of(std::int64_t micros) {
   return static_cast<std::size_t>(
@@ -25,13 +24,13 @@ std::int64_t bucket_top(std::size_t b) {
       std::ceil(std::exp2((static_cast<double>(b) + 1.0) / kBucketsPerDoubling) - 1.0));
 }
 
-std::string json_of(const wire::BsonBytes& doc) {
+std::string json_of(const wire::BsonBytes& doc, std::size_t maxJson) {
   if (doc.empty()) return "";
   std::string out;
   wire::append_relaxed_json(out,
                             wire::BsonView{doc.data(), static_cast<std::uint32_t>(doc.size())});
-  if (out.size() > kMaxJson) {
-    out.resize(kMaxJson);
+  if (maxJson != 0 && out.size() > maxJson) {
+    out.resize(maxJson);
     out += "...";
   }
   return out;
@@ -149,7 +148,7 @@ void Summary::add(const monitor::Event& e) {
       Started s;
       s.ns = namespace_of(e);
       s.bytes = e.document.size();
-      s.command = json_of(e.document);
+      s.command = json_of(e.document, maxJson_);
       started_[key] = std::move(s);
       return;
     }
@@ -179,7 +178,7 @@ void Summary::add(const monitor::Event& e) {
     x.commandName = e.commandName;
     x.ns = s.ns;
     x.command = std::move(s.command);
-    x.reply = e.networkFailure() ? e.message : json_of(e.document);
+    x.reply = e.networkFailure() ? e.message : json_of(e.document, maxJson_);
     x.failed = failed;
     if (slow_.size() == kSlowest) {
       std::pop_heap(slow_.begin(), slow_.end(), slower);

@@ -22,6 +22,8 @@ namespace varanus::app {
 
 class Summary {
  public:
+  /// `maxJson`: characters of each slow command's documents shown (0: all).
+  explicit Summary(std::size_t maxJson = 300) : maxJson_(maxJson) {}
   void add(const monitor::Event& event);
 
   struct Row {
@@ -62,6 +64,7 @@ class Summary {
     std::string command;
   };
   static constexpr std::size_t kSlowest = 10;
+  std::size_t maxJson_;
   std::map<std::string, Row> byCommand_;
   std::map<std::string, Row> byNamespace_;
   std::unordered_map<std::uint64_t, Started> started_;  ///< by connectionId << 32 | requestId

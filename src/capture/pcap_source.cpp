@@ -85,7 +85,6 @@ PcapSource PcapSource::open_live(const LiveOptions& o) {
       why +=
           " (capturing needs CAP_NET_RAW: run as root, or grant it with "
           "`setcap cap_net_raw,cap_net_admin+eip $(command -v varanus)`)";
-    if (rc == PCAP_ERROR_NO_SUCH_DEVICE) why += " (no such interface)";
     throw CaptureError("interface " + o.interface + ": " + why);
   }
   if (!o.filter.empty()) {

@@ -332,8 +332,12 @@ void Replayer::segment(const Segment& s, std::chrono::nanoseconds time) {
     if (fromClient && !s.has(tcp_flags::ack)) c.open();  // connectionOpened at the SYN
   }
   const std::uint32_t seq = syn ? s.seq + 1 : s.seq;
-  if (!s.payload.empty()) d.stream.segment(seq, s.payload, d);
+  // The acknowledgement first: it tells what the sender had received before
+  // it sent this payload, so a gap it reveals in the other direction comes
+  // before this payload (a request sent after a lost reply belongs to the
+  // Tracker that resynchronises, not to the one the gap ends).
   if (s.has(tcp_flags::ack) && !o.fin) o.stream.acked(s.ack, o);
+  if (!s.payload.empty()) d.stream.segment(seq, s.payload, d);
   if (s.has(tcp_flags::rst)) {
     // The proxy says the same of a reset socket (its strerror(ECONNRESET)).
     // A FIN before it was the first cause (the proxy names the first one).

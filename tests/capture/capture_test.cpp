@@ -602,6 +602,34 @@ TEST_CASE("replayer: a dropped segment is reported and the connection resynchron
   CHECK(gapClose);
 }
 
+TEST_CASE("replayer: a lost reply fails its command; the next request starts afresh") {
+  Conversation c;
+  c.handshake();
+  c.send(true, ping(1));
+  c.send(false, ok_reply(101, 1));  // lost
+  c.send(true, ping(2));            // its ACK says the reply arrived
+  c.send(false, ok_reply(102, 2));
+  c.close();
+  auto ps = c.packets(capture::kLinkRaw, false);
+  ps.erase(ps.begin() + 4);
+  capture::ReplayCounters k;
+  const Recorder r = replay_packets(ps, capture::kLinkRaw, &k);
+  CHECK(k.gaps == 1);
+  std::string got;
+  for (const auto& l : r.shape()) got += l + "\n";
+  CAPTURE(got);
+  CHECK(r.shape() == std::vector<std::string>{
+                         "connectionOpened",
+                         "commandStarted ping 1",
+                         "commandFailed ping 1 (capture gap: 48 bytes from the server missing)",
+                         "connectionClosed (capture gap: 48 bytes from the server missing)",
+                         "connectionOpened",
+                         "commandStarted ping 2",
+                         "commandSucceeded ping 2",
+                         "connectionClosed (client closed)",
+                     });
+}
+
 TEST_CASE("replayer: a capture that starts inside a message skips to the next header") {
   Conversation c;
   c.send(true, ping(1), 20);  // the capture starts after the first 20 bytes
