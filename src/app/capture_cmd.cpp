@@ -71,7 +71,7 @@ options:
                             code (documents cut at --max-document-length, default
                             300 here); on stdout, instead of the event lines
                             unless --config / --log-file / --plugin name outputs
-  --json                    the summary as one JSON document
+  --json                    the summary as one JSON document (implies --summary)
   -q, --quiet               no notes about the capture on stderr
   -h, --help                this text
 
@@ -142,6 +142,7 @@ std::optional<int> parse(int argc, char** argv, bool sniff, Options& o) {
       o.summary = true;
     } else if (a == "--json") {
       o.json = true;
+      o.summary = true;
     } else if (a == "-q" || a == "--quiet") {
       o.quiet = true;
     } else if (a == "--port") {
