@@ -406,7 +406,7 @@ TEST_CASE("every link type, IPv4 and IPv6, gives the TCP segment inside") {
   }
 }
 
-TEST_CASE("VLAN tags are skipped; fragments, other protocols and short packets are not TCP") {
+TEST_CASE("VLAN tags are skipped: fragments, other protocols and short packets are not TCP") {
   const Tcp t{40000, 27017, 1, 2, 0x18, {9, 9}};
   const Bytes tagged = link_frame(capture::kLinkEthernet, ip_packet(t, false, true), false, true);
   const auto p = capture::parse_packet(capture::kLinkEthernet, tagged,
@@ -602,7 +602,7 @@ TEST_CASE("replayer: a dropped segment is reported and the connection resynchron
   CHECK(gapClose);
 }
 
-TEST_CASE("replayer: a lost reply fails its command; the next request starts afresh") {
+TEST_CASE("replayer: a lost reply fails its command, the next request starts afresh") {
   Conversation c;
   c.handshake();
   c.send(true, ping(1));
@@ -724,7 +724,7 @@ TEST_CASE("testdata: mongo_3.0_session.pcap, a shell session") {
   CHECK(r.started() == r.succeeded());
 }
 
-TEST_CASE("testdata: duplicate keys succeed with writeErrors; the mongos error fails") {
+TEST_CASE("testdata: duplicate keys succeed with writeErrors, the mongos error fails") {
   const Recorder r = replay_file(pcap_data("mongodb_insert_duplicate_key.pcap"), {27017, 27018});
   CHECK(r.started("insert") == 2);
   CHECK(r.succeeded("insert") == 2);

@@ -89,7 +89,7 @@ TEST_CASE("replay prints the proxy's event lines with capture times, totals on s
   CHECK(r.err.find("9 packets") != std::string::npos);
 }
 
-TEST_CASE("replay: only the given ports; --quiet; --max-document-length applies") {
+TEST_CASE("replay: only the given ports, --quiet and --max-document-length apply") {
   const Run r = varanus("replay --quiet --max-document-length 20 --port 27018 " +
                         pcap("mongodb_insert_duplicate_key.pcap"));
   REQUIRE(r.status == 0);
