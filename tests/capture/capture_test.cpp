@@ -691,6 +691,30 @@ TEST_CASE("pcap and pcapng files of each link type replay through libpcap") {
   }
 }
 
+TEST_CASE("a capture rotated over two files (tcpdump -C) is one conversation") {
+  const Conversation c = Conversation::standard();
+  const auto ps = c.packets(capture::kLinkEthernet, false);
+  const std::size_t half = ps.size() / 2;
+  const std::string a = temp_path("rot0.pcap"), b = temp_path("rot1.pcapng");
+  write_pcap(a, capture::kLinkEthernet,
+             {ps.begin(), ps.begin() + static_cast<std::ptrdiff_t>(half)});
+  write_pcapng(b, capture::kLinkEthernet,
+               {ps.begin() + static_cast<std::ptrdiff_t>(half), ps.end()});
+  // What `varanus replay A B` does: one Replayer over the files in turn.
+  Recorder r;
+  capture::Replayer rp(r, {});
+  for (const auto& path : {a, b}) {
+    capture::PcapSource src = capture::PcapSource::open_file(path);
+    const int link = src.link_type();
+    src.loop([&](const capture::PacketView& p) { rp.packet(link, p.time, p.data, p.wireLength); });
+  }
+  rp.finish();
+  std::filesystem::remove(a);
+  std::filesystem::remove(b);
+  check_standard(r);
+  CHECK(r.events.back().message == "client closed");
+}
+
 TEST_CASE("an unreadable or foreign file is a CaptureError, not a crash") {
   CHECK_THROWS_AS(capture::PcapSource::open_file("/nonexistent/x.pcap"), capture::CaptureError);
   const std::string path = temp_path("garbage.pcap");
