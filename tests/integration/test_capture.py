@@ -8,7 +8,8 @@ the driver's workload (compressed messages, PyMongo's exhaust cursor, the
 Node driver's streaming hellos) runs through the live proxy to the stub.
 Asserted: the events `varanus replay` gives for the driver's leg, and the
 ones `varanus sniff` gave live, equal the proxy's own events apart from
-times, durations, connection numbers and addresses; the stub's leg, which
+times, durations, connection numbers and addresses, and sniff's --summary
+at SIGINT counts the same commands and failures; the stub's leg, which
 carries the driver's bytes unchanged (the driver talking to the stub), gives
 the same events too, apart from how connections ended (a driver's reset
 reaches the stub as the proxy's FIN).
@@ -183,8 +184,11 @@ def run_variant(test, driver, compressor):
                          "-w", pcap, f"tcp port {proxy_port} or tcp port {stub_port}"],
                         "listening on", work, "tcpdump")
         test.addCleanup(dump.kill)
+        # Events to a file, and the --summary (JSON) on stdout at SIGINT.
+        sniff_log = os.path.join(work, "sniff.jsonl")
         sniff = Recorder([varanus, "sniff", "-i", "lo", "--port", proxy_port,
-                          "--max-document-length", "0"], "capturing on", work, "sniff")
+                          "--max-document-length", "0", "--log-file", sniff_log,
+                          "--summary", "--json"], "capturing on", work, "sniff")
         test.addCleanup(sniff.kill)
         proxy = Server([varanus, "--listen", "127.0.0.1:" + proxy_port, "--upstream", stub.address,
                         "--max-document-length", "0", "--io-threads", "1"],
@@ -212,7 +216,13 @@ def run_variant(test, driver, compressor):
 
         # Every connection's last packets reached sniff (it writes events as
         # it goes) and tcpdump's file (-U: written packet by packet).
-        wait_for(lambda: sniff.stdout().count('"connectionClosed"') >= closed,
+        def sniffed_text():
+            if not os.path.exists(sniff_log):
+                return ""
+            with open(sniff_log, encoding="utf-8", errors="replace") as f:
+                return f.read()
+
+        wait_for(lambda: sniffed_text().count('"connectionClosed"') >= closed,
                  "sniff to see every connection close")
         wait_for(lambda: recorded_closes(proxy_port) >= closed and
                  recorded_closes(stub_port) >= closed, "tcpdump to record every connection close")
@@ -237,8 +247,17 @@ def run_variant(test, driver, compressor):
         r, replayed = replay(proxy_port)
         test.assertEqual(r.returncode, 0, r.stderr)
         same(test, by_connection(replayed), want, "replay", r.stderr)
-        same(test, by_connection(events_of(sniff.stdout())), want, "sniff", sniff.stderr())
+        same(test, by_connection(events_of(sniffed_text())), want, "sniff", sniff.stderr())
         test.assertIn(" 0 dropped,", sniff.stderr())
+        # sniff's summary at SIGINT counts what the proxy saw.
+        summary = json.loads(sniff.stdout())
+        want_counts = collections.Counter(e["commandName"] for e in live
+                                          if e["event"] in ("commandSucceeded", "commandFailed"))
+        want_failed = collections.Counter(e["commandName"] for e in live
+                                          if e["event"] == "commandFailed")
+        test.assertEqual({r["name"]: r["count"] for r in summary["commands"]}, dict(want_counts))
+        test.assertEqual({r["name"]: r["failures"] for r in summary["commands"] if r["failures"]},
+                         dict(want_failed))
         # The stub's leg carries the driver's bytes unchanged, so the same
         # events; only how each connection ended may differ (a driver's RST
         # reaches the stub as the proxy's FIN).
