@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan+UBSan) and runs each for
-# $FUZZ_SECONDS (default 60): the wire codec from fuzz/corpus (the recorded
-# frames of tests/data and builder-made seeds), the Tracker over two
-# interleaved streams from fuzz/corpus-tracker. Fails on any crash; prints
-# the executions per second and the total.
+# $FUZZ_SECONDS (default 60) each:
+#   wire     the wire codec, from fuzz/corpus (the recorded frames of
+#            tests/data and builder-made seeds)
+#   tracker  the Tracker over two interleaved streams, from fuzz/corpus-tracker
+#   capture  the capture reader of `varanus replay` (libpcap from memory,
+#            link layer, TCP reassembly, Replayer), from fuzz/corpus-capture
+# FUZZ_TARGETS picks them (default "wire tracker capture"). Fails on any
+# crash; prints the executions per second and the total.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
@@ -16,8 +20,10 @@ if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
     -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++
 fi
 # Only the fuzz targets and what they link: the proxy, sinks, stub are not needed.
-cmake --build "$BUILD_DIR" --target varanus-fuzz-wire varanus-fuzz-tracker \
-  --parallel "${JOBS:-$(nproc)}"
+FUZZ_TARGETS=${FUZZ_TARGETS:-wire tracker capture}
+targets=()
+for t in $FUZZ_TARGETS; do targets+=(--target "varanus-fuzz-$t"); done
+cmake --build "$BUILD_DIR" "${targets[@]}" --parallel "${JOBS:-$(nproc)}"
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -47,5 +53,8 @@ fuzz() {
   fi
 }
 
-fuzz varanus-fuzz-wire fuzz/corpus
-fuzz varanus-fuzz-tracker fuzz/corpus-tracker
+for t in $FUZZ_TARGETS; do
+  corpus=fuzz/corpus
+  [ "$t" = wire ] || corpus="fuzz/corpus-$t"
+  fuzz "varanus-fuzz-$t" "$corpus"
+done

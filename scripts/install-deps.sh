@@ -14,6 +14,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 runtime_pkgs=(
   libbson-1.0-0 libsnappy1v5 zlib1g libzstd1 libssl3 ca-certificates
+  # libpcap: `varanus replay` / `varanus sniff` read captures and interfaces.
+  libpcap0.8
 )
 build_pkgs=(
   build-essential cmake ninja-build pkg-config git
@@ -22,6 +24,7 @@ build_pkgs=(
   libboost1.81-dev
   libbson-dev nlohmann-json3-dev doctest-dev
   libsnappy-dev zlib1g-dev libzstd-dev libssl-dev
+  libpcap-dev
 )
 dev_pkgs=(
   # clang + its runtime: the libFuzzer target and sanitizer builds.
@@ -39,8 +42,10 @@ test_pkgs=(
   podman runc debootstrap
   # The systemd unit is checked with systemd-analyze verify.
   systemd
-  # A real terminal for `varanus top` (tests/sinks/test_top_tmux.py).
+  # A real terminal for `varanus top` (tests/sinks/test_slow_queries.py).
   tmux
+  # Records loopback traffic for the capture tests (varanus replay/sniff).
+  tcpdump
 )
 
 pkgs=("${runtime_pkgs[@]}")

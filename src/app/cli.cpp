@@ -44,6 +44,10 @@ std::string usage() {
                                     varanus healthcheck --help)
        varanus top --admin HOST:PORT  live view of a running proxy's commands
                                     (varanus top --help)
+       varanus replay FILE...       the events of the MongoDB traffic in pcap/pcapng
+                                    captures (varanus replay --help)
+       varanus sniff -i IFACE       the same from a live interface; needs CAP_NET_RAW
+                                    (varanus sniff --help)
 
 varanus is a transparent MongoDB wire-protocol proxy. Point a driver at the
 listen address; every byte is relayed unchanged to the upstream

@@ -1,6 +1,7 @@
-// varanus: the executable. `varanus decode ...` (decode.cpp) and `varanus
-// healthcheck ...` (healthcheck.cpp) and `varanus top ...` (top.cpp) are
-// subcommands; anything else runs the proxy:
+// varanus: the executable. Subcommands: `varanus decode` (decode.cpp),
+// `varanus healthcheck` (healthcheck.cpp), `varanus top` (top.cpp),
+// `varanus replay` and `varanus sniff` (capture_cmd.cpp); anything else
+// runs the proxy:
 //
 //   flags + config file ─▶ AppConfig + SinkPlan ─▶ SinkRuntime (Dispatcher, sinks, admin)
 //                                                  proxy::Server (relay, Tracker per connection)
@@ -24,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "capture_cmd.hpp"
 #include "cli.hpp"
 #include "decode.hpp"
 #include "healthcheck.hpp"
@@ -193,6 +195,12 @@ int main(int argc, char** argv) {
   }
   if (argc >= 2 && std::string_view(argv[1]) == "top") {
     return varanus::app::run_top(argc - 1, argv + 1);
+  }
+  if (argc >= 2 && std::string_view(argv[1]) == "replay") {
+    return varanus::app::run_replay(argc - 1, argv + 1);
+  }
+  if (argc >= 2 && std::string_view(argv[1]) == "sniff") {
+    return varanus::app::run_sniff(argc - 1, argv + 1);
   }
   try {
     return run_proxy(std::vector<std::string>(argv + 1, argv + argc));
