@@ -13,4 +13,8 @@ BUILD_DIR=build-tsan WERROR=ON BUILD_TYPE=RelWithDebInfo \
 # tests without address randomisation.
 run=()
 if command -v setarch >/dev/null; then run=(setarch "$(uname -m)" -R); fi
-"${run[@]}" ctest --test-dir build-tsan --output-on-failure --timeout 600 -j 2 -L unit
+# Left out: the tests that bound a latency (publish never waits, busy
+# polling's sleeps): TSan slows every memory access several times, so their
+# bounds say nothing there; they run in the other builds.
+"${run[@]}" ctest --test-dir build-tsan --output-on-failure --timeout 600 -j 2 -L unit \
+  -E "costs drops, never time|busy polling"

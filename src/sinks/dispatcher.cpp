@@ -208,8 +208,14 @@ void Dispatcher::release() noexcept {
 }
 
 bool Dispatcher::ring_empty() const noexcept {
-  const Cell& cell = cells_[dequeuePos_ & mask_];
-  return cell.seq.load(std::memory_order_acquire) != dequeuePos_ + 1;
+  // Called by the sink thread without the consumer lock, while the rescuer
+  // may be consuming: the position is the one the last batch published
+  // (consumed_), never the consumer's own dequeuePos_ (a data race that
+  // ThreadSanitizer found). A stale position only makes an empty ring look
+  // empty a batch early: the rescuer that holds the ring is draining it.
+  const std::size_t pos = consumed_.load(std::memory_order_acquire);
+  const Cell& cell = cells_[pos & mask_];
+  return cell.seq.load(std::memory_order_acquire) != pos + 1;
 }
 
 void Dispatcher::publish(Event&& event) {
@@ -355,7 +361,7 @@ std::size_t Dispatcher::drain_batch(bool yieldable) {
   }
   if (taken != 0) {
     flush_all();
-    consumed_.store(dequeuePos_, std::memory_order_relaxed);
+    consumed_.store(dequeuePos_, std::memory_order_release);
   }
   return taken;
 }
