@@ -32,13 +32,19 @@
 //         tcp:    "address": "127.0.0.1:9000", "maxBufferBytes": 1048576
 //         udp:    "address": "127.0.0.1:9001"
 //         plugin: "path": "/usr/lib/libmysink.so", "config": { ...passed to the plugin... }
+//         otlp:   "endpoint": "http://127.0.0.1:4318", "headers": {"x-api-key": "..."},
+//                 "serviceName": "varanus", "gzip": false, "includeHellos": false,
+//                 "queryText": false, "maxQueueSpans": 2048, "maxBatchSpans": 512,
+//                 "batchDelaySeconds": 1, "timeoutSeconds": 10, "minBackoffSeconds": 0.5,
+//                 "maxBackoffSeconds": 30, "maxRetries": 5
 //       } ]
 //   }
 //
 // "sinks": [ ...outputs... ] is accepted as a shorthand for {"outputs": [...]}.
 //
 // Command-line shortcuts (see sink_flags_usage()): --log-file PATH,
-// --log-format FORMAT, --admin HOST:PORT, --plugin PATH (repeatable).
+// --log-format FORMAT, --admin HOST:PORT, --plugin PATH (repeatable),
+// --otlp-endpoint URL.
 // --max-document-length is the proxy CLI's and arrives as a parameter.
 #pragma once
 
@@ -56,6 +62,7 @@
 #include "varanus/sinks/line_sinks.hpp"
 #include "varanus/sinks/metrics.hpp"
 #include "varanus/sinks/net_sinks.hpp"
+#include "varanus/sinks/otlp.hpp"
 
 namespace varanus::app {
 
@@ -68,13 +75,14 @@ class SinkConfigError : public std::runtime_error {
 
 /// The sink shortcuts of the command line.
 struct SinkFlags {
-  std::optional<std::string> logFile;    ///< --log-file PATH: a file sink instead of stdout
-  std::optional<std::string> logFormat;  ///< --log-format: format of the default/flag sinks
-  std::optional<std::string> admin;      ///< --admin HOST:PORT
-  std::vector<std::string> plugins;      ///< --plugin PATH (each a sink, config "{}")
+  std::optional<std::string> logFile;       ///< --log-file PATH: a file sink instead of stdout
+  std::optional<std::string> logFormat;     ///< --log-format: format of the default/flag sinks
+  std::optional<std::string> admin;         ///< --admin HOST:PORT
+  std::vector<std::string> plugins;         ///< --plugin PATH (each a sink, config "{}")
+  std::optional<std::string> otlpEndpoint;  ///< --otlp-endpoint URL: an OTLP trace sink
 };
 
-/// True for --log-file, --log-format, --admin, --plugin (each takes a value).
+/// True for --log-file, --log-format, --admin, --plugin, --otlp-endpoint (each takes a value).
 bool is_sink_flag(std::string_view flag) noexcept;
 /// Records one flag. Throws SinkConfigError ("--log-format: expected ...").
 void apply_sink_flag(SinkFlags& flags, std::string_view flag, const std::string& value);
@@ -83,13 +91,14 @@ std::string sink_flags_usage();
 
 /// One sink to create.
 struct SinkSpec {
-  enum class Type { stdoutSink, stderrSink, file, tcp, udp, plugin };
+  enum class Type { stdoutSink, stderrSink, file, tcp, udp, plugin, otlp };
   Type type = Type::stdoutSink;
   std::string where;  ///< its JSON pointer ("/sinks/outputs/0") or the flag
   sinks::RenderOptions render;
   sinks::SinkFilter filter;
   sinks::FileSinkOptions file;
   sinks::NetSinkOptions net;
+  sinks::OtlpOptions otlp;
   std::string pluginPath;
   std::string pluginConfig = "{}";
   bool filterSet = false;  ///< "filter" given (plugins keep their own otherwise)
@@ -103,6 +112,8 @@ struct SinkPlan {
   std::vector<SinkSpec> sinks;
   std::optional<sinks::AdminOptions> admin;
   sinks::MetricsOptions metrics;
+  /// The program's version: service.version of spans, varanus_build_info.
+  std::string version;
   /// Human-readable lines for --check-config.
   std::vector<std::string> describe() const;
 };

@@ -95,6 +95,7 @@ void Tracker::client_data(std::span<const std::uint8_t> bytes, Clock now) {
     if (next.status == wire::FrameStatus::error) {
       return stop("client framing: " + next.error->message(), now);
     }
+    ++stats_.frames;
     on_request(next.frame, now);
     if (!inspecting_) return;
   }
@@ -110,6 +111,7 @@ void Tracker::server_data(std::span<const std::uint8_t> bytes, Clock now) {
     if (next.status == wire::FrameStatus::error) {
       return stop("upstream framing: " + next.error->message(), now);
     }
+    ++stats_.frames;
     on_reply(next.frame, now);
     if (!inspecting_) return;
   }
