@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 from harness import Server, free_port, start_stub  # noqa: E402
 from test_otlp_proxy import Receiver  # noqa: E402
 
+import bson  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 from pymongo.errors import OperationFailure, PyMongoError  # noqa: E402
 
@@ -272,6 +273,21 @@ class PrometheusScrape(unittest.TestCase):
                     except PyMongoError:
                         pass
                     c2.close()
+                    # 64 pings in one write: the tracker publishes 64 events at
+                    # once into a queue of 8, faster than any sink thread drains.
+                    host, port = px.address.rsplit(":", 1)
+                    with socket.create_connection((host, int(port))) as raw:
+                        ping = bson.encode({"ping": 1, "$db": "admin"})
+                        msgs = b"".join(struct.pack("<iiiiI", 21 + len(ping), 100 + i, 0, 2013, 0)
+                                        + b"\x00" + ping for i in range(64))
+                        raw.sendall(msgs)
+                        raw.settimeout(5)
+                        got = b""
+                        while got.count(b"ok") < 64:
+                            chunk = raw.recv(65536)
+                            if not chunk:
+                                break
+                            got += chunk
                     # Bytes that are not MongoDB: a decode error.
                     host, port = px.address.rsplit(":", 1)
                     with socket.create_connection((host, int(port))) as raw:
