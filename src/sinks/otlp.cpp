@@ -540,14 +540,15 @@ std::string OtlpSink::span_json(const monitor::Event& e, const Started* start) {
     out += "\",\"parentSpanId\":\"";
     out += start->parent->spanId;
     out += "\",\"flags\":";
-    out += std::to_string(0x100u | start->parent->flags);  // has-is-remote: the parent is remote
+    // W3C trace flags, plus has-is-remote and is-remote: the parent is remote.
+    out += std::to_string(0x300u | start->parent->flags);
   } else {
     out += to_hex(nonzero_random());
     out += to_hex(nonzero_random());
     out += "\",\"spanId\":\"";
     out += to_hex(nonzero_random());
     out += "\",\"flags\":";
-    out += std::to_string(0x100u | 1u);
+    out += std::to_string(0x100u | 1u);  // sampled; has-is-remote (no parent)
   }
   out += ",\"name\":";
   wire::append_json_string(out,

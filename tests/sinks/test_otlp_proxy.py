@@ -252,6 +252,7 @@ class OtlpThroughProxy(unittest.TestCase):
             find = [s for s in spans if attrs(s)["db.operation.name"] == "find"]
             self.assertEqual(len(find), 1)
             self.assertEqual((find[0]["traceId"], find[0]["parentSpanId"]), (TRACE_ID, PARENT_ID))
+            self.assertEqual(find[0]["flags"], 0x301)  # sampled, parent remote
             agg = [s for s in spans if s["traceId"] == TRACE_ID2]
             self.assertEqual(len(agg), 1, spans)
             self.assertEqual(agg[0]["parentSpanId"], PARENT_ID2)
