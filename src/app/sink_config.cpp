@@ -168,6 +168,8 @@ bool parse_otlp_key(sinks::OtlpOptions& o, const std::string& key, const json& v
     o.minBackoff = expect_seconds(value, p, 0.001, 3600);
   } else if (key == "maxBackoffSeconds") {
     o.maxBackoff = expect_seconds(value, p, 0.001, 3600);
+  } else if (key == "closeTimeoutSeconds") {
+    o.closeTimeout = expect_seconds(value, p, 0, 3600);
   } else if (key == "maxRetries") {
     o.maxRetries = static_cast<unsigned>(expect_integer(value, p, 0, 100));
   } else {

@@ -36,7 +36,7 @@
 //                 "serviceName": "varanus", "gzip": false, "includeHellos": false,
 //                 "queryText": false, "maxQueueSpans": 2048, "maxBatchSpans": 512,
 //                 "batchDelaySeconds": 1, "timeoutSeconds": 10, "minBackoffSeconds": 0.5,
-//                 "maxBackoffSeconds": 30, "maxRetries": 5
+//                 "maxBackoffSeconds": 30, "maxRetries": 5, "closeTimeoutSeconds": 2
 //       } ]
 //   }
 //

@@ -6,6 +6,7 @@
 #include <bson/bson.h>
 #include <netdb.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -17,6 +18,7 @@
 #include <cstring>
 #include <random>
 #include <stdexcept>
+#include <system_error>
 
 #include "varanus/wire/json.hpp"
 
@@ -308,12 +310,18 @@ std::string gzip_compress(std::string_view data) {
 int http_post(const HttpUrl& url, std::string_view target, std::string_view body,
               const std::vector<std::pair<std::string, std::string>>& headers,
               std::chrono::milliseconds timeout, std::string* error,
-              std::optional<std::chrono::seconds>* retryAfter) {
+              std::optional<std::chrono::seconds>* retryAfter, int cancelFd) {
   const auto deadline = clock::now() + timeout;
-  auto remaining_ms = [&]() -> int {
+  // Waits for `events` on fd, or for cancelFd to become readable: > 0 ready,
+  // 0 timed out, -1 cancelled.
+  auto wait = [&](int fd, short events) -> int {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
-    return static_cast<int>(std::max<std::int64_t>(left.count(), 0));
+    pollfd p[2] = {{fd, events, 0}, {cancelFd, POLLIN, 0}};
+    const int n =
+        ::poll(p, cancelFd >= 0 ? 2 : 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
+    if (n > 0 && cancelFd >= 0 && (p[1].revents & POLLIN) != 0) return -1;
+    return n > 0 ? 1 : 0;
   };
   auto fail = [&](std::string why) {
     if (error) *error = std::move(why);
@@ -340,8 +348,8 @@ int http_post(const HttpUrl& url, std::string_view target, std::string_view body
   ::freeaddrinfo(res);
   if (rc != 0 && errno != EINPROGRESS) return fail(std::string("connect: ") + std::strerror(errno));
   if (rc != 0) {
-    pollfd p{fd, POLLOUT, 0};
-    if (::poll(&p, 1, remaining_ms()) <= 0) return fail("connect: timed out");
+    if (const int w = wait(fd, POLLOUT); w <= 0)
+      return fail(w < 0 ? "cancelled at shutdown" : "connect: timed out");
     int err = 0;
     socklen_t len = sizeof err;
     ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
@@ -376,8 +384,8 @@ int http_post(const HttpUrl& url, std::string_view target, std::string_view body
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      pollfd p{fd, POLLOUT, 0};
-      if (::poll(&p, 1, remaining_ms()) <= 0) return fail("send: timed out");
+      if (const int w = wait(fd, POLLOUT); w <= 0)
+        return fail(w < 0 ? "cancelled at shutdown" : "send: timed out");
       continue;
     }
     return fail(std::string("send: ") + std::strerror(errno));
@@ -415,10 +423,10 @@ int http_post(const HttpUrl& url, std::string_view target, std::string_view body
     }
     if (headerEnd != std::string::npos && (want == std::string::npos || in.size() >= want))
       return status;  // the whole answer (or all we need of it)
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, remaining_ms()) <= 0) {
+    if (const int w = wait(fd, POLLIN); w <= 0) {
       if (status > 0) return status;
-      return fail("no answer within " + std::to_string(timeout.count()) + " ms");
+      return fail(w < 0 ? "cancelled at shutdown"
+                        : "no answer within " + std::to_string(timeout.count()) + " ms");
     }
     char buf[4096];
     const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
@@ -453,6 +461,8 @@ OtlpSink::OtlpSink(OtlpOptions options, RenderOptions render, SinkFilter filter)
   append_attr_string(resourceJson_, "service.instance.id", options_.instanceId);
   append_attr_string(resourceJson_, "host.name", options_.hostName);
   resourceJson_ += "]}";
+  cancelFd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (cancelFd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
   thread_ = std::thread([this] { run(); });
 }
 
@@ -462,7 +472,12 @@ OtlpSink::~OtlpSink() {
     stopping_ = true;  // close() was not called: no more requests at all
   }
   wake_.notify_all();
+  if (cancelFd_ >= 0) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(cancelFd_, &one, sizeof one);
+  }
   if (thread_.joinable()) thread_.join();
+  if (cancelFd_ >= 0) ::close(cancelFd_);
 }
 
 std::size_t OtlpSink::queued() const {
@@ -617,6 +632,15 @@ std::string OtlpSink::encode_request(const std::vector<std::string>& spans) cons
 }
 
 void OtlpSink::run() {
+  run_batches();
+  {
+    std::lock_guard lock(mutex_);
+    exporterDone_ = true;
+  }
+  wake_.notify_all();
+}
+
+void OtlpSink::run_batches() {
   std::vector<std::string> batch;
   std::unique_lock lock(mutex_);
   for (;;) {
@@ -653,8 +677,8 @@ void OtlpSink::export_batch(std::vector<std::string>& spans) {
   for (unsigned attempt = 0;; ++attempt) {
     std::string error;
     std::optional<std::chrono::seconds> retryAfter;
-    const int status =
-        http_post(url_, "/v1/traces", body, headers, options_.timeout, &error, &retryAfter);
+    const int status = http_post(url_, "/v1/traces", body, headers, options_.timeout, &error,
+                                 &retryAfter, cancelFd_);
     if (status >= 200 && status < 300) {
       sent_.fetch_add(spans.size(), std::memory_order_relaxed);
       return;
@@ -692,9 +716,18 @@ void OtlpSink::close_() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
-    stopDeadline_ = clock::now() + options_.timeout;
+    stopDeadline_ = clock::now() + options_.closeTimeout;
   }
   wake_.notify_all();
+  {
+    // A request in flight past closeTimeout (a collector that never
+    // answers) is cancelled rather than waited for.
+    std::unique_lock lock(mutex_);
+    if (!wake_.wait_until(lock, stopDeadline_, [&] { return exporterDone_; })) {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] auto n = ::write(cancelFd_, &one, sizeof one);
+    }
+  }
   if (thread_.joinable()) thread_.join();
   // What the exporter did not take (it stops after the batch in flight).
   std::lock_guard lock(mutex_);

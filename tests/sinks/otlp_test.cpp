@@ -273,3 +273,36 @@ TEST_CASE("OtlpSink: 503 and 429 retried with backoff, 400 not retried") {
   CHECK(sink.spans_dropped() == 1);
   sink.close();
 }
+
+TEST_CASE("OtlpSink: a collector that never answers delays close() by closeTimeout at most") {
+  // Listens, never accepts: connect and send succeed, no answer ever comes.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(fd, 4) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  sinks::OtlpOptions o;
+  o.endpoint = "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  o.batchDelay = std::chrono::milliseconds(1);
+  o.timeout = std::chrono::seconds(60);
+  o.closeTimeout = std::chrono::milliseconds(200);
+  sinks::OtlpSink sink(o);
+  monitor::Event e = succeeded(1);
+  e.commandName = "ping";
+  for (int i = 0; i < 3; ++i) sink.write(e);
+  for (int i = 0; i < 400 && sink.queued() != 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE(sink.queued() == 0);  // the batch is in flight
+  const auto t0 = std::chrono::steady_clock::now();
+  sink.close();
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(took >= std::chrono::milliseconds(190));
+  CHECK(took < std::chrono::seconds(5));
+  CHECK(sink.spans_dropped() == 3);
+  CHECK(sink.posts_failed() == 1);
+  CHECK(sink.spans_sent() == 0);
+  ::close(fd);
+}

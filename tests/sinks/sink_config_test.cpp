@@ -222,7 +222,7 @@ TEST_CASE("otlp sinks: config keys, --otlp-endpoint, errors naming the key") {
       "headers": {"x-api-key": "k"}, "serviceName": "orders-db", "gzip": true,
       "queryText": true, "includeHellos": true, "maxQueueSpans": 10, "maxBatchSpans": 5,
       "batchDelaySeconds": 0.25, "timeoutSeconds": 2, "minBackoffSeconds": 0.1,
-      "maxBackoffSeconds": 3, "maxRetries": 7}]})");
+      "maxBackoffSeconds": 3, "maxRetries": 7, "closeTimeoutSeconds": 0.5}]})");
   REQUIRE(p.sinks.size() == 1);  // outputs given: exactly those
   const auto& o = p.sinks[0].otlp;
   CHECK(p.sinks[0].type == SinkSpec::Type::otlp);
@@ -238,6 +238,7 @@ TEST_CASE("otlp sinks: config keys, --otlp-endpoint, errors naming the key") {
   CHECK(o.minBackoff == std::chrono::milliseconds(100));
   CHECK(o.maxBackoff == std::chrono::milliseconds(3000));
   CHECK(o.maxRetries == 7);
+  CHECK(o.closeTimeout == std::chrono::milliseconds(500));
 
   app::SinkFlags flags;
   app::apply_sink_flag(flags, "--otlp-endpoint", "http://127.0.0.1:4318");

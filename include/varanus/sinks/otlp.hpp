@@ -97,6 +97,9 @@ struct OtlpOptions {
   std::chrono::milliseconds minBackoff{500};
   std::chrono::milliseconds maxBackoff{30'000};
   unsigned maxRetries = 5;
+  /// At shutdown (close()), how long queued spans may still be sent; a
+  /// request still in flight then is cancelled, the rest dropped (counted).
+  std::chrono::milliseconds closeTimeout{2000};
   /// Commands started whose end is not seen yet, remembered for their span
   /// (start time, trace context); the oldest are forgotten beyond this.
   std::size_t maxPending = 65536;
@@ -143,6 +146,7 @@ class OtlpSink : public Sink {
     std::uint64_t order = 0;
   };
   void run();
+  void run_batches();
   /// One batch: POSTs with retries. Returns when sent, given up, or stopping.
   void export_batch(std::vector<std::string>& spans);
   std::string encode_request(const std::vector<std::string>& spans) const;
@@ -161,6 +165,8 @@ class OtlpSink : public Sink {
   std::condition_variable wake_;
   std::deque<std::string> queue_;  // encoded spans
   bool stopping_ = false;
+  bool exporterDone_ = false;   // run() returned
+  int cancelFd_ = -1;           // eventfd: readable = abandon the request in flight
   clock_point stopDeadline_{};  // at shutdown: no new request after it
   std::thread thread_;
 
@@ -177,12 +183,13 @@ void render_otlp_metrics(std::string& out, const std::vector<const OtlpSink*>& s
 
 /// The HTTP exchange the exporter uses, exposed for tests: POSTs `body` to
 /// url (host, port, path + `target`), waits at most `timeout` in all.
-/// Returns the status code, or -1 with `error` set (no connection, timeout).
+/// Returns the status code, or -1 with `error` set (no connection, timeout,
+/// or `cancelFd` became readable).
 /// `retryAfter` receives a Retry-After header's seconds when present.
 int http_post(const HttpUrl& url, std::string_view target, std::string_view body,
               const std::vector<std::pair<std::string, std::string>>& headers,
               std::chrono::milliseconds timeout, std::string* error,
-              std::optional<std::chrono::seconds>* retryAfter = nullptr);
+              std::optional<std::chrono::seconds>* retryAfter = nullptr, int cancelFd = -1);
 
 /// gzip (RFC 1952) of `data`, for Content-Encoding: gzip.
 std::string gzip_compress(std::string_view data);
