@@ -163,14 +163,18 @@ class PrometheusScrape(unittest.TestCase):
                         (("__name__", "up"), ("instance", admin), ("job", "varanus"))) == 1.0
                         or None, what="the target up")
                     workload(px.uri(directConnection="true"))
-                    # The event log is complete once the client has closed.
-                    lines = wait_for(lambda: (lambda l: l if sum(
-                        1 for x in l if x["event"] == "connectionClosed") >= 2 else None)(
-                        read_lines(log)), what="the event log")
+                    # The event log is complete once every connection the
+                    # client opened is closed: no event can follow.
+                    def complete():
+                        l = read_lines(log)
+                        opened = sum(1 for x in l if x["event"] == "connectionOpened")
+                        closed = sum(1 for x in l if x["event"] == "connectionClosed")
+                        return l if opened >= 2 and closed == opened else None
+                    lines = wait_for(complete, what="the event log")
                     published = len(lines)
-                    wait_for(lambda: prom.query("varanus_events_published_total") and list(
-                        prom.query("varanus_events_published_total").values())[0] == published,
-                        what=f"varanus_events_published_total == {published}")
+                    wait_for(lambda: list(prom.query("varanus_events_published_total").values())
+                             == [float(published)],
+                             what=f"varanus_events_published_total == {published}")
                     commands = prom.query("varanus_commands_total")
                     durations = prom.query("sum(varanus_command_duration_seconds_count)")
                     frames = prom.query("varanus_frames_total")
