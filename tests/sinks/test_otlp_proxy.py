@@ -54,13 +54,15 @@ def wait_for(cond, timeout=20.0, what="condition"):
 class Receiver:
     """An OTLP/HTTP receiver: POST /v1/traces, JSON (gzip or not).
     `fail_first`: answer that many requests with 503 first.
-    `hang`: never answer (hold every request until stop())."""
+    `hang`: never answer (hold every request until stop()).
+    `slow`: seconds each answer takes (a collector that lags)."""
 
-    def __init__(self, fail_first=0, hang=False):
+    def __init__(self, fail_first=0, hang=False, slow=0.0):
         self.requests = []  # (headers dict, parsed body)
         self.statuses = []
         self.fail_first = fail_first
         self.hang = hang
+        self.slow = slow
         self.release = threading.Event()
         self.lock = threading.Lock()
         receiver = self
@@ -76,6 +78,8 @@ class Receiver:
                 if receiver.hang:
                     receiver.release.wait(60)
                     return
+                if receiver.slow:
+                    receiver.release.wait(receiver.slow)
                 with receiver.lock:
                     failing = len(receiver.statuses) < receiver.fail_first
                     status = 503 if failing else 200

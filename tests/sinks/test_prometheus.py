@@ -241,7 +241,9 @@ class PrometheusScrape(unittest.TestCase):
         # Needs every core busy for a tick (the SCHED_IDLE sink thread starved):
         # tests/sinks/dispatcher_test.cpp drives the rescuer directly.
         untestable = {"varanus_sink_rescues_total"}
-        rx = Receiver(fail_first=2)
+        # 503 twice (retries, failed posts), then 0.2 s per answer: the
+        # 400 pings' spans overflow an export queue of 4 (spans dropped).
+        rx = Receiver(fail_first=2, slow=0.2)
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 cfg = os.path.join(tmp, "c.json")
