@@ -162,6 +162,16 @@ def read_lines(path):
         return [json.loads(line) for line in f if line.endswith("\n")]
 
 
+def complete_log(path):
+    """The event log once every connection opened is closed: no event can follow."""
+    def complete():
+        lines = read_lines(path)
+        opened = sum(1 for l in lines if l["event"] == "connectionOpened")
+        closed = sum(1 for l in lines if l["event"] == "connectionClosed")
+        return lines if opened >= 2 and closed == opened else None
+    return wait_for(complete, what="every connection closed in the event log")
+
+
 def terminal_commands(lines):
     return [l for l in lines if l["event"] in ("commandSucceeded", "commandFailed")
             and "hello" not in l]
@@ -195,8 +205,7 @@ class OtlpThroughProxy(unittest.TestCase):
                     workload(px.uri(directConnection="true"))
                     admin = admin_of(px)
                     # The events and their spans: wait until the counts agree.
-                    expected = wait_for(lambda: terminal_commands(read_lines(log)) if len(
-                        terminal_commands(read_lines(log))) >= 7 else None, what="events")
+                    expected = terminal_commands(complete_log(log))
                     wait_for(lambda: len(rx.spans()) >= len(expected), what="spans")
                     sent = wait_for(lambda: metric(admin, "varanus_otlp_spans_sent_total",
                                                    "otlp:" + rx.url) or None, what="metric")
@@ -292,8 +301,7 @@ class OtlpThroughProxy(unittest.TestCase):
                 ]) as px:
                     workload(px.uri(directConnection="true"))
                     admin = admin_of(px)
-                    n = len(wait_for(lambda: terminal_commands(read_lines(log)) if len(
-                        terminal_commands(read_lines(log))) >= 7 else None, what="events"))
+                    n = len(terminal_commands(complete_log(log)))
                     wait_for(lambda: len(rx.spans()) >= n, what="spans after the 503s")
                     sink = "otlp:" + rx.url
                     retries = metric(admin, "varanus_otlp_retries_total", sink)
