@@ -207,8 +207,11 @@ class OtlpThroughProxy(unittest.TestCase):
                     # The events and their spans: wait until the counts agree.
                     expected = terminal_commands(complete_log(log))
                     wait_for(lambda: len(rx.spans()) >= len(expected), what="spans")
-                    sent = wait_for(lambda: metric(admin, "varanus_otlp_spans_sent_total",
-                                                   "otlp:" + rx.url) or None, what="metric")
+                    # Counted once the receiver's answer is read: a moment after
+                    # the receiver has the spans.
+                    sent = wait_for(lambda: (lambda v: v if v == len(expected) else None)(
+                        metric(admin, "varanus_otlp_spans_sent_total", "otlp:" + rx.url)),
+                        what="varanus_otlp_spans_sent_total == the spans received")
                 lines = read_lines(log)
             events = terminal_commands(lines)
             spans = rx.spans()
