@@ -35,6 +35,8 @@ test_pkgs=(
   python3 python3-pymongo python3-snappy python3-zstandard
   libmongoc-dev
   nodejs npm
+  # A real Prometheus scrapes /metrics in the tests (and promtool checks it).
+  prometheus
   # Plain TCP relay: the benchmark's baseline.
   haproxy
   procps

@@ -127,6 +127,57 @@ sinks::SinkFilter parse_filter(const json& v, const std::string& path) {
   return f;
 }
 
+std::chrono::milliseconds expect_seconds(const json& v, const std::string& path, double min,
+                                         double max) {
+  return std::chrono::milliseconds(std::llround(expect_number(v, path, min, max) * 1000.0));
+}
+
+// The keys of an otlp sink; false when `key` is none of them.
+bool parse_otlp_key(sinks::OtlpOptions& o, const std::string& key, const json& value,
+                    const std::string& p) {
+  if (key == "endpoint") {
+    o.endpoint = expect_string(value, p);
+    std::string err;
+    if (!sinks::parse_http_url(o.endpoint, &err)) fail(p, err);
+  } else if (key == "headers") {
+    for (const auto& [k, v] : expect_object(value, p)) {
+      if (k.empty() || k.find_first_of(":\r\n ") != std::string::npos)
+        fail(child(p, k), "not a header name");
+      const std::string h = expect_string(v, child(p, k));
+      if (h.find_first_of("\r\n") != std::string::npos) fail(child(p, k), "line break in a header");
+      o.headers.emplace_back(k, h);
+    }
+  } else if (key == "serviceName") {
+    o.serviceName = expect_string(value, p);
+    if (o.serviceName.empty()) fail(p, "must not be empty");
+  } else if (key == "gzip") {
+    o.gzip = expect_bool(value, p);
+  } else if (key == "includeHellos") {
+    o.includeHellos = expect_bool(value, p);
+  } else if (key == "queryText") {
+    o.queryText = expect_bool(value, p);
+  } else if (key == "maxQueueSpans") {
+    o.maxQueueSpans = static_cast<std::size_t>(expect_integer(value, p, 1, 1 << 24));
+  } else if (key == "maxBatchSpans") {
+    o.maxBatchSpans = static_cast<std::size_t>(expect_integer(value, p, 1, 65536));
+  } else if (key == "batchDelaySeconds") {
+    o.batchDelay = expect_seconds(value, p, 0.001, 3600);
+  } else if (key == "timeoutSeconds") {
+    o.timeout = expect_seconds(value, p, 0.001, 3600);
+  } else if (key == "minBackoffSeconds") {
+    o.minBackoff = expect_seconds(value, p, 0.001, 3600);
+  } else if (key == "maxBackoffSeconds") {
+    o.maxBackoff = expect_seconds(value, p, 0.001, 3600);
+  } else if (key == "closeTimeoutSeconds") {
+    o.closeTimeout = expect_seconds(value, p, 0, 3600);
+  } else if (key == "maxRetries") {
+    o.maxRetries = static_cast<unsigned>(expect_integer(value, p, 0, 100));
+  } else {
+    return false;
+  }
+  return true;
+}
+
 SinkSpec parse_output(const json& v, const std::string& path,
                       const sinks::RenderOptions& defaults) {
   const auto& obj = expect_object(v, path);
@@ -134,7 +185,8 @@ SinkSpec parse_output(const json& v, const std::string& path,
   spec.where = path;
   spec.render = defaults;
   const auto type = obj.find("type");
-  if (type == obj.end()) fail(path, "missing \"type\" (stdout, stderr, file, tcp, udp, plugin)");
+  if (type == obj.end())
+    fail(path, "missing \"type\" (stdout, stderr, file, tcp, udp, plugin, otlp)");
   const std::string t = expect_string(type->second, child(path, "type"));
   using T = SinkSpec::Type;
   if (t == "stdout")
@@ -149,9 +201,11 @@ SinkSpec parse_output(const json& v, const std::string& path,
     spec.type = T::udp;
   else if (t == "plugin")
     spec.type = T::plugin;
+  else if (t == "otlp")
+    spec.type = T::otlp;
   else
     fail(child(path, "type"),
-         "expected one of stdout, stderr, file, tcp, udp, plugin; got \"" + t + "\"");
+         "expected one of stdout, stderr, file, tcp, udp, plugin, otlp; got \"" + t + "\"");
 
   bool hasPath = false, hasAddress = false;
   for (const auto& [key, value] : obj) {
@@ -202,12 +256,16 @@ SinkSpec parse_output(const json& v, const std::string& path,
           static_cast<std::size_t>(expect_integer(value, p, 1024, std::int64_t{1} << 34));
     } else if (key == "config" && plugin) {
       spec.pluginConfig = expect_object(value, p).empty() ? "{}" : value.dump();
+    } else if (spec.type == T::otlp && parse_otlp_key(spec.otlp, key, value, p)) {
+      hasAddress = hasAddress || key == "endpoint";
     } else {
       fail(p, "unknown key for a " + t + " sink");
     }
   }
   if ((spec.type == T::file || spec.type == T::plugin) && !hasPath)
     fail(path, "a " + t + " sink needs \"path\"");
+  if (spec.type == T::otlp && !hasAddress)
+    fail(path, "an otlp sink needs \"endpoint\" (\"http://HOST:4318\")");
   if ((spec.type == T::tcp || spec.type == T::udp) && !hasAddress)
     fail(path, "a " + t + " sink needs \"address\" (\"HOST:PORT\")");
   return spec;
@@ -227,6 +285,8 @@ const char* type_name(SinkSpec::Type t) {
       return "udp";
     case SinkSpec::Type::plugin:
       return "plugin";
+    case SinkSpec::Type::otlp:
+      return "otlp";
   }
   return "?";
 }
@@ -241,7 +301,7 @@ std::string join(const std::vector<std::string>& v) {
 
 bool is_sink_flag(std::string_view flag) noexcept {
   return flag == "--log-file" || flag == "--log-format" || flag == "--log-lines" ||
-         flag == "--admin" || flag == "--plugin";
+         flag == "--admin" || flag == "--plugin" || flag == "--otlp-endpoint";
 }
 
 void apply_sink_flag(SinkFlags& flags, std::string_view flag, const std::string& value) {
@@ -266,6 +326,10 @@ void apply_sink_flag(SinkFlags& flags, std::string_view flag, const std::string&
   } else if (flag == "--plugin") {
     if (value.empty()) throw SinkConfigError(f + ": expected a path");
     flags.plugins.push_back(value);
+  } else if (flag == "--otlp-endpoint") {
+    std::string err;
+    if (!sinks::parse_http_url(value, &err)) throw SinkConfigError(f + ": " + err);
+    flags.otlpEndpoint = value;
   } else {
     throw SinkConfigError(f + ": not a sink option");
   }
@@ -285,11 +349,16 @@ std::string sink_flags_usage() {
                             p50/p95/p99 times, bytes; what `varanus top` shows)
                             (port 0 picks a free port, named in a start-up line)
   --plugin PATH             load a sink from a shared library (repeatable)
+  --otlp-endpoint URL       send a span per command to an OpenTelemetry collector:
+                            OTLP/HTTP JSON, POST URL/v1/traces (e.g. http://127.0.0.1:4318);
+                            a {"type": "otlp"} sink in the config sets headers, gzip,
+                            serviceName, queryText, includeHellos
 )";
 }
 
 SinkPlan plan_sinks(const json& section, const SinkFlags& flags, std::size_t maxDocumentLength) {
   SinkPlan plan;
+  plan.version = VARANUS_VERSION;
   sinks::RenderOptions defaults;
   defaults.maxDocumentLength = maxDocumentLength;
   if (flags.logFormat) sinks::parse_format(*flags.logFormat, defaults.format);
@@ -359,10 +428,18 @@ SinkPlan plan_sinks(const json& section, const SinkFlags& flags, std::size_t max
     s.pluginPath = p;
     plan.sinks.push_back(std::move(s));
   }
-  // Plugins alone do not replace the event log: stdout stays unless a
-  // line sink was asked for.
+  if (flags.otlpEndpoint) {
+    SinkSpec s;
+    s.type = SinkSpec::Type::otlp;
+    s.where = "--otlp-endpoint";
+    s.render = defaults;
+    s.otlp.endpoint = *flags.otlpEndpoint;
+    plan.sinks.push_back(std::move(s));
+  }
+  // Plugins and trace export alone do not replace the event log: stdout
+  // stays unless a line sink was asked for.
   const bool anyLineSink = std::any_of(plan.sinks.begin(), plan.sinks.end(), [](const SinkSpec& s) {
-    return s.type != SinkSpec::Type::plugin;
+    return s.type != SinkSpec::Type::plugin && s.type != SinkSpec::Type::otlp;
   });
   if (!anyLineSink && outputs == nullptr) {
     SinkSpec s;
@@ -399,6 +476,12 @@ std::vector<std::string> SinkPlan::describe() const {
         break;
       case SinkSpec::Type::plugin:
         l += " " + s.pluginPath + " config " + s.pluginConfig;
+        break;
+      case SinkSpec::Type::otlp:
+        l += " " + s.otlp.endpoint + "/v1/traces, service " + s.otlp.serviceName;
+        if (s.otlp.gzip) l += ", gzip";
+        if (s.otlp.queryText) l += ", query text";
+        if (s.otlp.includeHellos) l += ", hellos";
         break;
       default:
         break;
@@ -460,6 +543,12 @@ SinkRuntime::SinkRuntime(const SinkPlan& plan, monitor::Stats& stats, sinks::Hea
         case SinkSpec::Type::udp:
           sink = std::make_shared<sinks::UdpSink>(s.net, s.render, s.filter);
           break;
+        case SinkSpec::Type::otlp: {
+          sinks::OtlpOptions otlp = s.otlp;
+          if (otlp.serviceVersion.empty()) otlp.serviceVersion = plan.version;
+          sink = std::make_shared<sinks::OtlpSink>(std::move(otlp), s.render, s.filter);
+          break;
+        }
         case SinkSpec::Type::plugin:
           sink = sinks::load_sink_plugin(s.pluginPath, s.pluginConfig);
           // A plugin picks its own filter and format; the config overrides
@@ -483,6 +572,7 @@ SinkRuntime::SinkRuntime(const SinkPlan& plan, monitor::Stats& stats, sinks::Hea
     admin_ = std::make_unique<sinks::AdminServer>(*adminOptions_, stats_, dispatcher_.get(),
                                                   metrics_, std::move(health));
     admin_->set_command_stats(commandStats_);
+    admin_->set_version(plan.version);
   }
 }
 

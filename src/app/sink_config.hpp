@@ -39,13 +39,19 @@
 //         tcp:    "address": "127.0.0.1:9000", "maxBufferBytes": 1048576
 //         udp:    "address": "127.0.0.1:9001"
 //         plugin: "path": "/usr/lib/libmysink.so", "config": { ...passed to the plugin... }
+//         otlp:   "endpoint": "http://127.0.0.1:4318", "headers": {"x-api-key": "..."},
+//                 "serviceName": "varanus", "gzip": false, "includeHellos": false,
+//                 "queryText": false, "maxQueueSpans": 2048, "maxBatchSpans": 512,
+//                 "batchDelaySeconds": 1, "timeoutSeconds": 10, "minBackoffSeconds": 0.5,
+//                 "maxBackoffSeconds": 30, "maxRetries": 5, "closeTimeoutSeconds": 2
 //       } ]
 //   }
 //
 // "sinks": [ ...outputs... ] is accepted as a shorthand for {"outputs": [...]}.
 //
 // Command-line shortcuts (see sink_flags_usage()): --log-file PATH,
-// --log-format FORMAT, --log-lines LINES, --admin HOST:PORT, --plugin PATH (repeatable).
+// --log-format FORMAT, --log-lines LINES, --admin HOST:PORT, --plugin PATH
+// (repeatable), --otlp-endpoint URL.
 // --max-document-length is the proxy CLI's and arrives as a parameter.
 #pragma once
 
@@ -65,6 +71,7 @@
 #include "varanus/sinks/line_sinks.hpp"
 #include "varanus/sinks/metrics.hpp"
 #include "varanus/sinks/net_sinks.hpp"
+#include "varanus/sinks/otlp.hpp"
 
 namespace varanus::app {
 
@@ -82,6 +89,7 @@ struct SinkFlags {
   std::optional<std::string> logLines;   ///< --log-lines: events or commands (default/flag sinks)
   std::optional<std::string> admin;      ///< --admin HOST:PORT
   std::vector<std::string> plugins;      ///< --plugin PATH (each a sink, config "{}")
+  std::optional<std::string> otlpEndpoint;  ///< --otlp-endpoint URL: an OTLP trace sink
   /// Where each flag came from when not the command line (flag -> variable).
   std::map<std::string, std::string, std::less<>> from;
   /// "--log-file", or the variable that set it ("VARANUS_LOG_FILE").
@@ -91,7 +99,8 @@ struct SinkFlags {
   }
 };
 
-/// True for --log-file, --log-format, --log-lines, --admin, --plugin (each takes a value).
+/// True for --log-file, --log-format, --log-lines, --admin, --plugin, --otlp-endpoint
+/// (each takes a value).
 bool is_sink_flag(std::string_view flag) noexcept;
 /// Records one flag. Throws SinkConfigError ("--log-format: expected ...").
 void apply_sink_flag(SinkFlags& flags, std::string_view flag, const std::string& value);
@@ -100,13 +109,14 @@ std::string sink_flags_usage();
 
 /// One sink to create.
 struct SinkSpec {
-  enum class Type { stdoutSink, stderrSink, file, tcp, udp, plugin };
+  enum class Type { stdoutSink, stderrSink, file, tcp, udp, plugin, otlp };
   Type type = Type::stdoutSink;
   std::string where;  ///< its JSON pointer ("/sinks/outputs/0") or the flag
   sinks::RenderOptions render;
   sinks::SinkFilter filter;
   sinks::FileSinkOptions file;
   sinks::NetSinkOptions net;
+  sinks::OtlpOptions otlp;
   std::string pluginPath;
   std::string pluginConfig = "{}";
   bool filterSet = false;  ///< "filter" given (plugins keep their own otherwise)
@@ -121,6 +131,8 @@ struct SinkPlan {
   std::optional<sinks::AdminOptions> admin;
   sinks::MetricsOptions metrics;
   sinks::CommandStatsOptions commandStats;
+  /// The program's version: service.version of spans, varanus_build_info.
+  std::string version;
   /// Human-readable lines for --check-config.
   std::vector<std::string> describe() const;
 };

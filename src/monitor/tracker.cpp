@@ -99,6 +99,7 @@ void Tracker::client_data(std::span<const std::uint8_t> bytes, Clock now) {
     }
     frameBytes_ = static_cast<std::uint32_t>(fromClient_.consumed() - before);
     frameReduced_ = next.reduced;
+    ++stats_.frames;
     on_request(next.frame, now);
     if (!inspecting_) return;
   }
@@ -117,6 +118,7 @@ void Tracker::server_data(std::span<const std::uint8_t> bytes, Clock now) {
     }
     frameBytes_ = static_cast<std::uint32_t>(fromServer_.consumed() - before);
     frameReduced_ = next.reduced;
+    ++stats_.frames;
     on_reply(next.frame, now);
     if (!inspecting_) return;
   }

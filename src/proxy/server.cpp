@@ -935,6 +935,7 @@ void Session::connect_timed_out() {
 
 void Session::connect_failed(const std::string& message) {
   server_.stats.add(server_.stats.upstreamConnectFailures);
+  server_.stats.upstreamUp.store(0, std::memory_order_relaxed);
   server_.diag("varanus: upstream " + server_.upstreamName + " unreachable: " + message +
                " (client " + clientName_ + " closed)");
   finish();  // never relayed: no inspector to tell
@@ -942,6 +943,7 @@ void Session::connect_failed(const std::string& message) {
 
 void Session::connected() {
   worker_.timer_remove(this);
+  server_.stats.upstreamUp.store(1, std::memory_order_relaxed);
   state = State::relaying;
   set_nodelay(peers_[upstream].fd);
   auto info = std::make_shared<monitor::ConnectionInfo>();

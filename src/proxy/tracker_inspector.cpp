@@ -33,13 +33,18 @@ class TrackerInspector final : public Inspector {
   monitor::StopCause stop_cause() const noexcept override { return tracker_.stop_cause(); }
 
  private:
-  // Stats::commands and sparseFrames follow the tracker's own counts; a
+  // Stats::commands, frames and sparseFrames follow the tracker's own counts; a
   // relaxed add only for a read that changed them.
   void count() noexcept {
     const std::uint64_t commands = tracker_.stats().commands;
     if (commands != counted_) {
       stats_.add(stats_.commands, static_cast<std::int64_t>(commands - counted_));
       counted_ = commands;
+    }
+    const std::uint64_t frames = tracker_.stats().frames;
+    if (frames != framesCounted_) {
+      stats_.add(stats_.frames, static_cast<std::int64_t>(frames - framesCounted_));
+      framesCounted_ = frames;
     }
     const std::uint64_t sparse = tracker_.sparse_frames();
     if (sparse != sparseCounted_) {
@@ -52,6 +57,7 @@ class TrackerInspector final : public Inspector {
   monitor::Stats& stats_;
   std::uint64_t counted_ = 0;
   std::uint64_t sparseCounted_ = 0;
+  std::uint64_t framesCounted_ = 0;
 };
 
 }  // namespace

@@ -1,9 +1,11 @@
 // The admin HTTP endpoint (Boost.Beast, C++20 coroutines, one thread).
 // Kept apart from the rest of the sinks so that only this file pays for
 // Beast's compile time.
+#include <dirent.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,13 +20,17 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <system_error>
 
 #include "varanus/sinks/command_stats.hpp"
 #include "varanus/sinks/dispatcher.hpp"
 #include "varanus/sinks/metrics.hpp"
+#include "varanus/sinks/otlp.hpp"
 
 namespace varanus::sinks {
 
@@ -44,6 +50,75 @@ void append_label_value(std::string& out, std::string_view v) {
     }
     out += c;
   }
+}
+
+// Shortest text that reads back as the same double ("0.000418", "1e+21").
+void append_double(std::string& out, double v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, r.ptr);
+}
+
+void family(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
+}
+
+void gauge(std::string& out, std::string_view name, std::string_view type, std::string_view help,
+           double value) {
+  family(out, name, type, help);
+  out += name;
+  out += ' ';
+  append_double(out, value);
+  out += '\n';
+}
+
+// The standard process metrics of Prometheus client libraries, from /proc.
+void process_metrics(std::string& out) {
+  const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  std::ifstream statFile("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(statFile)), std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces), from field 3 on.
+  const auto paren = stat.rfind(')');
+  if (paren == std::string::npos || ticks <= 0) return;
+  std::istringstream fields(stat.substr(paren + 2));
+  std::vector<std::string> f;
+  for (std::string x; fields >> x;) f.push_back(x);
+  auto field = [&](std::size_t n) -> double {  // n: the 1-based field number of proc(5)
+    const std::size_t i = n - 3;
+    return i < f.size() ? std::strtod(f[i].c_str(), nullptr) : 0.0;
+  };
+  gauge(out, "process_cpu_seconds_total", "counter",
+        "Total user and system CPU time spent in seconds.", (field(14) + field(15)) / ticks);
+  gauge(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", field(23));
+  gauge(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+        field(24) * static_cast<double>(::sysconf(_SC_PAGESIZE)));
+  double btime = 0;
+  std::ifstream procStat("/proc/stat");
+  for (std::string line; std::getline(procStat, line);)
+    if (line.rfind("btime ", 0) == 0) btime = std::strtod(line.c_str() + 6, nullptr);
+  gauge(out, "process_start_time_seconds", "gauge",
+        "Start time of the process since unix epoch in seconds.", btime + field(22) / ticks);
+  std::size_t fds = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (const dirent* e = ::readdir(d))
+      if (e->d_name[0] != '.') ++fds;
+    ::closedir(d);
+    fds = fds > 0 ? fds - 1 : 0;  // the directory's own descriptor
+  }
+  gauge(out, "process_open_fds", "gauge", "Number of open file descriptors.",
+        static_cast<double>(fds));
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0)
+    gauge(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
+          static_cast<double>(rl.rlim_cur));
 }
 
 }  // namespace
@@ -117,6 +192,11 @@ AdminServer::~AdminServer() {
 std::string AdminServer::metrics_text() const {
   std::string out;
   out.reserve(16 * 1024);
+  family(out, "varanus_build_info", "gauge", "Always 1; labels: the running varanus");
+  out += "varanus_build_info{version=\"";
+  append_label_value(out, version_);
+  out += "\"} 1\n";
+  process_metrics(out);
   stats_.for_each(
       [&](std::string_view name, std::string_view type, std::string_view help, std::int64_t value) {
         out += "# HELP ";
@@ -141,6 +221,7 @@ std::string AdminServer::metrics_text() const {
     };
     static constexpr Family kFamilies[] = {
         {"varanus_sink_events_written_total", "Events a sink took", &Sink::written},
+        {"varanus_sink_events_filtered_total", "Events a sink's filter left out", &Sink::filtered},
         {"varanus_sink_events_dropped_total",
          "Events a sink lost (queue full, collector down or slow)", &Sink::dropped},
         {"varanus_sink_errors_total", "Failures of a sink (exceptions, write errors)",
@@ -167,7 +248,15 @@ std::string AdminServer::metrics_text() const {
         "# HELP varanus_event_queue_capacity Events the sink queue holds\n# TYPE "
         "varanus_event_queue_capacity gauge\nvaranus_event_queue_capacity ";
     out += std::to_string(dispatcher_->capacity());
+    out +=
+        "\n# HELP varanus_event_queue_depth Events waiting in the sink queue now\n# TYPE "
+        "varanus_event_queue_depth gauge\nvaranus_event_queue_depth ";
+    out += std::to_string(dispatcher_->depth());
     out += '\n';
+    std::vector<const OtlpSink*> otlp;
+    for (const auto& sink : dispatcher_->sinks())
+      if (const auto* o = dynamic_cast<const OtlpSink*>(sink.get())) otlp.push_back(o);
+    render_otlp_metrics(out, otlp);
   }
   if (metrics_) metrics_->render(out);
   return out;
@@ -193,6 +282,7 @@ std::string AdminServer::stats_json() const {
                        {"dropped", s->dropped()},
                        {"errors", s->errors()}});
     j["queue"] = {{"capacity", dispatcher_->capacity()},
+                  {"depth", dispatcher_->depth()},
                   {"dropped", dispatcher_->dropped()},
                   {"rescues", dispatcher_->rescues()}};
   }

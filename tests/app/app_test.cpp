@@ -367,6 +367,7 @@ TEST_CASE("varanus --help exits 0 and explains the options") {
   CHECK(c.finish() == 0);
   CHECK(c.outText.find("--upstream") != std::string::npos);
   CHECK(c.outText.find("--listen") != std::string::npos);
+  CHECK(c.outText.find("--otlp-endpoint URL") != std::string::npos);
   CHECK(c.outText.find("--config") != std::string::npos);
   CHECK(c.outText.find("--grace-period") != std::string::npos);
 }

@@ -7,11 +7,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "sink_test_util.hpp"
 #include "varanus/sinks/dispatcher.hpp"
+#include "varanus/sinks/otlp.hpp"
 
 using namespace varanus;
 using namespace sinks_test;
@@ -185,4 +187,56 @@ TEST_CASE("an admin address that cannot be bound is a clear error") {
   sinks::AdminServer second({"127.0.0.1", port}, stats, nullptr, nullptr);
   CHECK_THROWS_WITH_AS(second.start(), doctest::Contains("admin endpoint 127.0.0.1:"),
                        std::system_error);
+}
+
+TEST_CASE("histogram sums print in the shortest form: 2 x 209 us is 0.000418") {
+  sinks::MetricsSink m;
+  m.write(finished("find", "shop", false, 209));
+  m.write(finished("find", "shop", false, 209));
+  std::string text;
+  m.render(text);
+  // Adding 0.000209 twice as doubles gives 0.00041799999999999997.
+  CHECK(text.find("varanus_command_duration_seconds_sum{command=\"find\"} 0.000418\n") !=
+        std::string::npos);
+}
+
+TEST_CASE("operator metrics: build info, process, queue depth, filtered, OTLP counters") {
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  sinks::SinkFilter onlyFind;
+  onlyFind.includeCommands = {"find"};
+  auto metrics = std::make_shared<sinks::MetricsSink>();
+  metrics->set_filter(onlyFind);
+  d.add(metrics);
+  sinks::OtlpOptions o;
+  o.endpoint = "http://127.0.0.1:9";  // nothing answers: counted, never an error
+  d.add(std::make_shared<sinks::OtlpSink>(o));
+  d.publish(finished("find", "shop", false, 10));
+  d.publish(finished("insert", "shop", false, 10));
+  sinks::AdminServer admin({"127.0.0.1", 0}, stats, &d, metrics);
+  admin.set_version("1.2.3");
+  std::string text = admin.metrics_text();
+  // Not started yet: both events wait in the queue.
+  CHECK(text.find("varanus_event_queue_depth 2\n") != std::string::npos);
+  d.start();
+  d.stop();
+  text = admin.metrics_text();
+  CHECK(text.find("varanus_build_info{version=\"1.2.3\"} 1\n") != std::string::npos);
+  CHECK(text.find("varanus_event_queue_depth 0\n") != std::string::npos);
+  CHECK(text.find("varanus_sink_events_filtered_total{sink=\"prometheus\"} 1\n") !=
+        std::string::npos);
+  for (const char* name :
+       {"process_cpu_seconds_total ", "process_resident_memory_bytes ",
+        "process_virtual_memory_bytes ", "process_open_fds ", "process_max_fds ",
+        "process_start_time_seconds ",
+        "varanus_otlp_spans_sent_total{sink=\"otlp:http://127.0.0.1:9\"} 0",
+        "varanus_otlp_spans_dropped_total{sink=", "varanus_otlp_posts_failed_total{sink=",
+        "varanus_otlp_retries_total{sink=", "varanus_otlp_queue_spans{sink="})
+    CHECK_MESSAGE(text.find(std::string("\n") + name) != std::string::npos, name);
+  // A start time within the last day, in seconds since the epoch.
+  const auto at = text.find("\nprocess_start_time_seconds ");
+  const double start = std::stod(text.substr(at + 28));
+  const double now = static_cast<double>(std::time(nullptr));
+  CHECK(start <= now + 1);
+  CHECK(start > now - 86400);
 }

@@ -207,7 +207,7 @@ TEST_CASE("the example sinks config is valid") {
   std::ifstream in(VARANUS_SOURCE_DIR "/examples/sinks.example.json");
   const json doc = json::parse(in);
   const auto p = app::plan_sinks(doc.at("sinks"), {}, 1000);
-  REQUIRE(p.sinks.size() == 3);
+  REQUIRE(p.sinks.size() == 4);
   CHECK(p.sinks[0].type == SinkSpec::Type::file);
   CHECK(p.sinks[1].type == SinkSpec::Type::tcp);
   CHECK(p.sinks[1].filter.minDurationMicros == 100000);
@@ -215,6 +215,8 @@ TEST_CASE("the example sinks config is valid") {
   CHECK(p.sinks[2].render.documents == sinks::Documents::string);
   CHECK(p.sinks[2].render.extendedJson == sinks::ExtendedJson::canonical);
   CHECK(p.commandStats.maxEntries == 256);
+  CHECK(p.sinks[3].type == SinkSpec::Type::otlp);
+  CHECK(p.sinks[3].otlp.gzip);
   REQUIRE(p.admin);
   CHECK(p.admin->port == 9108);
 }
@@ -248,4 +250,52 @@ TEST_CASE("lines, documents and extendedJson per sink; --log-lines for the defau
   CHECK_THROWS_WITH_AS(plan(R"({"outputs": [{"type": "stdout", "extendedJson": "strict"}]})"),
                        doctest::Contains("/sinks/outputs/0/extendedJson"), app::SinkConfigError);
   CHECK(app::sink_flags_usage().find("--log-lines") != std::string::npos);
+}
+
+TEST_CASE("otlp sinks: config keys, --otlp-endpoint, errors naming the key") {
+  const auto p = plan(R"({"outputs": [{"type": "otlp", "endpoint": "http://collector:4318",
+      "headers": {"x-api-key": "k"}, "serviceName": "orders-db", "gzip": true,
+      "queryText": true, "includeHellos": true, "maxQueueSpans": 10, "maxBatchSpans": 5,
+      "batchDelaySeconds": 0.25, "timeoutSeconds": 2, "minBackoffSeconds": 0.1,
+      "maxBackoffSeconds": 3, "maxRetries": 7, "closeTimeoutSeconds": 0.5}]})");
+  REQUIRE(p.sinks.size() == 1);  // outputs given: exactly those
+  const auto& o = p.sinks[0].otlp;
+  CHECK(p.sinks[0].type == SinkSpec::Type::otlp);
+  CHECK(o.endpoint == "http://collector:4318");
+  REQUIRE(o.headers.size() == 1);
+  CHECK(o.headers[0] == std::make_pair(std::string("x-api-key"), std::string("k")));
+  CHECK(o.serviceName == "orders-db");
+  CHECK((o.gzip && o.queryText && o.includeHellos));
+  CHECK(o.maxQueueSpans == 10);
+  CHECK(o.maxBatchSpans == 5);
+  CHECK(o.batchDelay == std::chrono::milliseconds(250));
+  CHECK(o.timeout == std::chrono::milliseconds(2000));
+  CHECK(o.minBackoff == std::chrono::milliseconds(100));
+  CHECK(o.maxBackoff == std::chrono::milliseconds(3000));
+  CHECK(o.maxRetries == 7);
+  CHECK(o.closeTimeout == std::chrono::milliseconds(500));
+
+  app::SinkFlags flags;
+  app::apply_sink_flag(flags, "--otlp-endpoint", "http://127.0.0.1:4318");
+  const auto q = app::plan_sinks(nullptr, flags, 1000);
+  REQUIRE(q.sinks.size() == 2);  // --otlp-endpoint alone keeps the stdout event log
+  CHECK(q.sinks[0].type == SinkSpec::Type::stdoutSink);
+  CHECK(q.sinks[1].type == SinkSpec::Type::otlp);
+  CHECK(q.sinks[1].where == "--otlp-endpoint");
+  CHECK_THROWS_WITH_AS(app::apply_sink_flag(flags, "--otlp-endpoint", "https://x"),
+                       doctest::Contains("https is not supported"), app::SinkConfigError);
+
+  CHECK_THROWS_WITH_AS(plan(R"({"outputs": [{"type": "otlp"}]})"),
+                       doctest::Contains("/sinks/outputs/0: an otlp sink needs \"endpoint\""),
+                       app::SinkConfigError);
+  CHECK_THROWS_WITH_AS(plan(R"({"outputs": [{"type": "otlp", "endpoint": "collector:4318"}]})"),
+                       doctest::Contains("/sinks/outputs/0/endpoint: expected http://"),
+                       app::SinkConfigError);
+  CHECK_THROWS_WITH_AS(
+      plan(R"({"outputs": [{"type": "otlp", "endpoint": "http://c", "headers": {"a b": "x"}}]})"),
+      doctest::Contains("/sinks/outputs/0/headers/a b: not a header name"), app::SinkConfigError);
+  CHECK_THROWS_WITH_AS(
+      plan(R"({"outputs": [{"type": "otlp", "endpoint": "http://c", "address": "h:1"}]})"),
+      doctest::Contains("/sinks/outputs/0/address: unknown key for a otlp sink"),
+      app::SinkConfigError);
 }

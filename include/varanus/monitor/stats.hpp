@@ -16,6 +16,8 @@ namespace varanus::monitor {
   X(connectionsActive, "varanus_connections_active", gauge, "Client connections open now")    \
   X(upstreamConnectFailures, "varanus_upstream_connect_failures_total", counter,              \
     "Upstream connection attempts that failed")                                               \
+  X(upstreamUp, "varanus_upstream_up", gauge,                                                 \
+    "1 when the last upstream connection attempt succeeded, else 0")                          \
   X(bytesFromClient, "varanus_client_bytes_total", counter, "Bytes read from clients")        \
   X(bytesFromServer, "varanus_server_bytes_total", counter, "Bytes read from the upstream")   \
   X(frames, "varanus_frames_total", counter, "Wire frames inspected (both directions)")       \

@@ -70,6 +70,7 @@ enum class StopCause : std::uint8_t {
 
 struct TrackerStats {
   std::uint64_t commands = 0;      ///< started events emitted
+  std::uint64_t frames = 0;        ///< whole frames inspected, both directions
   std::uint64_t decodeErrors = 0;  ///< frames that failed to decode (inspection then stops)
 };
 

@@ -130,6 +130,8 @@ class Dispatcher final : public monitor::EventOutput {
   /// Events dropped because the ring was full (or published after stop()).
   std::uint64_t dropped() const noexcept { return droppedTotal_.load(std::memory_order_relaxed); }
   std::size_t capacity() const noexcept { return mask_ + 1; }
+  /// Events waiting in the ring now (published, not yet delivered). Any thread.
+  std::size_t depth() const noexcept { return hasSinks_ ? backlog() : 0; }
   /// Times a publish() had to wake the sink thread (a futex syscall on the
   /// publishing thread). Far below the events published while they flow.
   std::uint64_t wakeups() const noexcept { return wakeups_.load(std::memory_order_relaxed); }

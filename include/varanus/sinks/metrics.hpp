@@ -66,7 +66,7 @@ class MetricsSink : public Sink {
  private:
   struct Histogram {
     std::vector<std::uint64_t> counts;  // per bucket (not cumulative), + overflow
-    double sum = 0;
+    std::int64_t sumMicros = 0;         // exact; seconds only when rendered
     std::uint64_t count = 0;
   };
   std::string_view database_label(const std::string& db);
@@ -119,6 +119,8 @@ class AdminServer {
   std::uint16_t start();
   /// Stops serving and joins the thread. Idempotent.
   void stop();
+  /// The version label of varanus_build_info. Before start().
+  void set_version(std::string version) { version_ = std::move(version); }
 
   // The bodies, for tests and embedding.
   std::string metrics_text() const;
@@ -138,6 +140,7 @@ class AdminServer {
   std::shared_ptr<const MetricsSink> metrics_;
   std::shared_ptr<const CommandStatsSink> commandStats_;
   HealthCheck health_;
+  std::string version_;
   std::unique_ptr<Impl> impl_;
 };
 
