@@ -39,6 +39,18 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
+void family(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
+  out += "# HELP ";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE ";
+  out += name;
+  out += ' ';
+  out += type;
+  out += '\n';
+}
+
 namespace {
 
 void append_label_value(std::string& out, std::string_view v) {
@@ -57,18 +69,6 @@ void append_double(std::string& out, double v) {
   char buf[32];
   const auto r = std::to_chars(buf, buf + sizeof buf, v);
   out.append(buf, r.ptr);
-}
-
-void family(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
-  out += "# HELP ";
-  out += name;
-  out += ' ';
-  out += help;
-  out += "\n# TYPE ";
-  out += name;
-  out += ' ';
-  out += type;
-  out += '\n';
 }
 
 void gauge(std::string& out, std::string_view name, std::string_view type, std::string_view help,
@@ -199,15 +199,7 @@ std::string AdminServer::metrics_text() const {
   process_metrics(out);
   stats_.for_each(
       [&](std::string_view name, std::string_view type, std::string_view help, std::int64_t value) {
-        out += "# HELP ";
-        out += name;
-        out += ' ';
-        out += help;
-        out += "\n# TYPE ";
-        out += name;
-        out += ' ';
-        out += type;
-        out += '\n';
+        family(out, name, type, help);
         out += name;
         out += ' ';
         out += std::to_string(value);
@@ -228,13 +220,7 @@ std::string AdminServer::metrics_text() const {
          &Sink::errors},
     };
     for (const Family& f : kFamilies) {
-      out += "# HELP ";
-      out += f.name;
-      out += ' ';
-      out += f.help;
-      out += "\n# TYPE ";
-      out += f.name;
-      out += " counter\n";
+      family(out, f.name, "counter", f.help);
       for (const auto& sink : dispatcher_->sinks()) {
         out += f.name;
         out += "{sink=\"";

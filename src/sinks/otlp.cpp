@@ -20,6 +20,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "varanus/sinks/metrics.hpp"
 #include "varanus/wire/json.hpp"
 
 namespace varanus::sinks {
@@ -760,15 +761,7 @@ void render_otlp_metrics(std::string& out, const std::vector<const OtlpSink*>& s
        [](const OtlpSink& s) { return static_cast<std::uint64_t>(s.queued()); }},
   };
   for (const Family& f : kFamilies) {
-    out += "# HELP ";
-    out += f.name;
-    out += ' ';
-    out += f.help;
-    out += "\n# TYPE ";
-    out += f.name;
-    out += ' ';
-    out += f.type;
-    out += '\n';
+    family(out, f.name, f.type, f.help);
     for (const OtlpSink* s : sinks) {
       out += f.name;
       out += "{sink=";

@@ -80,6 +80,9 @@ class MetricsSink : public Sink {
   std::map<std::pair<std::string_view, bool>, std::uint64_t> hellos_;
 };
 
+/// Appends a Prometheus metric family's "# HELP" and "# TYPE" lines.
+void family(std::string& out, std::string_view name, std::string_view type, std::string_view help);
+
 /// Upstream reachability for /healthz: ok and a short message.
 using HealthCheck = std::function<std::pair<bool, std::string>()>;
 
