@@ -82,11 +82,12 @@ for b in $bases; do
 done
 
 # -- 3. build -------------------------------------------------------------------
+# --format docker: the OCI image format has no HEALTHCHECK (podman drops it).
 t0=$(date +%s)
 say "building $IMAGE and $STUB_IMAGE"
-podman build --network host --pull=never -t "$IMAGE" -f Dockerfile . >/tmp/varanus-container-build.log 2>&1 ||
+podman build --format docker --network host --pull=never -t "$IMAGE" -f Dockerfile . >/tmp/varanus-container-build.log 2>&1 ||
   { tail -40 /tmp/varanus-container-build.log; fail "podman build"; }
-podman build --network host --pull=never --target stub -t "$STUB_IMAGE" -f Dockerfile . \
+podman build --format docker --network host --pull=never --target stub -t "$STUB_IMAGE" -f Dockerfile . \
   >>/tmp/varanus-container-build.log 2>&1 || { tail -40 /tmp/varanus-container-build.log; fail "podman build --target stub"; }
 say "built in $(( $(date +%s) - t0 )) s"
 
