@@ -1,7 +1,9 @@
 // Collections named by commands, and reply summaries. See summary.hpp.
 #include "varanus/monitor/summary.hpp"
 
+#include <algorithm>
 #include <array>
+#include <limits>
 
 #include "varanus/wire/bson_walk.hpp"
 
@@ -22,10 +24,20 @@ bool is_integer(const BsonElement& e) noexcept {
   return e.type == bt::kInt32 || e.type == bt::kInt64 || e.type == bt::kDouble;
 }
 
+// A count from any numeric type, clamped to int32: a reply may hold any
+// value (NaN, 1e300, 2^40), and converting an out-of-range double is UB
+// (found by the capture fuzzer).
 std::int32_t as_count(const BsonElement& e) noexcept {
+  constexpr auto kMin = std::numeric_limits<std::int32_t>::min();
+  constexpr auto kMax = std::numeric_limits<std::int32_t>::max();
   if (e.type == bt::kInt32) return e.as_int32();
-  if (e.type == bt::kInt64) return static_cast<std::int32_t>(e.as_int64());
-  return static_cast<std::int32_t>(e.as_double());
+  if (e.type == bt::kInt64)
+    return static_cast<std::int32_t>(std::clamp<std::int64_t>(e.as_int64(), kMin, kMax));
+  const double d = e.as_double();
+  if (!(d == d)) return 0;  // NaN
+  if (d <= kMin) return kMin;
+  if (d >= kMax) return kMax;
+  return static_cast<std::int32_t>(d);
 }
 
 std::int32_t count_elements(const BsonElement& e) noexcept {

@@ -4,12 +4,14 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "varanus/monitor/summary.hpp"
 #include "varanus/wire/builder.hpp"
 
 using namespace varanus;
@@ -768,4 +770,20 @@ TEST_CASE("terminal events carry the reply's summary and both message sizes") {
     CHECK(out.events[1].summary.nReturned == -1);
     CHECK(out.events[1].collection == "c");
   }
+}
+
+TEST_CASE("reply summary counts of any numeric value are clamped, never UB") {
+  // Found by the capture fuzzer: a double count out of int32's range.
+  Doc reply(R"({"n": 1e300, "nModified": {"$numberDouble": "NaN"}, "ok": 1})");
+  auto s = monitor::summarize_reply("update", reply.view());
+  CHECK(s.n == std::numeric_limits<std::int32_t>::max());
+  CHECK(s.nModified == 0);
+  Doc negative(R"({"n": -1e300, "nModified": {"$numberLong": "-1099511627776"}, "ok": 1})");
+  s = monitor::summarize_reply("update", negative.view());
+  CHECK(s.n == std::numeric_limits<std::int32_t>::min());
+  CHECK(s.nModified == std::numeric_limits<std::int32_t>::min());
+  Doc fine(R"({"n": 2.0, "nModified": {"$numberLong": "1"}, "ok": 1})");
+  s = monitor::summarize_reply("update", fine.view());
+  CHECK(s.n == 2);
+  CHECK(s.nModified == 1);
 }
