@@ -1,6 +1,7 @@
 #include "legacy.hpp"
 
 #include <cstring>
+#include <limits>
 #include <string>
 
 namespace varanus::monitor::detail {
@@ -127,7 +128,12 @@ wire::BsonBytes find_from_query(const wire::OpQuery& q) {
   if (q.returnFieldsSelector) append_view(&d, "projection", *q.returnFieldsSelector);
   if (q.numberToSkip > 0) BSON_APPEND_INT32(&d, "skip", q.numberToSkip);
   if (q.numberToReturn < 0) {
-    BSON_APPEND_INT32(&d, "limit", -q.numberToReturn);
+    // -INT32_MIN overflows (UB; found by the capture fuzzer): the limit
+    // such a query asks for is as large as an int32 goes.
+    const std::int32_t limit = q.numberToReturn == std::numeric_limits<std::int32_t>::min()
+                                   ? std::numeric_limits<std::int32_t>::max()
+                                   : -q.numberToReturn;
+    BSON_APPEND_INT32(&d, "limit", limit);
     BSON_APPEND_BOOL(&d, "singleBatch", true);
   } else if (q.numberToReturn > 0) {
     BSON_APPEND_INT32(&d, "batchSize", q.numberToReturn);

@@ -787,3 +787,16 @@ TEST_CASE("reply summary counts of any numeric value are clamped, never UB") {
   CHECK(s.n == 2);
   CHECK(s.nModified == 1);
 }
+
+TEST_CASE("a legacy query with numberToReturn INT32_MIN becomes a find without overflow") {
+  // Found by the capture fuzzer: -INT32_MIN is UB.
+  Fixture f;
+  f.client(wire::build_op_query(1, 0, 0, "db.coll", 0, std::numeric_limits<std::int32_t>::min(),
+                                Doc(R"({"x": 1})").view()));
+  auto ev = f.out.commands();
+  REQUIRE(ev.size() == 1);
+  CHECK(ev[0].commandName == "find");
+  const json cmd = to_json(ev[0].document);
+  CHECK(cmd["limit"] == std::numeric_limits<std::int32_t>::max());
+  CHECK(cmd["singleBatch"] == true);
+}
