@@ -20,7 +20,7 @@ import unittest
 import subprocess
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from harness import Server, start_stub  # noqa: E402
+from harness import Server, start_stub, wait_for  # noqa: E402
 
 from pymongo import CursorType, MongoClient, monitoring  # noqa: E402
 from pymongo.errors import OperationFailure  # noqa: E402
@@ -57,12 +57,6 @@ class Awaited(monitoring.ServerHeartbeatListener):
         pass
 
 
-def wait_until(predicate, what):
-    deadline = time.monotonic() + DEADLINE
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.05)
 
 
 class EventKeysTest(unittest.TestCase):
@@ -99,7 +93,7 @@ class EventKeysTest(unittest.TestCase):
                 with open(log) as f:
                     return sum('"connectionClosed"' in line for line in f)
 
-            wait_until(lambda: closed_lines() >= 2, "connectionClosed lines")
+            wait_for(lambda: closed_lines() >= 2, "connectionClosed lines", timeout=DEADLINE)
         with open(log) as f:
             lines = [json.loads(line) for line in f if line.strip()]
         emitted = set()

@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import unittest
 from typing import IO, List, Optional, Sequence
 
 DEFAULT_START_TIMEOUT = 15.0
@@ -58,6 +59,30 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def wait_for(predicate, what: str = "condition", timeout: float = 30.0):
+    """Polls `predicate` until it returns something truthy and returns that;
+    at the deadline, an AssertionError naming `what` and the last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+def main_with_stub(module) -> int:
+    """The main() of a test script run as `SCRIPT VARANUS_BIN STUB_BIN
+    [unittest args]`: sets the module's PROXY, STUB and STUB_ADDR, runs its
+    unittest cases against one stub, and returns the exit status."""
+    module.PROXY, module.STUB = sys.argv[1], sys.argv[2]
+    with start_stub(module.STUB) as stub:
+        module.STUB_ADDR = stub.address
+        prog = unittest.main(module=module, argv=[sys.argv[0]] + sys.argv[3:], exit=False)
+    return 0 if prog.result.wasSuccessful() else 1
 
 
 def wait_for_port(host: str, port: int, timeout: float = DEFAULT_START_TIMEOUT) -> None:

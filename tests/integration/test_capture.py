@@ -33,7 +33,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import Server, free_port, start_stub  # noqa: E402
+from harness import Server, free_port, start_stub, wait_for  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 20.0
@@ -46,13 +46,6 @@ def varanus_binary():
     return os.path.join(HERE, "..", "..", "build", "src", "app", "varanus")
 
 
-def wait_for(predicate, what, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
 
 
 class Recorder:

@@ -26,7 +26,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from harness import Server, start_stub  # noqa: E402
+from harness import Server, main_with_stub, wait_for, start_stub  # noqa: E402
 
 from pymongo import MongoClient  # noqa: E402
 from pymongo.errors import OperationFailure  # noqa: E402
@@ -41,14 +41,6 @@ HEX16 = re.compile(r"^[0-9a-f]{16}$")
 DIGITS = re.compile(r"^[0-9]+$")
 
 
-def wait_for(cond, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Receiver:
@@ -142,7 +134,7 @@ def proxy(tmp, outputs, admin=True):
 
 def admin_of(server):
     m = wait_for(lambda: re.search(r"admin endpoint on (?:http://)?(\S+)", server.stderr()),
-                 10, "the admin endpoint line")
+                 "the admin endpoint line", timeout=10)
     return m.group(1)
 
 
@@ -381,14 +373,7 @@ class OtlpThroughProxy(unittest.TestCase):
                 self.assertTrue(px.alive())
 
 
-def main():
-    global PROXY, STUB, STUB_ADDR
-    PROXY, STUB = sys.argv[1], sys.argv[2]
-    with start_stub(STUB) as stub:
-        STUB_ADDR = stub.address
-        prog = unittest.main(argv=[sys.argv[0]] + sys.argv[3:], exit=False)
-    return 0 if prog.result.wasSuccessful() else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_stub(sys.modules[__name__]))

@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from harness import Server, free_port, start_stub  # noqa: E402
+from harness import Server, main_with_stub, wait_for, free_port, start_stub  # noqa: E402
 from test_otlp_proxy import Receiver  # noqa: E402
 
 import bson  # noqa: E402
@@ -38,15 +38,6 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 KNOWN = {"insert", "find", "update", "delete", "ping", "endSessions", "getMore", "aggregate"}
 
 
-def wait_for(cond, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def proxy(args, name="proxy"):
@@ -56,7 +47,7 @@ def proxy(args, name="proxy"):
 
 def admin_of(server):
     m = wait_for(lambda: re.search(r"admin endpoint on (?:http://)?(\S+)", server.stderr()),
-                 10, "the admin endpoint line")
+                 "the admin endpoint line", timeout=10)
     return m.group(1)
 
 
@@ -121,7 +112,7 @@ scrape_configs:
             [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={tmp}/tsdb",
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_for(self.ready, 60, "prometheus to be ready")
+        wait_for(self.ready, "prometheus to be ready", timeout=60)
 
     def ready(self):
         try:
@@ -339,14 +330,7 @@ class PrometheusScrape(unittest.TestCase):
             self.assertTrue(any(family_of(s) == name and v > 0 for s, v in after.items()), name)
 
 
-def main():
-    global PROXY, STUB, STUB_ADDR
-    PROXY, STUB = sys.argv[1], sys.argv[2]
-    with start_stub(STUB) as stub:
-        STUB_ADDR = stub.address
-        prog = unittest.main(argv=[sys.argv[0]] + sys.argv[3:], exit=False)
-    return 0 if prog.result.wasSuccessful() else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_stub(sys.modules[__name__]))

@@ -27,7 +27,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from harness import Server, start_stub  # noqa: E402
+from harness import Server, main_with_stub, wait_for, start_stub  # noqa: E402
 
 from pymongo import MongoClient, monitoring  # noqa: E402
 from pymongo.errors import OperationFailure  # noqa: E402
@@ -343,16 +343,9 @@ class SinksThroughProxy(unittest.TestCase):
         collector.close()
 
 
-def main():
-    global PROXY, STUB, STUB_ADDR
-    PROXY, STUB = sys.argv[1], sys.argv[2]
-    with start_stub(STUB) as stub:
-        STUB_ADDR = stub.address
-        prog = unittest.main(argv=[sys.argv[0]] + sys.argv[3:], exit=False)
-    return 0 if prog.result.wasSuccessful() else 1
 
 
 STUB_ADDR = ""
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_stub(sys.modules[__name__]))

@@ -30,7 +30,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from harness import Server, start_stub  # noqa: E402
+from harness import Server, main_with_stub, wait_for, start_stub  # noqa: E402
 from test_wire import Wire  # noqa: E402  (raw wire messages, legacy opcodes included)
 
 import bson  # noqa: E402
@@ -71,15 +71,6 @@ def get_json(admin, path):
     return json.loads(urllib.request.urlopen(f"http://{admin}{path}", timeout=5).read())
 
 
-def wait_until(what, check, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 def workload(uri, driver):
@@ -186,8 +177,8 @@ class SlowQueries(unittest.TestCase):
                             "--config", p("config.json")],
                            name="proxy", address_from="stderr",
                            address_regex=r"listening on ([^\s,]+)").start()
-        m = wait_until("the admin line", lambda: re.search(
-            r"admin endpoint on (?:http://)?(\S+)", cls.proxy.stderr()))
+        m = wait_for(lambda: re.search(
+            r"admin endpoint on (?:http://)?(\S+)", cls.proxy.stderr()), "the admin line", timeout=20)
         cls.admin = m.group(1)
         cls.driver = Replies()
         cls.slowIds = workload(cls.proxy.uri(directConnection="true"), cls.driver)
@@ -203,7 +194,7 @@ class SlowQueries(unittest.TestCase):
             done = set(cls.driver.replies) | set(cls.driver.failures) | set(cls.legacy)
             return lines if done <= ids else None
 
-        cls.commands = wait_until("the command lines", settled)
+        cls.commands = wait_for(settled, "the command lines", timeout=20)
 
     @classmethod
     def tearDownClass(cls):
@@ -378,7 +369,7 @@ class SlowQueries(unittest.TestCase):
             total = sum(r["count"] for r in s["commands"])
             return (s, lines) if total == len(lines) else None
 
-        stats, lines = wait_until("/stats/commands to count every command", complete)
+        stats, lines = wait_for(complete, "/stats/commands to count every command", timeout=20)
         want = collections.defaultdict(list)
         for l in lines:
             want[(l["databaseName"], l.get("collection", ""), l["commandName"])].append(l)
@@ -434,8 +425,9 @@ class SlowQueries(unittest.TestCase):
                 return subprocess.run(tmux + ["capture-pane", "-p", "-t", session],
                                       capture_output=True, text=True).stdout
 
-            screen = wait_until("the top screen", lambda: (
-                lambda s: s if "NAMESPACE" in s and "test.slowcoll" in s else None)(pane()))
+            screen = wait_for(lambda: (
+                lambda s: s if "NAMESPACE" in s and "test.slowcoll" in s else None)(pane()),
+                "the top screen", timeout=20)
             rows = screen.splitlines()
             self.assertTrue(rows[0].startswith("varanus top"), screen)
             self.assertIn(self.admin, rows[0])
@@ -447,7 +439,7 @@ class SlowQueries(unittest.TestCase):
             self.assertEqual(first[2], "3")
             # Sorting by count puts another namespace first; the header says so.
             subprocess.run(tmux + ["send-keys", "-t", session, "c"], check=True)
-            wait_until("the count sort", lambda: "sorted by count" in pane())
+            wait_for(lambda: "sorted by count" in pane(), "the count sort", timeout=20)
             subprocess.run(tmux + ["send-keys", "-t", session, "q"], check=True)
             def exited():
                 if not os.path.exists(status):
@@ -455,21 +447,14 @@ class SlowQueries(unittest.TestCase):
                 with open(status) as f:
                     return f.read().strip() != ""
 
-            wait_until("top to exit", exited)
+            wait_for(exited, "top to exit", timeout=20)
             with open(status) as f:
                 self.assertEqual(f.read().strip(), "0")
         finally:
             subprocess.run(tmux + ["kill-server"], capture_output=True)
 
 
-def main():
-    global PROXY, STUB, STUB_ADDR
-    PROXY, STUB = sys.argv[1], sys.argv[2]
-    with start_stub(STUB) as stub:
-        STUB_ADDR = stub.address
-        prog = unittest.main(argv=[sys.argv[0]] + sys.argv[3:], exit=False)
-    return 0 if prog.result.wasSuccessful() else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_with_stub(sys.modules[__name__]))
