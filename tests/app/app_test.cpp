@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "../support/loopback.hpp"
 #include "cli.hpp"
 #include "config.hpp"
 #include "varanus/wire/builder.hpp"
@@ -480,15 +481,9 @@ struct OkUpstream {
   std::atomic<int> requests{0};  ///< whole messages received
   std::thread thread;
   explicit OkUpstream(bool answer = true) {
-    listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(listener, 4) == 0);
-    socklen_t len = sizeof a;
-    ::getsockname(listener, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
+    const auto l = test::listen_loopback(4);
+    listener = l.fd;
+    port = l.port;
     thread = std::thread([this, answer] {
       int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) return;
@@ -672,15 +667,8 @@ TEST_CASE("a second signal exits at once") {
 
 TEST_CASE("varanus reports an address it cannot listen on and exits 1") {
   // Take a port, then ask varanus for the same one.
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(fd, 1) == 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  const std::string port = std::to_string(ntohs(a.sin_port));
+  const auto [fd, taken] = test::listen_loopback(1);
+  const std::string port = std::to_string(taken);
   Child c({"--listen", "127.0.0.1:" + port});
   CHECK(c.finish() == 1);
   CHECK(c.errText.find("varanus: cannot listen on 127.0.0.1:" + port + ": ") == 0);

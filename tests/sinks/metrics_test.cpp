@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "../support/loopback.hpp"
 #include "sink_test_util.hpp"
 #include "varanus/sinks/dispatcher.hpp"
 #include "varanus/sinks/otlp.hpp"
@@ -116,22 +117,14 @@ TEST_CASE("the admin endpoint serves /metrics, /healthz, /stats over HTTP") {
   d.stop();
 
   // /healthz checks a port that is listening, then one that is not.
-  const int up = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(up, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(up, 4) == 0);
-  socklen_t len = sizeof a;
-  ::getsockname(up, reinterpret_cast<sockaddr*>(&a), &len);
-  const std::uint16_t upPort = ntohs(a.sin_port);
+  const auto [up, upPort] = test::listen_loopback(4);
   // A port nobody listens on: one we just bound and closed.
   const int gone = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in g{};
   g.sin_family = AF_INET;
   g.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   REQUIRE(::bind(gone, reinterpret_cast<sockaddr*>(&g), sizeof g) == 0);
-  len = sizeof g;
+  socklen_t len = sizeof g;
   ::getsockname(gone, reinterpret_cast<sockaddr*>(&g), &len);
   const std::uint16_t downPort = ntohs(g.sin_port);
   ::close(gone);

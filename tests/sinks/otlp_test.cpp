@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "../support/loopback.hpp"
 #include "sink_test_util.hpp"
 
 using namespace varanus;
@@ -48,15 +49,9 @@ std::string gunzip(const std::string& in) {
 class Collector {
  public:
   explicit Collector(std::vector<int> statuses = {}) : statuses_(std::move(statuses)) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-    REQUIRE(::listen(fd_, 16) == 0);
-    socklen_t len = sizeof a;
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-    port_ = ntohs(a.sin_port);
+    const auto l = test::listen_loopback(16);
+    fd_ = l.fd;
+    port_ = l.port;
     thread_ = std::thread([this] { run(); });
   }
   ~Collector() {
@@ -276,16 +271,9 @@ TEST_CASE("OtlpSink: 503 and 429 retried with backoff, 400 not retried") {
 
 TEST_CASE("OtlpSink: a collector that never answers delays close() by closeTimeout at most") {
   // Listens, never accepts: connect and send succeed, no answer ever comes.
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  REQUIRE(::listen(fd, 4) == 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  const auto [fd, port] = test::listen_loopback(4);
   sinks::OtlpOptions o;
-  o.endpoint = "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  o.endpoint = "http://127.0.0.1:" + std::to_string(port);
   o.batchDelay = std::chrono::milliseconds(1);
   o.timeout = std::chrono::seconds(60);
   o.closeTimeout = std::chrono::milliseconds(200);
