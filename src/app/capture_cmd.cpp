@@ -254,7 +254,7 @@ std::optional<int> setup(const Options& o, const std::string& cmd, Run& r) {
   if (o.summary) r.summary.emplace(o.maxDocumentLength.value_or(300));
   r.output.emplace(r.runtime->dispatcher().sinks(), r.summary ? &*r.summary : nullptr);
   r.replay.ports = o.ports;
-  r.replay.tracker.maxMessageSize = o.maxMessageSize.value_or(r.cfg.proxy.maxMessageSize);
+  r.replay.tracker.maxMessageSize = o.maxMessageSize.value_or(r.cfg.tracker.maxMessageSize);
   if (o.summary) {
     r.replay.tracker.documentBound = {};  // whole documents: sizes and the slowest commands
   } else if (const auto bound = r.runtime->dispatcher().document_bound()) {

@@ -327,7 +327,7 @@ Cli parse_cli(const std::vector<std::string>& args, const Environment& env) {
       if (!n || *n <= 16 || *n > std::numeric_limits<std::int32_t>::max()) {
         return error(flag + ": expected bytes (17 to 2147483647), got '" + value + "'");
       }
-      p.maxMessageSize = static_cast<std::int32_t>(*n);
+      cli.config.tracker.maxMessageSize = static_cast<std::int32_t>(*n);
     } else if (o.flag == "--max-document-length") {
       auto n = parse_number<std::size_t>(value);
       if (!n) return error(flag + ": expected a number of characters, got '" + value + "'");

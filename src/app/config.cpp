@@ -118,7 +118,7 @@ void apply_config_json(const json& doc, AppConfig& cfg) {
       p.connectTimeout = to_millis(expect_seconds(value, path));
       if (p.connectTimeout.count() == 0) fail(path, "expected seconds > 0");
     } else if (key == "maxMessageSize") {
-      p.maxMessageSize = static_cast<std::int32_t>(
+      cfg.tracker.maxMessageSize = static_cast<std::int32_t>(
           expect_integer(value, path, 17, std::numeric_limits<std::int32_t>::max()));
     } else if (key == "busyPollMicros") {
       p.busyPoll = std::chrono::microseconds(expect_integer(value, path, 0, 1000));
@@ -128,7 +128,7 @@ void apply_config_json(const json& doc, AppConfig& cfg) {
       cfg.maxDocumentLength = static_cast<std::size_t>(
           expect_integer(value, path, 0, std::numeric_limits<std::int32_t>::max()));
     } else if (key == "captureDocuments") {
-      p.tracker.captureDocuments = expect_bool(value, path);
+      cfg.tracker.captureDocuments = expect_bool(value, path);
     } else if (key == "sinks") {
       cfg.sinks = value;  // parsed by plan_sinks() (sink_config.cpp)
     } else {

@@ -12,12 +12,17 @@
 #include <string>
 #include <vector>
 
+#include "varanus/monitor/tracker.hpp"
 #include "varanus/proxy/config.hpp"
 
 namespace varanus::app {
 
 struct AppConfig {
   proxy::ProxyConfig proxy;
+  /// How each connection is inspected (maxMessageSize, captureDocuments;
+  /// the rest is set from what the sinks show): given to the inspector
+  /// factory, not to the proxy.
+  monitor::TrackerOptions tracker;
   /// Bound on each document in an event line (JSON characters); 0 = unlimited.
   std::size_t maxDocumentLength = 1000;
   /// The config file's "sinks" section, unparsed (null when absent).

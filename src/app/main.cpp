@@ -88,10 +88,10 @@ int run_proxy(const std::vector<std::string>& args) {
         {"busyPollMicros", std::to_string(p.busyPoll.count())},
         {"gracePeriodSeconds", seconds(p.gracePeriod)},
         {"connectTimeoutSeconds", seconds(p.connectTimeout)},
-        {"maxMessageSize", std::to_string(p.maxMessageSize)},
+        {"maxMessageSize", std::to_string(cfg.tracker.maxMessageSize)},
         {"maxDocumentLength", std::to_string(cfg.maxDocumentLength)},
         {"bufferSize", std::to_string(p.bufferSize)},
-        {"captureDocuments", p.tracker.captureDocuments ? "true" : "false"},
+        {"captureDocuments", cfg.tracker.captureDocuments ? "true" : "false"},
     };
     if (!cli.configPath.empty())
       std::printf("config file %s (%s)\n", cli.configPath.c_str(), cli.source("config").c_str());
@@ -122,14 +122,14 @@ int run_proxy(const std::vector<std::string>& args) {
 
   // Copy into events only what the sinks can show: nothing when no sink
   // renders documents, a bounded prefix when every rendering is bounded.
-  proxy::ProxyConfig proxyConfig = cfg.proxy;
+  monitor::TrackerOptions tracking = cfg.tracker;
   if (const auto bound = sinkRuntime->dispatcher().document_bound()) {
-    proxyConfig.tracker.documentBound = *bound;
+    tracking.documentBound = *bound;
   } else {
-    proxyConfig.tracker.captureDocuments = false;
+    tracking.captureDocuments = false;
   }
-  proxyConfig.tracker.replySummary = sinkRuntime->dispatcher().wants_reply_summary();
-  proxy::Server server(proxyConfig, events, stats, proxy::tracker_factory());
+  tracking.replySummary = sinkRuntime->dispatcher().wants_reply_summary();
+  proxy::Server server(cfg.proxy, events, stats, proxy::tracker_factory(tracking));
   proxy::Endpoint bound;
   try {
     bound = server.start();

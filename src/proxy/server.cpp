@@ -43,12 +43,40 @@
 // the session is queued to read again after the other ready connections
 // (fairness).
 //
-// Ending: an EOF on one side is passed on as a half-close (shutdown(SHUT_WR)
-// of the other side, after everything read was written); the connection ends
-// when both directions are done. A reset, a write error or the end of the
-// grace period closes both sockets at once. The first cause seen is the
-// reason given to Inspector::closed ("client closed", "upstream reset: ...",
-// ...), which fails every pending request with it.
+// Per direction (client -> upstream, upstream -> client) a Flow says where
+// the bytes read from its source stand; each socket keeps apart what the
+// last epoll edges said about it (readable, rdhup, writable: readiness, like
+// the per-fd "ready" bits of haproxy's fd.c). The source of a direction is
+// read only in state open.
+//
+//   Flow     meaning                                            source read
+//   open     nothing waits for the destination                  when readable
+//   held     a read's bytes wait in the worker's buffer for     no
+//            the end of the batch (Worker::send_held)
+//   blocked  the destination's socket took part of them; the    no
+//            rest waits in the direction's OutBuffer
+//   closed   the source said EOF, and the destination was told  never again
+//            (shutdown(SHUT_WR), or the close when both are closed)
+//
+//   event (transition)                          from       to
+//   read n > 0 bytes           (received)       open       held
+//   read EOF                   (source_ended)   open       closed
+//   batch end, all sent        (delivered)      held       open
+//   batch end, short send      (backlogged)     held       blocked
+//   EPOLLOUT, OutBuffer empty  (delivered)      blocked    open
+//   read error, send error, grace over, stop:   the session ends (end())
+//
+// A session ends when both directions are closed, or at the first error;
+// the first cause seen (an EndReason: "client closed", "upstream reset:
+// ...", ...) is what Inspector::closed hears, and it fails every pending
+// request with it. Ending closes both sockets at once; the inspector is told
+// when the worker reaps the session, after the batch's inspections, so that
+// what was read before the end is inspected first.
+//
+// Batches: reads, sends and inspections happen only where Worker::run puts
+// them (read every ready socket, send_held, the again rounds, end_batch,
+// reap); no helper flushes the batch behind its caller's back. A read that
+// finds the batch's buffer full waits in the again list for the next round.
 #include "varanus/proxy/server.hpp"
 
 #include <arpa/inet.h>
@@ -212,6 +240,45 @@ InspectorFactory null_inspector_factory() {
 class Session;
 struct Worker;
 
+/// Why a session ended: a cause to count and branch on, and the words
+/// Inspector::closed (and so the connectionClosed event) gets.
+enum class EndCause : std::uint8_t {
+  closed,                ///< `side` said EOF (both did, in the end)
+  reset,                 ///< a read from `side` failed: detail = errno text
+  write_failed,          ///< a send to `side` failed: detail = errno text
+  stopped,               ///< the server stopped (or was destroyed)
+  stopped_idle,          ///< the server stopped and nothing was in flight
+  grace_over,            ///< the server stopped; the grace period ran out
+  upstream_unreachable,  ///< never relayed: detail = why
+};
+
+struct EndReason {
+  EndCause cause = EndCause::closed;
+  bool clientSide = true;  ///< which side `closed`, `reset` and `write_failed` name
+  std::string detail;
+
+  std::string text() const {
+    const std::string side = clientSide ? "client" : "upstream";
+    switch (cause) {
+      case EndCause::closed:
+        return side + " closed";
+      case EndCause::reset:
+        return side + " reset: " + detail;
+      case EndCause::write_failed:
+        return side + " write failed: " + detail;
+      case EndCause::stopped:
+        return "proxy stopped";
+      case EndCause::stopped_idle:
+        return "proxy stopped: connection idle";
+      case EndCause::grace_over:
+        return "proxy stopped: grace period over";
+      case EndCause::upstream_unreachable:
+        return "upstream unreachable: " + detail;
+    }
+    return "closed";
+  }
+};
+
 namespace detail {
 struct ServerState {
   ProxyConfig config;
@@ -219,7 +286,6 @@ struct ServerState {
   monitor::Stats& stats;
   InspectorFactory inspectors;
   Diagnostics diag;
-  monitor::TrackerOptions trackerOptions;
   std::optional<SockAddr> upstreamAddress;  // when the host is an IP literal
   std::string upstreamName;                 // "host:port" as configured
 
@@ -250,6 +316,28 @@ struct ServerState {
   bool accept_ready();
 };
 }  // namespace detail
+
+/// One client connection counted open (ServerState::active and
+/// Stats::connectionsActive), from accept until its socket is closed:
+/// held by the Session, or by the hand-over queue before that.
+class ActiveConnection {
+ public:
+  explicit ActiveConnection(detail::ServerState& s) noexcept : s_(&s) {
+    s.stats.add(s.stats.connectionsAccepted);
+    s.stats.add(s.stats.connectionsActive);
+    s.active.fetch_add(1, std::memory_order_relaxed);
+  }
+  ActiveConnection(ActiveConnection&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+  ActiveConnection& operator=(ActiveConnection&&) = delete;
+  ~ActiveConnection() {
+    if (!s_) return;
+    s_->active.fetch_sub(1, std::memory_order_relaxed);
+    s_->stats.add(s_->stats.connectionsActive, -1);
+  }
+
+ private:
+  detail::ServerState* s_;
+};
 
 /// Bytes read from one side that the other side's socket has not taken yet.
 /// Allocated when a send is short, freed once flushed: an idle connection
@@ -301,7 +389,7 @@ struct Worker {
     Session* session;
     std::uint32_t offset;
     std::uint32_t size;
-    bool toUpstream;
+    bool fromClient;
   };
   std::vector<Held> held;
   struct Deferred {
@@ -312,11 +400,13 @@ struct Worker {
     monitor::Clock readAt;
   };
   std::vector<Deferred> deferred;
-  /// Where the next read goes (room for one bufferSize read).
-  std::uint8_t* read_area() {
-    if (kReadAreas * server.config.bufferSize - bufferUsed < server.config.bufferSize) end_batch();
-    return buffer.get() + bufferUsed;
+  /// Room left for one more bufferSize read in this batch.
+  bool has_room() const noexcept {
+    return kReadAreas * server.config.bufferSize - bufferUsed >= server.config.bufferSize;
   }
+  /// Where the next read goes; nullptr when the batch's buffer is full (the
+  /// reader waits in `again` until the loop has ended the batch).
+  std::uint8_t* read_area() noexcept { return has_room() ? buffer.get() + bufferUsed : nullptr; }
   std::uint32_t keep(const std::uint8_t* at, std::size_t size) {
     const auto offset = static_cast<std::uint32_t>(at - buffer.get());
     bufferUsed = std::max(bufferUsed, offset + size);
@@ -324,8 +414,8 @@ struct Worker {
   }
   /// Keeps `size` bytes just read at `at` (from read_area()) to be sent to
   /// the other side at the end of the batch.
-  void hold(Session* s, const std::uint8_t* at, std::size_t size, bool toUpstream) {
-    held.push_back({s, keep(at, size), static_cast<std::uint32_t>(size), toUpstream});
+  void hold(Session* s, const std::uint8_t* at, std::size_t size, bool fromClient) {
+    held.push_back({s, keep(at, size), static_cast<std::uint32_t>(size), fromClient});
   }
   /// ... and for inspection after that.
   void defer(Session* s, const std::uint8_t* at, std::size_t size, bool fromClient,
@@ -368,6 +458,7 @@ struct Worker {
   struct Incoming {
     int fd;
     SockAddr peer;
+    ActiveConnection active;
   };
   std::mutex tasksMutex;
   std::vector<Incoming> incoming;
@@ -380,17 +471,19 @@ struct Worker {
 
   /// Any thread: runs `task` on this worker's thread soon.
   void post(std::function<void()> task);
-  void post_connection(int fd, const SockAddr& peer);
+  void post_connection(int fd, const SockAddr& peer, ActiveConnection active);
   void wake() noexcept;
   void run();
   /// epoll_wait, polling first for up to config.busyPoll when that has paid.
   int wait(epoll_event* events, int max, int timeout);
   void flush_busy_counts() noexcept;
-  void add_session(int fd, const SockAddr& peer);
+  void add_session(int fd, const SockAddr& peer, ActiveConnection active);
   void begin_stop(std::chrono::milliseconds grace);
-  void close_all(std::string_view reason);
+  void close_all(EndCause cause);
   /// Stopping: closes every connection with nothing in flight.
   void close_idle();
+  /// Deletes the sessions that ended in this round (after the batch's
+  /// inspections: their inspectors hear of the end last).
   void reap();
   int next_timeout_ms(steady::time_point now) const;
   void expire(steady::time_point now);
@@ -406,7 +499,8 @@ class Session {
   enum Side : unsigned { client = 0, upstream = 1 };
   enum class State { connecting, relaying, done };
 
-  Session(Worker& worker, int clientFd, std::uint64_t id, std::string clientName);
+  Session(Worker& worker, int clientFd, std::uint64_t id, std::string clientName,
+          ActiveConnection active);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -414,14 +508,15 @@ class Session {
   void start();
   /// An epoll event for one of its sockets.
   void on_event(Side side, std::uint32_t events);
-  /// Read again a side that filled the whole buffer last time.
+  /// Read again a side that filled the whole buffer (or found the batch's
+  /// buffer full) last time.
   void resume() {
     queued = false;
     if (state == State::relaying) pump();
   }
   void connect_timed_out();
-  /// Sends bytes read earlier from the other side (Worker::send_held).
-  void send_held(Side to, std::span<const std::uint8_t> bytes);
+  /// Sends bytes read earlier from `from` on to the other side (Worker::send_held).
+  void send_held(Side from, std::span<const std::uint8_t> bytes);
   /// Hands bytes read earlier (Worker::inspect_deferred) to the inspector.
   void inspect(Side from, std::span<const std::uint8_t> bytes, monitor::Clock readAt);
   void resolved(std::vector<SockAddr> addresses, int gaiError, std::string gaiMessage);
@@ -429,15 +524,14 @@ class Session {
   /// without its reply and no half message, and no bytes wait to be sent.
   bool idle() const noexcept {
     if (state != State::relaying || !inspector_ || !inspector_->idle()) return false;
-    for (const Peer& p : peers_)
-      if (p.held || !p.out.pending().empty()) return false;
+    for (const Direction& d : dir_)
+      if (d.flow == Flow::held || d.flow == Flow::blocked) return false;
     return true;
   }
-  /// Grace period over (or server destroyed): close both sides now.
-  void shutdown_now(std::string_view reason) {
-    set_reason(std::string(reason));
-    finish();
-  }
+  /// Stopping (or the server destroyed): close both sides now.
+  void shutdown_now(EndCause cause) { end({cause, true, {}}); }
+  /// Reaped: tells the inspector (after the batch's inspections).
+  void report_end();
 
   // Worker bookkeeping.
   Session* prev = nullptr;
@@ -450,15 +544,18 @@ class Session {
   State state = State::connecting;
 
  private:
-  struct Peer {
+  /// One socket and what the last epoll edges said about it.
+  struct Socket {
     int fd = -1;
-    bool readable = false;  // an edge said data (or EOF, or an error) may be there
+    bool readable = false;  // data (or EOF, or an error) may be there: read until EAGAIN
     bool rdhup = false;     // the peer's FIN has arrived: read until the EOF shows
     bool writable = true;   // false after a short send, until EPOLLOUT
-    bool eof = false;       // read returned 0: nothing more comes from it
-    bool shut = false;      // we shut down writing to it
-    bool held = false;      // bytes for it wait in the worker's buffer (Worker::held)
-    OutBuffer out;          // bytes for it that its socket has not taken yet
+  };
+  /// Where the bytes read from one side stand (the table at the top).
+  enum class Flow : std::uint8_t { open, held, blocked, closed };
+  struct Direction {
+    Flow flow = Flow::open;
+    OutBuffer out;  // blocked: what the destination has not taken yet
   };
   static const char* name(Side s) noexcept { return s == client ? "client" : "upstream"; }
   static Side other(Side s) noexcept { return s == client ? upstream : client; }
@@ -470,22 +567,31 @@ class Session {
   void connect_failed(const std::string& message);
   void connected();
   void pump();
-  bool read_from(Side s);
-  bool flush(Side to);
-  void pass_eof(Side to);
-  bool done_both_ways() const noexcept;
-  void set_reason(std::string reason) {
-    if (reason_.empty()) reason_ = std::move(reason);
+  bool read_from(Side from);
+  bool flush(Side from);
+  void read_again();
+
+  // The transitions of a direction (named after the events in the table).
+  void received(Side from, std::uint8_t* at, std::size_t n);
+  void source_ended(Side from);
+  void delivered(Side from);
+  void backlogged(Side from, std::span<const std::uint8_t> rest);
+  bool both_closed() const noexcept {
+    return dir_[client].flow == Flow::closed && dir_[upstream].flow == Flow::closed;
   }
-  void fail(std::string reason) {
-    set_reason(std::move(reason));
-    finish();
+
+  /// Ends the session: the first reason given is the one reported.
+  void end(EndReason why);
+  void note_reason(EndReason why) {
+    if (!reason_) reason_ = std::move(why);
   }
-  void finish();
   void inspection_stopped();
+
   Worker& worker_;
   detail::ServerState& server_;
-  Peer peers_[2];
+  ActiveConnection active_;
+  Socket sock_[2];
+  Direction dir_[2];  // by source side
   std::uint64_t id_;
   std::string clientName_;
   std::string upstreamName_;
@@ -493,7 +599,7 @@ class Session {
   std::size_t nextAddress_ = 0;
   int lastConnectError_ = 0;
   std::unique_ptr<Inspector> inspector_;
-  std::string reason_;
+  std::optional<EndReason> reason_;
 };
 
 // ---- ServerState ---------------------------------------------------------------
@@ -503,8 +609,6 @@ detail::ServerState::ServerState(ProxyConfig c, monitor::EventOutput& o, monitor
     : config(std::move(c)), out(o), stats(s), inspectors(std::move(f)), diag(std::move(d)) {
   if (!inspectors) inspectors = null_inspector_factory();
   if (!diag) diag = [](std::string_view) {};
-  trackerOptions = config.tracker;
-  trackerOptions.maxMessageSize = config.maxMessageSize;
   if (config.bufferSize == 0) config.bufferSize = 64 * 1024;
   upstreamAddress = numeric_address(config.upstream.host, config.upstream.port);
   upstreamName = config.upstream.to_string();
@@ -542,14 +646,12 @@ bool detail::ServerState::accept_ready() {
     return false;
   }
   set_nodelay(fd);
-  stats.add(stats.connectionsAccepted);
-  stats.add(stats.connectionsActive);
-  active.fetch_add(1, std::memory_order_relaxed);
+  ActiveConnection counted(*this);
   Worker& w = *workers[nextWorker++ % workers.size()];
   if (&w == workers.front().get()) {
-    w.add_session(fd, peer);
+    w.add_session(fd, peer, std::move(counted));
   } else {
-    w.post_connection(fd, peer);
+    w.post_connection(fd, peer, std::move(counted));
   }
   return true;
 }
@@ -576,14 +678,12 @@ Worker::Worker(detail::ServerState& s) : server(s) {
 
 Worker::~Worker() {
   // Server destroyed with connections open: close them (their inspectors
-  // still report the close), and the sockets handed over but never started.
-  close_all("proxy stopped");
+  // still report the close), and the sockets handed over but never started
+  // (their ActiveConnection uncounts them).
+  end_batch();
+  close_all(EndCause::stopped);
   reap();
-  for (const Incoming& c : incoming) {
-    ::close(c.fd);
-    server.active.fetch_sub(1, std::memory_order_relaxed);
-    server.stats.add(server.stats.connectionsActive, -1);
-  }
+  for (const Incoming& c : incoming) ::close(c.fd);
   ::close(wakeFd);
   ::close(epfd);
 }
@@ -601,10 +701,10 @@ void Worker::post(std::function<void()> task) {
   wake();
 }
 
-void Worker::post_connection(int fd, const SockAddr& peer) {
+void Worker::post_connection(int fd, const SockAddr& peer, ActiveConnection active) {
   {
     std::lock_guard lock(tasksMutex);
-    incoming.push_back({fd, peer});
+    incoming.push_back({fd, peer, std::move(active)});
   }
   wake();
 }
@@ -619,7 +719,7 @@ void Worker::run_tasks() {
     arrived.swap(incoming);
     todo.swap(tasks);
   }
-  for (const Incoming& c : arrived) add_session(c.fd, c.peer);
+  for (Incoming& c : arrived) add_session(c.fd, c.peer, std::move(c.active));
   for (auto& t : todo) t();
 }
 
@@ -658,13 +758,13 @@ void Worker::timer_remove(Session* s) {
   s->timerPrev = s->timerNext = nullptr;
 }
 
-void Worker::add_session(int fd, const SockAddr& peer) {
+void Worker::add_session(int fd, const SockAddr& peer, ActiveConnection active) {
   const std::uint64_t id = server.nextConnectionId.fetch_add(1, std::memory_order_relaxed);
-  auto* s = new Session(*this, fd, id, address_string(peer.get()));
+  auto* s = new Session(*this, fd, id, address_string(peer.get()), std::move(active));
   link(s);
   if (server.stopRequested.load(std::memory_order_relaxed)) {
     // Accepted just as the server began to stop: nothing relayed yet.
-    s->shutdown_now("proxy stopped");
+    s->shutdown_now(EndCause::stopped);
   } else {
     s->start();
   }
@@ -675,7 +775,7 @@ void Worker::begin_stop(std::chrono::milliseconds grace) {
   stopping = true;
   graceDeadline = steady::now() + grace;
   if (grace.count() <= 0) {
-    close_all("proxy stopped: grace period over");
+    close_all(EndCause::grace_over);
   } else {
     close_idle();
   }
@@ -683,17 +783,18 @@ void Worker::begin_stop(std::chrono::milliseconds grace) {
 
 void Worker::close_idle() {
   for (Session* s = sessions; s; s = s->next)
-    if (s->idle()) s->shutdown_now("proxy stopped: connection idle");
+    if (s->idle()) s->shutdown_now(EndCause::stopped_idle);
 }
 
-void Worker::close_all(std::string_view reason) {
+void Worker::close_all(EndCause cause) {
   for (Session* s = sessions; s; s = s->next)
-    if (s->state != Session::State::done) s->shutdown_now(reason);
+    if (s->state != Session::State::done) s->shutdown_now(cause);
 }
 
 void Worker::reap() {
   for (Session* s : finished) {
     if (s->queued) std::erase(again, s);
+    s->report_end();
     unlink(s);
     delete s;
   }
@@ -722,7 +823,7 @@ void Worker::expire(steady::time_point now) {
     s->connect_timed_out();
   }
   if (stopping && graceDeadline && *graceDeadline <= now) {
-    close_all("proxy stopped: grace period over");
+    close_all(EndCause::grace_over);
   }
   if (listenPausedUntil && *listenPausedUntil <= now) {
     listenPausedUntil.reset();
@@ -812,6 +913,7 @@ void Worker::run() {
     // epoll_wait: a large message flows without a syscall per buffer that
     // only says "nothing new".
     for (int round = 0; round < kReadRounds && !again.empty(); ++round) {
+      if (!has_room()) end_batch();  // readers that found the buffer full
       retry.swap(again);
       for (Session* s : retry)
         if (s->state != Session::State::done) s->resume();
@@ -831,9 +933,14 @@ void Worker::run() {
 
 // ---- Session ----------------------------------------------------------------------
 
-Session::Session(Worker& worker, int clientFd, std::uint64_t id, std::string clientName)
-    : worker_(worker), server_(worker.server), id_(id), clientName_(std::move(clientName)) {
-  peers_[client].fd = clientFd;
+Session::Session(Worker& worker, int clientFd, std::uint64_t id, std::string clientName,
+                 ActiveConnection active)
+    : worker_(worker),
+      server_(worker.server),
+      active_(std::move(active)),
+      id_(id),
+      clientName_(std::move(clientName)) {
+  sock_[client].fd = clientFd;
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.u64 = tag(client);
@@ -841,10 +948,8 @@ Session::Session(Worker& worker, int clientFd, std::uint64_t id, std::string cli
 }
 
 Session::~Session() {
-  for (Peer& p : peers_)
-    if (p.fd >= 0) ::close(p.fd);
-  server_.active.fetch_sub(1, std::memory_order_relaxed);
-  server_.stats.add(server_.stats.connectionsActive, -1);
+  for (Socket& k : sock_)
+    if (k.fd >= 0) ::close(k.fd);
 }
 
 void Session::start() {
@@ -897,7 +1002,7 @@ void Session::resolved(std::vector<SockAddr> addresses, int gaiError, std::strin
 }
 
 void Session::connect_next() {
-  Peer& up = peers_[upstream];
+  Socket& up = sock_[upstream];
   while (nextAddress_ < addresses_.size()) {
     if (up.fd >= 0) {
       ::close(up.fd);  // a failed attempt (also leaves the epoll set)
@@ -938,79 +1043,82 @@ void Session::connect_failed(const std::string& message) {
   server_.stats.upstreamUp.store(0, std::memory_order_relaxed);
   server_.diag("varanus: upstream " + server_.upstreamName + " unreachable: " + message +
                " (client " + clientName_ + " closed)");
-  finish();  // never relayed: no inspector to tell
+  end({EndCause::upstream_unreachable, false, message});  // never relayed: no inspector to tell
 }
 
 void Session::connected() {
   worker_.timer_remove(this);
   server_.stats.upstreamUp.store(1, std::memory_order_relaxed);
   state = State::relaying;
-  set_nodelay(peers_[upstream].fd);
+  set_nodelay(sock_[upstream].fd);
   auto info = std::make_shared<monitor::ConnectionInfo>();
   info->connectionId = id_;
   info->client = clientName_;
   info->server = upstreamName_;
-  inspector_ = server_.inspectors(
-      InspectorContext{std::move(info), server_.out, server_.stats, server_.trackerOptions});
+  inspector_ = server_.inspectors(InspectorContext{std::move(info), server_.out, server_.stats});
   if (!inspector_) inspector_ = std::make_unique<NullInspector>();
   inspector_->opened(monitor::Clock::now());
   pump();  // the client may have written already
 }
 
 void Session::on_event(Side side, std::uint32_t events) {
-  Peer& p = peers_[side];
+  Socket& k = sock_[side];
   // Remembered in every state: an upstream may answer in the same event
   // that says its connect completed, and with edge triggering no second
   // event would tell.
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) p.readable = true;
-  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) p.rdhup = true;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) k.readable = true;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) k.rdhup = true;
   if (state == State::connecting) {
     if (side == upstream && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
       // Writable and no error: connected (no getsockopt needed for that).
       int err = 0;
       if (events & (EPOLLERR | EPOLLHUP)) {
         socklen_t len = sizeof err;
-        if (::getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+        if (::getsockopt(k.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
         if (err == 0) err = ECONNREFUSED;  // hung up without an error code
       }
       if (err == 0) {
         connected();
       } else {
         // Flags of the failed attempt do not carry over to the next one.
-        p.readable = p.rdhup = false;
+        k.readable = k.rdhup = false;
         lastConnectError_ = err;
         connect_next();
       }
-      return;
     }
     return;  // the client wrote (or closed) before the upstream is up: remembered
   }
-  if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) p.writable = true;
+  if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) k.writable = true;
   pump();
 }
 
 void Session::pump() {
-  for (Side to : {client, upstream}) {
-    if (!peers_[to].out.empty() && peers_[to].writable) {
-      if (!flush(to)) return;  // the session ended
+  for (Side from : {client, upstream}) {
+    if (dir_[from].flow == Flow::blocked && sock_[other(from)].writable) {
+      if (!flush(from)) return;  // the session ended
     }
   }
   for (Side from : {client, upstream}) {
-    Peer& p = peers_[from];
-    const Peer& dst = peers_[other(from)];
-    if (p.readable && !p.eof && dst.out.empty() && !dst.held) {
+    if (dir_[from].flow == Flow::open && sock_[from].readable) {
       if (!read_from(from)) return;
     }
   }
-  if (done_both_ways()) finish();
+  if (both_closed()) end({EndCause::closed, true, {}});  // the reason: whoever closed first
+}
+
+void Session::read_again() {
+  if (queued) return;
+  queued = true;
+  worker_.again.push_back(this);
 }
 
 bool Session::read_from(Side from) {
-  Peer& src = peers_[from];
-  const Side to = other(from);
-  Peer& dst = peers_[to];
+  Socket& src = sock_[from];
   std::uint8_t* buf = worker_.read_area();
-  if (state == State::done) return false;  // ended by what the batch sent
+  if (!buf) {  // the batch's buffer is full: after the loop has ended the batch
+    read_again();
+    return true;
+  }
   const std::size_t size = server_.config.bufferSize;
   const ssize_t n = ::recv(src.fd, buf, size, 0);
   if (n < 0) {
@@ -1020,129 +1128,121 @@ bool Session::read_from(Side from) {
       return true;
     }
     if (err == EINTR) {
-      if (!queued) {
-        queued = true;
-        worker_.again.push_back(this);
-      }
+      read_again();
       return true;
     }
-    fail(std::string(name(from)) + " reset: " + errno_text(err));
+    end({EndCause::reset, from == client, errno_text(err)});
     return false;
   }
   if (n == 0) {
     src.readable = false;
-    src.eof = true;
-    set_reason(std::string(name(from)) + " closed");
-    pass_eof(to);
+    source_ended(from);
     return true;
   }
   const auto got = static_cast<std::size_t>(n);
   if (got == size || src.rdhup) {
     // Maybe more (a full buffer), or the FIN is queued behind this data
     // with no edge to come: read again after the others had a turn.
-    if (!queued) {
-      queued = true;
-      worker_.again.push_back(this);
-    }
+    read_again();
   } else {
     src.readable = false;  // a short read: drained, the next byte brings an edge
   }
+  received(from, buf, got);
+  return true;
+}
+
+void Session::received(Side from, std::uint8_t* at, std::size_t n) {
   // Forwarded and inspected at the end of the batch (Worker::hold, defer),
   // after every ready socket was read: the peer is woken once for all of
   // them, and no message waits behind the Tracker's microsecond on another.
   // Inspections run in read order on this thread, so a reply read in the
   // same batch is still inspected after its request. The time is taken when
-  // the bytes were read. This side is not read again before they are sent.
+  // the bytes were read.
   const bool inspect = inspector_->inspecting();
   const monitor::Clock readAt = inspect ? monitor::Clock::now() : monitor::Clock{};
   server_.stats.add(from == client ? server_.stats.bytesFromClient : server_.stats.bytesFromServer,
-                    static_cast<std::int64_t>(got));
-  dst.held = true;
-  worker_.hold(this, buf, got, to == upstream);
-  if (inspect) worker_.defer(this, buf, got, from == client, readAt);
-  return true;
+                    static_cast<std::int64_t>(n));
+  dir_[from].flow = Flow::held;
+  worker_.hold(this, at, n, from == client);
+  if (inspect) worker_.defer(this, at, n, from == client, readAt);
 }
 
-void Session::send_held(Side to, std::span<const std::uint8_t> bytes) {
-  Peer& dst = peers_[to];
-  dst.held = false;
-  // dst.out is empty: the source was read only with nothing waiting for dst.
-  const Sent sent = send_some(dst.fd, bytes);
-  if (sent.error != 0)
-    return fail(std::string(name(to)) + " write failed: " + errno_text(sent.error));
-  if (sent.bytes < bytes.size()) {
-    // The rest waits for EPOLLOUT; the source stays unread until then.
-    dst.writable = false;
-    dst.out.assign(bytes.subspan(sent.bytes));
-    return;
-  }
-  const Side from = other(to);
-  Peer& src = peers_[from];
-  if (src.eof) pass_eof(to);
-  // Left readable while this was held (a full buffer, or a FIN behind the
-  // data): read again after the others had a turn.
-  if (src.readable && !src.eof && !queued) {
-    queued = true;
-    worker_.again.push_back(this);
-  }
-  if (done_both_ways()) finish();
+void Session::source_ended(Side from) {
+  // Only read in state open: nothing of this direction waits to be sent.
+  dir_[from].flow = Flow::closed;
+  note_reason({EndCause::closed, from == client, {}});
+  // Passed on as a half-close. When the other direction is closed too, the
+  // session ends now and close() sends the FIN: a shutdown() would be one
+  // syscall for nothing (a connection churn pays it every time).
+  if (dir_[other(from)].flow != Flow::closed) ::shutdown(sock_[other(from)].fd, SHUT_WR);
 }
 
-bool Session::flush(Side to) {
-  Peer& dst = peers_[to];
-  const Sent sent = send_some(dst.fd, dst.out.pending());
-  dst.out.consume(sent.bytes);
+void Session::send_held(Side from, std::span<const std::uint8_t> bytes) {
+  const Side to = other(from);
+  const Sent sent = send_some(sock_[to].fd, bytes);
+  if (sent.error != 0) return end({EndCause::write_failed, to == client, errno_text(sent.error)});
+  if (sent.bytes < bytes.size()) return backlogged(from, bytes.subspan(sent.bytes));
+  delivered(from);
+}
+
+void Session::backlogged(Side from, std::span<const std::uint8_t> rest) {
+  // The rest waits for EPOLLOUT; the source stays unread until then.
+  sock_[other(from)].writable = false;
+  dir_[from].out.assign(rest);
+  dir_[from].flow = Flow::blocked;
+}
+
+void Session::delivered(Side from) {
+  dir_[from].flow = Flow::open;
+  // Left readable while its bytes waited (a full buffer, or a FIN behind
+  // the data): read again after the others had a turn.
+  if (sock_[from].readable) read_again();
+}
+
+bool Session::flush(Side from) {
+  const Side to = other(from);
+  Direction& d = dir_[from];
+  const Sent sent = send_some(sock_[to].fd, d.out.pending());
+  d.out.consume(sent.bytes);
   if (sent.error != 0) {
-    fail(std::string(name(to)) + " write failed: " + errno_text(sent.error));
+    end({EndCause::write_failed, to == client, errno_text(sent.error)});
     return false;
   }
-  if (!dst.out.empty()) {
-    dst.writable = false;
+  if (!d.out.empty()) {
+    sock_[to].writable = false;
     return true;
   }
-  // Flushed: an EOF that came from the other side can be passed on now.
-  if (peers_[other(to)].eof) pass_eof(to);
+  delivered(from);
   return true;
 }
 
-void Session::pass_eof(Side to) {
-  Peer& dst = peers_[to];
-  if (dst.shut || dst.held || !dst.out.empty()) return;  // after the send or flush
-  dst.shut = true;
-  // When `to` has said EOF too (and nothing waits for it), this EOF ends the
-  // connection: close() right after sends the FIN, a shutdown() is one
-  // syscall for nothing (a connection churn pays it every time).
-  if (dst.eof && peers_[other(to)].out.empty()) return;
-  ::shutdown(dst.fd, SHUT_WR);
-}
-
-bool Session::done_both_ways() const noexcept {
-  return peers_[client].eof && peers_[upstream].eof && peers_[client].out.empty() &&
-         peers_[upstream].out.empty() && !peers_[client].held && !peers_[upstream].held;
-}
-
-void Session::finish() {
+void Session::end(EndReason why) {
   if (state == State::done) return;
-  const bool wasRelaying = state == State::relaying;
+  note_reason(std::move(why));
+  if (state == State::relaying) {
+    // Bytes read before the end are passed on, as far as the sockets take
+    // them (the batch's sends skip an ended session).
+    for (Side from : {client, upstream}) {
+      if (dir_[from].flow != Flow::held) continue;
+      for (const Worker::Held& h : worker_.held)
+        if (h.session == this && (h.fromClient ? client : upstream) == from)
+          send_some(sock_[other(from)].fd, {worker_.buffer.get() + h.offset, h.size});
+    }
+  }
   state = State::done;
   worker_.timer_remove(this);
-  // Bytes read before the end are passed on, as far as the sockets take them.
-  if (peers_[client].held || peers_[upstream].held) {
-    for (const Worker::Held& h : worker_.held)
-      if (h.session == this)
-        send_some(peers_[h.toUpstream ? upstream : client].fd,
-                  {worker_.buffer.get() + h.offset, h.size});
-  }
-  for (Peer& p : peers_) {
-    if (p.fd >= 0) ::close(p.fd);  // also removes it from the epoll set
-    p.fd = -1;
-  }
-  if (wasRelaying) {
-    worker_.inspect_deferred();  // what was read before the close comes first
-    inspector_->closed(reason_.empty() ? std::string_view("closed") : std::string_view(reason_),
-                       monitor::Clock::now());
+  for (Socket& k : sock_) {
+    if (k.fd >= 0) ::close(k.fd);  // also removes it from the epoll set
+    k.fd = -1;
   }
   worker_.finished.push_back(this);
+}
+
+void Session::report_end() {
+  // Relayed (an inspector exists): what was read before the end has been
+  // inspected (the batch ended before the reap), so the close comes last.
+  if (!inspector_) return;
+  inspector_->closed(reason_ ? reason_->text() : std::string("closed"), monitor::Clock::now());
 }
 
 void Session::inspect(Side from, std::span<const std::uint8_t> bytes, monitor::Clock readAt) {
@@ -1160,7 +1260,7 @@ void Worker::send_held() {
   for (std::size_t i = 0; i < held.size(); ++i) {
     const Held h = held[i];
     if (h.session->state != Session::State::done)
-      h.session->send_held(h.toUpstream ? Session::upstream : Session::client,
+      h.session->send_held(h.fromClient ? Session::client : Session::upstream,
                            {buffer.get() + h.offset, h.size});
   }
   held.clear();
@@ -1169,6 +1269,8 @@ void Worker::send_held() {
 
 void Worker::inspect_deferred() {
   // An inspection never reads, sends or ends a session: the list stays put.
+  // A session that ended in this batch is still inspected (its inspector
+  // hears of the end when it is reaped, after this).
   for (const Deferred& d : deferred)
     d.session->inspect(d.fromClient ? Session::client : Session::upstream,
                        {buffer.get() + d.offset, d.size}, d.readAt);

@@ -11,8 +11,8 @@ namespace {
 
 class TrackerInspector final : public Inspector {
  public:
-  explicit TrackerInspector(const InspectorContext& ctx)
-      : tracker_(ctx.info, ctx.out, ctx.options), stats_(ctx.stats) {}
+  TrackerInspector(const InspectorContext& ctx, const monitor::TrackerOptions& options)
+      : tracker_(ctx.info, ctx.out, options), stats_(ctx.stats) {}
 
   void opened(monitor::Clock now) override { tracker_.opened(now); }
   void client_data(std::span<const std::uint8_t> bytes, monitor::Clock now) override {
@@ -62,9 +62,9 @@ class TrackerInspector final : public Inspector {
 
 }  // namespace
 
-InspectorFactory tracker_factory() {
-  return [](const InspectorContext& ctx) -> std::unique_ptr<Inspector> {
-    return std::make_unique<TrackerInspector>(ctx);
+InspectorFactory tracker_factory(monitor::TrackerOptions options) {
+  return [options = std::move(options)](const InspectorContext& ctx) -> std::unique_ptr<Inspector> {
+    return std::make_unique<TrackerInspector>(ctx, options);
   };
 }
 

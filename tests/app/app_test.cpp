@@ -168,7 +168,7 @@ TEST_CASE("defaults: listen 127.0.0.1:27018, upstream 127.0.0.1:27017") {
   CHECK(p.ioThreads >= 1);
   CHECK(p.gracePeriod == 10s);
   CHECK(p.connectTimeout == 5s);
-  CHECK(p.maxMessageSize == 48'000'000);
+  CHECK(cli.config.tracker.maxMessageSize == 48'000'000);
   CHECK(cli.config.maxDocumentLength == 1000);
 }
 
@@ -183,7 +183,7 @@ TEST_CASE("flags set every option, as --flag VALUE or --flag=VALUE") {
   CHECK(p.ioThreads == 3);
   CHECK(p.gracePeriod == 2500ms);
   CHECK(p.connectTimeout == 250ms);
-  CHECK(p.maxMessageSize == 1'000'000);
+  CHECK(cli.config.tracker.maxMessageSize == 1'000'000);
   CHECK(cli.config.maxDocumentLength == 0);
 }
 
@@ -262,10 +262,10 @@ TEST_CASE("the config file sets options and flags override it") {
   CHECK(p.ioThreads == 2);  // the flag wins, though it came first
   CHECK(p.gracePeriod == 500ms);
   CHECK(p.connectTimeout == 1s);
-  CHECK(p.maxMessageSize == 2'000'000);
+  CHECK(cli.config.tracker.maxMessageSize == 2'000'000);
   CHECK(p.bufferSize == 8192);
   CHECK(p.busyPoll.count() == 0);
-  CHECK_FALSE(p.tracker.captureDocuments);
+  CHECK_FALSE(cli.config.tracker.captureDocuments);
   CHECK(cli.config.maxDocumentLength == 50);
 }
 
@@ -358,7 +358,7 @@ TEST_CASE("the example config parses and documents the defaults") {
   CHECK(p.listen == proxy::Endpoint{"127.0.0.1", 27018});
   CHECK(p.upstream == proxy::Endpoint{"127.0.0.1", 27017});
   CHECK(p.gracePeriod == 10s);
-  CHECK(p.maxMessageSize == 48'000'000);
+  CHECK(cli.config.tracker.maxMessageSize == 48'000'000);
 }
 
 // ---- the real binary --------------------------------------------------------

@@ -10,8 +10,6 @@
 #include <string_view>
 #include <thread>
 
-#include "varanus/monitor/tracker.hpp"
-
 namespace varanus::proxy {
 
 /// A host (name or IP literal) and a port. Printed as "host:port"
@@ -35,20 +33,19 @@ inline unsigned default_io_threads() noexcept {
 struct ProxyConfig {
   Endpoint listen{"127.0.0.1", 27018};        ///< port 0: a free port (Server::start returns it)
   Endpoint upstream{"127.0.0.1", 27017};      ///< mongod / mongos
-  unsigned ioThreads = default_io_threads();  ///< one io_context per thread
+  unsigned ioThreads = default_io_threads();  ///< one epoll loop per thread
   /// stop(): how long open connections may go on before they are closed.
   std::chrono::milliseconds gracePeriod{10'000};
-  /// Frames over this are not inspected (relaying goes on). Copied into
-  /// tracker.maxMessageSize by the Server.
-  std::int32_t maxMessageSize = wire::kDefaultMaxMessageSize;
   std::chrono::milliseconds connectTimeout{5'000};  ///< upstream connect, resolve included
-  std::size_t bufferSize = 64 * 1024;  ///< per direction per connection, allocated once
+  /// One read's size. Each I/O thread has one buffer of 4 reads shared by
+  /// all of its connections (bytes wait there until the end of the epoll
+  /// batch); a connection holds memory only for what a socket did not take.
+  std::size_t bufferSize = 64 * 1024;
   /// Before sleeping in epoll_wait, an I/O thread whose recent sleeps were
   /// shorter than this polls for up to this long (0: never). Saves a sleep
   /// and a wakeup per batch under load; costs at most this much CPU per
   /// batch, and nothing on a quiet or lightly loaded proxy.
   std::chrono::microseconds busyPoll{50};
-  monitor::TrackerOptions tracker;
 };
 
 }  // namespace varanus::proxy

@@ -12,7 +12,7 @@
 
 #include "varanus/monitor/event.hpp"
 #include "varanus/monitor/stats.hpp"
-#include "varanus/monitor/tracker.hpp"
+#include "varanus/monitor/tracker.hpp"  // TrackerOptions, for tracker_factory
 
 namespace varanus::proxy {
 
@@ -43,18 +43,20 @@ class Inspector {
   virtual bool idle() const noexcept { return false; }
 };
 
-/// Everything an inspector factory may need for one connection.
+/// What the Server knows of one connection, for the inspector factory. How
+/// the connection is inspected (the tracker's options, its clock) is the
+/// factory's business: the Server knows nothing of it.
 struct InspectorContext {
   monitor::ConnectionInfoPtr info;
   monitor::EventOutput& out;
   monitor::Stats& stats;
-  const monitor::TrackerOptions& options;
 };
 using InspectorFactory = std::function<std::unique_ptr<Inspector>(const InspectorContext&)>;
 
-/// The production factory: a monitor::Tracker per connection, publishing to
-/// ctx.out; adds the tracker's started commands to stats.commands.
-InspectorFactory tracker_factory();
+/// The production factory: a monitor::Tracker per connection with these
+/// options, publishing to ctx.out; adds the tracker's started commands to
+/// stats.commands.
+InspectorFactory tracker_factory(monitor::TrackerOptions options = {});
 
 /// An inspector that ignores everything (relay only).
 InspectorFactory null_inspector_factory();

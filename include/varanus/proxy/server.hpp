@@ -1,15 +1,16 @@
 // varanus::proxy — the listening side: accepts client connections and runs
 // one Session (client <-> upstream relay) per connection.
 //
-// Threads: one io_context per I/O thread. The acceptor lives on the first;
-// each accepted socket is handed round-robin to a thread's io_context and
-// its Session lives there until it ends, so everything a Session touches
-// (its sockets, buffers and Inspector) is single-threaded and lock-free.
-// Shared state is limited to the Stats atomics and the EventOutput (which
-// must be thread-safe and never block).
+// Threads: one epoll loop per I/O thread (ProxyConfig::ioThreads). The
+// listener lives on the first; each accepted socket is handed round-robin to
+// a thread and its Session lives there until it ends, so everything a
+// Session touches (its sockets, buffers and Inspector) is single-threaded
+// and lock-free. Shared state is limited to the Stats atomics and the
+// EventOutput (which must be thread-safe and never block). src/proxy/
+// server.cpp's header comment describes the relay and its state machine.
 //
-// Header kept free of Asio on purpose: it is included by the app and tests,
-// and Asio coroutine headers are slow to compile.
+// Header kept free of Asio and of the epoll details: it is included by the
+// app, the tests and embedding programs.
 #pragma once
 
 #include <chrono>
