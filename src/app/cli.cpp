@@ -69,6 +69,19 @@ options:
   --grace-period SECONDS    on SIGINT/SIGTERM, how long open connections may go on
                             before they are closed (default 10)
   --connect-timeout SECONDS upstream connect timeout (default 5)
+  --max-connections N       client connections open at once, at most; more are closed
+                            at accept, counted and said on stderr. varanus raises its
+                            open-files limit (RLIMIT_NOFILE) to the hard limit at
+                            start; default 0 = what that limit allows, (limit-64)/2
+                            (two descriptors per connection); a larger N is kept,
+                            with a warning
+  --half-close-timeout SECONDS
+                            a client that closed while its upstream side is still
+                            open (a request in flight, a hung upstream): the upstream
+                            gets this long to finish, then the connection ends and
+                            its pending requests fail (default 2)
+  --idle-timeout SECONDS    end a connection with no byte either way for this long
+                            (default 0 = never)
   --max-message-size BYTES  frames larger than this are relayed but not inspected
                             (default 48000000, mongod's maxMessageSizeBytes)
   --max-document-length N   bound on each document (command, reply) in an event line,
@@ -153,6 +166,9 @@ constexpr OptionKey kOptions[] = {
     {"--max-message-size", "maxMessageSize"},
     {"--max-document-length", "maxDocumentLength"},
     {"--busy-poll-us", "busyPollMicros"},
+    {"--max-connections", "maxConnections"},
+    {"--half-close-timeout", "halfCloseTimeoutSeconds"},
+    {"--idle-timeout", "idleTimeoutSeconds"},
 };
 
 /// The config key a flag sets ("" for an unknown flag); sink flags keep
@@ -313,10 +329,20 @@ Cli parse_cli(const std::vector<std::string>& args, const Environment& env) {
       if (!n || *n > 1000)
         return error(flag + ": expected microseconds, 0 to 1000, got '" + value + "'");
       p.busyPoll = std::chrono::microseconds(*n);
-    } else if (o.flag == "--grace-period" || o.flag == "--connect-timeout") {
+    } else if (o.flag == "--max-connections") {
+      auto n = parse_number<std::size_t>(value);
+      if (!n || *n > 10'000'000)
+        return error(flag + ": expected 0 to 10000000, got '" + value + "'");
+      p.maxConnections = *n;
+    } else if (o.flag == "--grace-period" || o.flag == "--connect-timeout" ||
+               o.flag == "--half-close-timeout" || o.flag == "--idle-timeout") {
       auto s = parse_seconds(value);
       if (!s) return error(flag + ": expected seconds, got '" + value + "'");
-      if (o.flag == "--grace-period") {
+      if (o.flag == "--half-close-timeout") {
+        p.halfCloseTimeout = to_millis(*s);
+      } else if (o.flag == "--idle-timeout") {
+        p.idleTimeout = to_millis(*s);
+      } else if (o.flag == "--grace-period") {
         p.gracePeriod = to_millis(*s);
       } else {
         p.connectTimeout = to_millis(*s);

@@ -117,6 +117,12 @@ void apply_config_json(const json& doc, AppConfig& cfg) {
     } else if (key == "connectTimeoutSeconds") {
       p.connectTimeout = to_millis(expect_seconds(value, path));
       if (p.connectTimeout.count() == 0) fail(path, "expected seconds > 0");
+    } else if (key == "maxConnections") {
+      p.maxConnections = static_cast<std::size_t>(expect_integer(value, path, 0, 10'000'000));
+    } else if (key == "halfCloseTimeoutSeconds") {
+      p.halfCloseTimeout = to_millis(expect_seconds(value, path));
+    } else if (key == "idleTimeoutSeconds") {
+      p.idleTimeout = to_millis(expect_seconds(value, path));
     } else if (key == "maxMessageSize") {
       cfg.tracker.maxMessageSize = static_cast<std::int32_t>(
           expect_integer(value, path, 17, std::numeric_limits<std::int32_t>::max()));

@@ -9,6 +9,8 @@
 //   signal thread: SIGINT/SIGTERM ─▶ Server::stop(grace); a second one exits
 //                  at once; SIGHUP ─▶ sinks reopen their files
 //   after run() returns: SinkRuntime::stop() drains and flushes every event.
+#include <sys/resource.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <chrono>
@@ -53,6 +55,34 @@ std::string seconds(std::chrono::milliseconds ms) {
   return buf;
 }
 
+/// Raises the open-files limit (RLIMIT_NOFILE) to its hard limit and fits
+/// maxConnections to it: 0 becomes what the limit allows (two descriptors a
+/// connection, 64 kept for listeners, sinks and the admin endpoint); a
+/// larger explicit value is kept, and the warning returned says so.
+std::string fit_open_files_limit(std::size_t& maxConnections) {
+  constexpr rlim_t kReserved = 64;
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return {};
+  if (lim.rlim_cur != lim.rlim_max) {
+    rlimit raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) lim = raised;
+  }
+  if (lim.rlim_cur == RLIM_INFINITY) return {};
+  const std::size_t fits =
+      lim.rlim_cur > kReserved + 2 ? static_cast<std::size_t>((lim.rlim_cur - kReserved) / 2) : 1;
+  if (maxConnections == 0) {
+    maxConnections = fits;
+    return {};
+  }
+  if (maxConnections <= fits) return {};
+  return "varanus: warning: maxConnections " + std::to_string(maxConnections) + " needs about " +
+         std::to_string(maxConnections * 2 + kReserved) + " open files, the limit is " +
+         std::to_string(lim.rlim_cur) +
+         " (hard limit; raise it with `ulimit -n` or LimitNOFILE=): beyond about " +
+         std::to_string(fits) + " connections, accepting pauses until some close";
+}
+
 int run_proxy(const std::vector<std::string>& args) {
   app::Cli cli = app::parse_cli(args, app::varanus_environment());
   switch (cli.action) {
@@ -69,7 +99,7 @@ int run_proxy(const std::vector<std::string>& args) {
     case app::Cli::Action::check:
       break;
   }
-  const app::AppConfig& cfg = cli.config;
+  app::AppConfig& cfg = cli.config;
   app::SinkPlan plan;
   try {
     plan = app::plan_sinks(cfg.sinks, cli.sinkFlags, cfg.maxDocumentLength);
@@ -88,6 +118,9 @@ int run_proxy(const std::vector<std::string>& args) {
         {"busyPollMicros", std::to_string(p.busyPoll.count())},
         {"gracePeriodSeconds", seconds(p.gracePeriod)},
         {"connectTimeoutSeconds", seconds(p.connectTimeout)},
+        {"maxConnections", std::to_string(p.maxConnections)},
+        {"halfCloseTimeoutSeconds", seconds(p.halfCloseTimeout)},
+        {"idleTimeoutSeconds", seconds(p.idleTimeout)},
         {"maxMessageSize", std::to_string(cfg.tracker.maxMessageSize)},
         {"maxDocumentLength", std::to_string(cfg.maxDocumentLength)},
         {"bufferSize", std::to_string(p.bufferSize)},
@@ -105,6 +138,7 @@ int run_proxy(const std::vector<std::string>& args) {
 
   // A driver or a pipe reader going away must be an error code, not a kill.
   std::signal(SIGPIPE, SIG_IGN);
+  const std::string limitWarning = fit_open_files_limit(cfg.proxy.maxConnections);
 
   monitor::Stats stats;
   std::optional<app::SinkRuntime> sinkRuntime;
@@ -168,6 +202,7 @@ int run_proxy(const std::vector<std::string>& args) {
   diag("varanus: listening on " + bound.to_string() + ", upstream " +
        cfg.proxy.upstream.to_string());
   if (!adminAddress.empty()) diag("varanus: admin endpoint on http://" + adminAddress);
+  if (!limitWarning.empty()) diag(limitWarning);
 
   int status = 0;
   try {

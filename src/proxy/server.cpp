@@ -96,6 +96,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -190,6 +191,24 @@ std::optional<SockAddr> numeric_address(const std::string& host, std::uint16_t p
   return std::nullopt;
 }
 
+/// "2 s", "0.5 s": a configured bound, for a reason or a diagnostic.
+std::string seconds_text(std::chrono::milliseconds d) {
+  const auto ms = d.count();
+  std::string text = std::to_string(ms / 1000);
+  if (ms % 1000 != 0) {
+    char frac[8];
+    std::snprintf(frac, sizeof frac, ".%03lld", static_cast<long long>(ms % 1000));
+    std::string f = frac;
+    while (f.back() == '0') f.pop_back();
+    text += f;
+  }
+  return text + " s";
+}
+
+bool out_of_descriptors(int err) noexcept {
+  return err == EMFILE || err == ENFILE;
+}
+
 void set_nodelay(int fd) noexcept {
   int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -249,7 +268,10 @@ enum class EndCause : std::uint8_t {
   stopped,               ///< the server stopped (or was destroyed)
   stopped_idle,          ///< the server stopped and nothing was in flight
   grace_over,            ///< the server stopped; the grace period ran out
+  half_close_timeout,    ///< the client closed, the upstream did not finish: detail = the bound
+  idle_timeout,          ///< no byte either way for idleTimeout: detail = the bound
   upstream_unreachable,  ///< never relayed: detail = why
+  no_descriptors,        ///< never relayed: no file descriptor left for the upstream socket
 };
 
 struct EndReason {
@@ -272,8 +294,14 @@ struct EndReason {
         return "proxy stopped: connection idle";
       case EndCause::grace_over:
         return "proxy stopped: grace period over";
+      case EndCause::half_close_timeout:
+        return "client closed; the upstream did not finish within " + detail;
+      case EndCause::idle_timeout:
+        return "idle timeout: no traffic for " + detail;
       case EndCause::upstream_unreachable:
         return "upstream unreachable: " + detail;
+      case EndCause::no_descriptors:
+        return "out of file descriptors: " + detail;
     }
     return "closed";
   }
@@ -299,6 +327,18 @@ struct ServerState {
   std::atomic<std::size_t> active{0};
   std::atomic<bool> stopRequested{false};
   bool started = false;
+  bool acceptPausedSaid = false;  // workers[0]'s thread only
+
+  // Lines about single connections (upstream unreachable, refused, ...)
+  // are rate-limited: a burst a second, then counted and said with the
+  // next line let through. An outage with thousands of clients does not
+  // flood stderr.
+  static constexpr int kDiagBurst = 10;
+  std::mutex diagMutex;
+  steady::time_point diagWindow;
+  int diagSaid = 0;
+  std::int64_t diagLeftOut = 0;
+  void diag_limited(const std::string& line);
 
   // Upstream host names are resolved for every connection (DNS may move a
   // member) by Asio's resolver, on a thread of its own so that a slow DNS
@@ -429,13 +469,23 @@ struct Worker {
     inspect_deferred();
   }
 
-  // Sessions (intrusive list), those waiting on a connect timeout (in
-  // deadline order: every timeout has the same length), those with a side
-  // left readable after a full buffer, and those finished in this round.
+  // Sessions (intrusive list), those waiting on a deadline (below), those
+  // with a side left readable after a full buffer, and those finished in
+  // this round.
   Session* sessions = nullptr;
   std::size_t sessionCount = 0;
-  Session* connectingHead = nullptr;
-  Session* connectingTail = nullptr;
+  /// Sessions waiting on one kind of deadline, in deadline order: an
+  /// intrusive list through Session::timerPrev/timerNext. A session is on
+  /// one list at most. Each kind has one length, so a new deadline goes at
+  /// (or, for a lazily re-armed idle deadline, near) the tail.
+  struct TimerList {
+    Session* head = nullptr;
+    Session* tail = nullptr;
+  };
+  TimerList connecting;          // connectTimeout (name resolution included)
+  TimerList lingering;           // the client closed, the upstream not yet: halfCloseTimeout
+  TimerList idling;              // idleTimeout, when set: checked against lastActive at expiry
+  steady::time_point batchTime;  // when the current epoll batch began
   std::vector<Session*> again;
   std::vector<Session*> finished;
 
@@ -490,7 +540,7 @@ struct Worker {
   void run_tasks();
   void link(Session* s);
   void unlink(Session* s);
-  void timer_add(Session* s);
+  void timer_add(TimerList& list, Session* s, steady::time_point deadline);
   void timer_remove(Session* s);
 };
 
@@ -515,6 +565,11 @@ class Session {
     if (state == State::relaying) pump();
   }
   void connect_timed_out();
+  /// The client closed and the upstream did not finish in halfCloseTimeout.
+  void half_close_timed_out();
+  /// idleTimeout passed since it was armed: ends the session if nothing
+  /// was read since `now - idleTimeout`, else arms it again.
+  void idle_check(steady::time_point now);
   /// Sends bytes read earlier from `from` on to the other side (Worker::send_held).
   void send_held(Side from, std::span<const std::uint8_t> bytes);
   /// Hands bytes read earlier (Worker::inspect_deferred) to the inspector.
@@ -538,7 +593,7 @@ class Session {
   Session* next = nullptr;
   Session* timerPrev = nullptr;
   Session* timerNext = nullptr;
-  bool timed = false;
+  Worker::TimerList* timerList = nullptr;  // the list it waits on, if any
   steady::time_point deadline;
   bool queued = false;  // in Worker::again
   State state = State::connecting;
@@ -565,6 +620,7 @@ class Session {
 
   void connect_next();
   void connect_failed(const std::string& message);
+  void no_descriptors(int err);
   void connected();
   void pump();
   bool read_from(Side from);
@@ -600,6 +656,7 @@ class Session {
   int lastConnectError_ = 0;
   std::unique_ptr<Inspector> inspector_;
   std::optional<EndReason> reason_;
+  steady::time_point lastActive_;  // the batch of the last read (idleTimeout only)
 };
 
 // ---- ServerState ---------------------------------------------------------------
@@ -629,6 +686,29 @@ detail::ServerState::~ServerState() {
   if (listenFd >= 0) ::close(listenFd);
 }
 
+void detail::ServerState::diag_limited(const std::string& line) {
+  std::int64_t leftOut = 0;
+  {
+    std::lock_guard lock(diagMutex);
+    const auto now = steady::now();
+    if (now - diagWindow >= std::chrono::seconds(1)) {
+      diagWindow = now;
+      diagSaid = 0;
+    }
+    if (diagSaid >= kDiagBurst) {
+      ++diagLeftOut;
+      return;
+    }
+    ++diagSaid;
+    leftOut = std::exchange(diagLeftOut, 0);
+  }
+  if (leftOut > 0)
+    diag("varanus: " + std::to_string(leftOut) +
+         " lines about single connections left out (at most " + std::to_string(kDiagBurst) +
+         " a second)");
+  diag(line);
+}
+
 bool detail::ServerState::accept_ready() {
   SockAddr peer;
   peer.length = sizeof peer.storage;
@@ -638,12 +718,33 @@ bool detail::ServerState::accept_ready() {
     const int err = errno;
     if (err == EINTR || err == ECONNABORTED) return true;  // the next one may be there
     if (err == EAGAIN || err == EWOULDBLOCK) return false;
-    // EMFILE and friends: say so, back off a little instead of spinning.
-    diag("varanus: accept failed: " + errno_text(err));
+    // EMFILE and friends: say so once, back off a little instead of
+    // spinning; clients wait in the listen backlog meanwhile.
+    if (out_of_descriptors(err)) stats.add(stats.descriptorsExhausted);
+    if (!acceptPausedSaid) {
+      acceptPausedSaid = true;
+      diag("varanus: accept failed: " + errno_text(err) +
+           (out_of_descriptors(err) ? " (out of file descriptors; raise `ulimit -n` or lower "
+                                      "maxConnections)"
+                                    : "") +
+           "; accepting paused, new clients wait in the listen backlog");
+    }
     Worker& w0 = *workers.front();
     ::epoll_ctl(w0.epfd, EPOLL_CTL_DEL, listenFd, nullptr);
     w0.listenPausedUntil = steady::now() + std::chrono::milliseconds(100);
     return false;
+  }
+  if (acceptPausedSaid) {
+    acceptPausedSaid = false;
+    diag("varanus: accepting again");
+  }
+  if (config.maxConnections != 0 &&
+      active.load(std::memory_order_relaxed) >= config.maxConnections) {
+    ::close(fd);
+    stats.add(stats.connectionsRefused);
+    diag_limited("varanus: client " + address_string(peer.get()) + " refused: " +
+                 std::to_string(config.maxConnections) + " connections open (maxConnections)");
+    return true;
   }
   set_nodelay(fd);
   ActiveConnection counted(*this);
@@ -738,23 +839,35 @@ void Worker::unlink(Session* s) {
   --sessionCount;
 }
 
-void Worker::timer_add(Session* s) {
-  s->timed = true;
-  s->deadline = steady::now() + server.config.connectTimeout;
-  s->timerPrev = connectingTail;
-  s->timerNext = nullptr;
-  if (connectingTail) connectingTail->timerNext = s;
-  connectingTail = s;
-  if (!connectingHead) connectingHead = s;
+void Worker::timer_add(TimerList& list, Session* s, steady::time_point deadline) {
+  timer_remove(s);
+  s->timerList = &list;
+  s->deadline = deadline;
+  // From the tail back to the last deadline not later than this one.
+  Session* after = list.tail;
+  while (after && after->deadline > deadline) after = after->timerPrev;
+  s->timerPrev = after;
+  s->timerNext = after ? after->timerNext : list.head;
+  if (s->timerNext) {
+    s->timerNext->timerPrev = s;
+  } else {
+    list.tail = s;
+  }
+  if (after) {
+    after->timerNext = s;
+  } else {
+    list.head = s;
+  }
 }
 
 void Worker::timer_remove(Session* s) {
-  if (!s->timed) return;
-  s->timed = false;
+  TimerList* list = s->timerList;
+  if (!list) return;
+  s->timerList = nullptr;
   if (s->timerPrev) s->timerPrev->timerNext = s->timerNext;
   if (s->timerNext) s->timerNext->timerPrev = s->timerPrev;
-  if (connectingHead == s) connectingHead = s->timerNext;
-  if (connectingTail == s) connectingTail = s->timerPrev;
+  if (list->head == s) list->head = s->timerNext;
+  if (list->tail == s) list->tail = s->timerPrev;
   s->timerPrev = s->timerNext = nullptr;
 }
 
@@ -806,7 +919,8 @@ int Worker::next_timeout_ms(steady::time_point now) const {
   auto consider = [&](std::optional<steady::time_point> t) {
     if (t && (!due || *t < *due)) due = t;
   };
-  if (connectingHead) consider(connectingHead->deadline);
+  for (const TimerList* l : {&connecting, &lingering, &idling})
+    if (l->head) consider(l->head->deadline);
   if (stopping && sessionCount > 0) consider(graceDeadline);
   consider(listenPausedUntil);
   if (!due) return -1;
@@ -817,10 +931,20 @@ int Worker::next_timeout_ms(steady::time_point now) const {
 }
 
 void Worker::expire(steady::time_point now) {
-  while (connectingHead && connectingHead->deadline <= now) {
-    Session* s = connectingHead;
+  while (connecting.head && connecting.head->deadline <= now) {
+    Session* s = connecting.head;
     timer_remove(s);
     s->connect_timed_out();
+  }
+  while (lingering.head && lingering.head->deadline <= now) {
+    Session* s = lingering.head;
+    timer_remove(s);
+    s->half_close_timed_out();
+  }
+  while (idling.head && idling.head->deadline <= now) {
+    Session* s = idling.head;
+    timer_remove(s);
+    s->idle_check(now);  // ends it, or puts it back with its new deadline
   }
   if (stopping && graceDeadline && *graceDeadline <= now) {
     close_all(EndCause::grace_over);
@@ -892,6 +1016,7 @@ void Worker::run() {
     const int timeout = again.empty() ? next_timeout_ms(steady::now()) : 0;
     const int n = wait(events, kEvents, timeout);
     if (n < 0 && errno != EINTR) throw_errno(errno, "epoll_wait");
+    batchTime = steady::now();
     bool wake = false;
     for (int i = 0; i < n; ++i) {
       const std::uint64_t tag = events[i].data.u64;
@@ -955,7 +1080,7 @@ Session::~Session() {
 void Session::start() {
   if (server_.upstreamAddress) {
     addresses_.push_back(*server_.upstreamAddress);
-    worker_.timer_add(this);
+    worker_.timer_add(worker_.connecting, this, steady::now() + server_.config.connectTimeout);
     connect_next();
     return;
   }
@@ -963,7 +1088,7 @@ void Session::start() {
   // addresses. The session may be gone by then (grace period, timeout): the
   // answer looks for it by id among the sessions still waiting on their
   // connect timeout (a short list), and finds it or not.
-  worker_.timer_add(this);
+  worker_.timer_add(worker_.connecting, this, steady::now() + server_.config.connectTimeout);
   Worker* w = &worker_;
   const std::uint64_t id = id_;
   auto resolver = std::make_shared<boost::asio::ip::tcp::resolver>(*server_.resolverContext);
@@ -982,7 +1107,7 @@ void Session::start() {
         const int err = ec ? ec.value() : 0;
         std::string message = ec ? ec.message() : std::string();
         w->post([w, id, found = std::move(found), err, message = std::move(message)]() mutable {
-          for (Session* s = w->connectingHead; s; s = s->timerNext) {
+          for (Session* s = w->connecting.head; s; s = s->timerNext) {
             if (s->id_ == id && s->state == State::connecting) {
               s->resolved(std::move(found), err, message);
               return;
@@ -1012,6 +1137,7 @@ void Session::connect_next() {
     const int fd = ::socket(a.get()->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       lastConnectError_ = errno;
+      if (out_of_descriptors(lastConnectError_)) return no_descriptors(lastConnectError_);
       continue;
     }
     up.fd = fd;
@@ -1038,11 +1164,20 @@ void Session::connect_timed_out() {
   connect_failed(errno_text(ETIMEDOUT));
 }
 
+void Session::no_descriptors(int err) {
+  // Not the upstream's fault: counted apart, upstreamUp left as it is.
+  server_.stats.add(server_.stats.descriptorsExhausted);
+  server_.diag_limited("varanus: out of file descriptors (" + errno_text(err) +
+                       ") for an upstream connection; client " + clientName_ +
+                       " closed (raise `ulimit -n` or lower maxConnections)");
+  end({EndCause::no_descriptors, false, errno_text(err)});
+}
+
 void Session::connect_failed(const std::string& message) {
   server_.stats.add(server_.stats.upstreamConnectFailures);
   server_.stats.upstreamUp.store(0, std::memory_order_relaxed);
-  server_.diag("varanus: upstream " + server_.upstreamName + " unreachable: " + message +
-               " (client " + clientName_ + " closed)");
+  server_.diag_limited("varanus: upstream " + server_.upstreamName + " unreachable: " + message +
+                       " (client " + clientName_ + " closed)");
   end({EndCause::upstream_unreachable, false, message});  // never relayed: no inspector to tell
 }
 
@@ -1058,6 +1193,10 @@ void Session::connected() {
   inspector_ = server_.inspectors(InspectorContext{std::move(info), server_.out, server_.stats});
   if (!inspector_) inspector_ = std::make_unique<NullInspector>();
   inspector_->opened(monitor::Clock::now());
+  if (server_.config.idleTimeout.count() > 0) {
+    lastActive_ = steady::now();
+    worker_.timer_add(worker_.idling, this, lastActive_ + server_.config.idleTimeout);
+  }
   pump();  // the client may have written already
 }
 
@@ -1140,6 +1279,7 @@ bool Session::read_from(Side from) {
     return true;
   }
   const auto got = static_cast<std::size_t>(n);
+  lastActive_ = worker_.batchTime;
   if (got == size || src.rdhup) {
     // Maybe more (a full buffer), or the FIN is queued behind this data
     // with no edge to come: read again after the others had a turn.
@@ -1174,7 +1314,33 @@ void Session::source_ended(Side from) {
   // Passed on as a half-close. When the other direction is closed too, the
   // session ends now and close() sends the FIN: a shutdown() would be one
   // syscall for nothing (a connection churn pays it every time).
-  if (dir_[other(from)].flow != Flow::closed) ::shutdown(sock_[other(from)].fd, SHUT_WR);
+  if (dir_[other(from)].flow == Flow::closed) return;
+  ::shutdown(sock_[other(from)].fd, SHUT_WR);
+  // A client gone: its upstream gets halfCloseTimeout to finish (answer
+  // and close), not forever. An upstream that closed first needs no bound:
+  // the client (a driver) closes when it sees the EOF.
+  if (from == client) {
+    if (server_.config.halfCloseTimeout.count() == 0) return half_close_timed_out();
+    worker_.timer_add(worker_.lingering, this, steady::now() + server_.config.halfCloseTimeout);
+  }
+}
+
+void Session::half_close_timed_out() {
+  if (state != State::relaying) return;
+  server_.stats.add(server_.stats.halfCloseTimeouts);
+  // This reason, not "client closed": the pending requests fail with it.
+  reason_ =
+      EndReason{EndCause::half_close_timeout, false, seconds_text(server_.config.halfCloseTimeout)};
+  end(*reason_);
+}
+
+void Session::idle_check(steady::time_point now) {
+  if (state != State::relaying) return;
+  const auto due = lastActive_ + server_.config.idleTimeout;
+  if (due > now) return worker_.timer_add(worker_.idling, this, due);
+  server_.stats.add(server_.stats.idleTimeouts);
+  reason_ = EndReason{EndCause::idle_timeout, false, seconds_text(server_.config.idleTimeout)};
+  end(*reason_);
 }
 
 void Session::send_held(Side from, std::span<const std::uint8_t> bytes) {

@@ -175,7 +175,8 @@ TEST_CASE("defaults: listen 127.0.0.1:27018, upstream 127.0.0.1:27017") {
 TEST_CASE("flags set every option, as --flag VALUE or --flag=VALUE") {
   Cli cli = parse({"--listen", "0.0.0.0:0", "--upstream=db.example:27019", "--io-threads", "3",
                    "--grace-period", "2.5", "--connect-timeout=0.25", "--max-message-size",
-                   "1000000", "--max-document-length", "0"});
+                   "1000000", "--max-document-length", "0", "--max-connections", "7",
+                   "--half-close-timeout", "0.75", "--idle-timeout", "30"});
   REQUIRE_MESSAGE(cli.action == Cli::Action::run, cli.error);
   const auto& p = cli.config.proxy;
   CHECK(p.listen == proxy::Endpoint{"0.0.0.0", 0});
@@ -185,6 +186,9 @@ TEST_CASE("flags set every option, as --flag VALUE or --flag=VALUE") {
   CHECK(p.connectTimeout == 250ms);
   CHECK(cli.config.tracker.maxMessageSize == 1'000'000);
   CHECK(cli.config.maxDocumentLength == 0);
+  CHECK(p.maxConnections == 7);
+  CHECK(p.halfCloseTimeout == 750ms);
+  CHECK(p.idleTimeout == 30s);
 }
 
 TEST_CASE("IPv6 endpoints take brackets") {

@@ -18,6 +18,16 @@ namespace varanus::monitor {
     "Upstream connection attempts that failed")                                               \
   X(upstreamUp, "varanus_upstream_up", gauge,                                                 \
     "1 when the last upstream connection attempt succeeded, else 0")                          \
+  X(connectionsRefused, "varanus_connections_refused_total", counter,                         \
+    "Client connections closed at once: maxConnections were open")                            \
+  X(descriptorsExhausted, "varanus_descriptors_exhausted_total", counter,                     \
+    "Times the process ran out of file descriptors (accepting paused, or a client closed "    \
+    "for want of an upstream socket)")                                                        \
+  X(halfCloseTimeouts, "varanus_half_close_timeouts_total", counter,                          \
+    "Connections ended because the client closed and the upstream did not finish within "     \
+    "halfCloseTimeoutSeconds")                                                                \
+  X(idleTimeouts, "varanus_idle_timeouts_total", counter,                                     \
+    "Connections ended after idleTimeoutSeconds without a byte either way")                   \
   X(bytesFromClient, "varanus_client_bytes_total", counter, "Bytes read from clients")        \
   X(bytesFromServer, "varanus_server_bytes_total", counter, "Bytes read from the upstream")   \
   X(frames, "varanus_frames_total", counter, "Wire frames inspected (both directions)")       \

@@ -37,6 +37,16 @@ struct ProxyConfig {
   /// stop(): how long open connections may go on before they are closed.
   std::chrono::milliseconds gracePeriod{10'000};
   std::chrono::milliseconds connectTimeout{5'000};  ///< upstream connect, resolve included
+  /// Client connections open at once, at most; one more is closed at accept
+  /// (counted, said on stderr, rate-limited). 0: no limit of the Server's
+  /// own (the app sets it from the open-files limit).
+  std::size_t maxConnections = 0;
+  /// A client closed while its upstream side is still open (a request in
+  /// flight, an upstream that hangs): the upstream gets this long to finish,
+  /// then the connection ends and its pending requests fail.
+  std::chrono::milliseconds halfCloseTimeout{2'000};
+  /// A connection with no byte either way for this long ends (0: never).
+  std::chrono::milliseconds idleTimeout{0};
   /// One read's size. Each I/O thread has one buffer of 4 reads shared by
   /// all of its connections (bytes wait there until the end of the epoll
   /// batch); a connection holds memory only for what a socket did not take.
