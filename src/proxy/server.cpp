@@ -108,6 +108,9 @@
 #include <utility>
 #include <vector>
 
+#include "varanus/proxy/tls.hpp"
+#include "varanus/wire/sniff.hpp"
+
 namespace varanus::proxy {
 
 namespace {
@@ -272,6 +275,10 @@ enum class EndCause : std::uint8_t {
   idle_timeout,          ///< no byte either way for idleTimeout: detail = the bound
   upstream_unreachable,  ///< never relayed: detail = why
   no_descriptors,        ///< never relayed: no file descriptor left for the upstream socket
+  tls_handshake,         ///< `side`'s TLS handshake failed: detail = OpenSSL's reason
+  tls_error,             ///< TLS failed on `side` after the handshake: detail = why
+  tls_timeout,           ///< a handshake did not finish within connectTimeout
+  tls_at_plaintext,      ///< the client began a TLS handshake at a plaintext listener
 };
 
 struct EndReason {
@@ -302,6 +309,15 @@ struct EndReason {
         return "upstream unreachable: " + detail;
       case EndCause::no_descriptors:
         return "out of file descriptors: " + detail;
+      case EndCause::tls_handshake:
+        return side + " TLS handshake failed: " + detail;
+      case EndCause::tls_error:
+        return side + " TLS error: " + detail;
+      case EndCause::tls_timeout:
+        return side + " TLS handshake timed out after " + detail;
+      case EndCause::tls_at_plaintext:
+        return "client speaks TLS, but this listener is plaintext (configure --tls-cert and "
+               "--tls-key, or connect without tls)";
     }
     return "closed";
   }
@@ -314,8 +330,10 @@ struct ServerState {
   monitor::Stats& stats;
   InspectorFactory inspectors;
   Diagnostics diag;
-  std::optional<SockAddr> upstreamAddress;  // when the host is an IP literal
-  std::string upstreamName;                 // "host:port" as configured
+  std::shared_ptr<TlsContextHolder> clientTls;    // null: the client leg is plaintext
+  std::shared_ptr<TlsContextHolder> upstreamTls;  // null: the upstream leg is plaintext
+  std::optional<SockAddr> upstreamAddress;        // when the host is an IP literal
+  std::string upstreamName;                       // "host:port" as configured
 
   std::vector<std::unique_ptr<Worker>> workers;
   int listenFd = -1;           // on workers[0]
@@ -547,7 +565,11 @@ struct Worker {
 class Session {
  public:
   enum Side : unsigned { client = 0, upstream = 1 };
-  enum class State { connecting, relaying, done };
+  /// connecting: the upstream's TCP connect (and name resolution) is under
+  /// way; handshaking: it is up, a TLS handshake is not done yet (either
+  /// leg's; the client's may also finish while connecting); relaying;
+  /// done. connectTimeout bounds everything before relaying.
+  enum class State { connecting, handshaking, relaying, done };
 
   Session(Worker& worker, int clientFd, std::uint64_t id, std::string clientName,
           ActiveConnection active);
@@ -602,10 +624,25 @@ class Session {
   /// One socket and what the last epoll edges said about it.
   struct Socket {
     int fd = -1;
-    bool readable = false;  // data (or EOF, or an error) may be there: read until EAGAIN
-    bool rdhup = false;     // the peer's FIN has arrived: read until the EOF shows
-    bool writable = true;   // false after a short send, until EPOLLOUT
+    bool readable = false;            // data (or EOF, or an error) may be there: read until EAGAIN
+    bool rdhup = false;               // the peer's FIN has arrived: read until the EOF shows
+    bool writable = true;             // false after a short send, until EPOLLOUT
+    bool eofRead = false;             // TLS: the EOF came with the last bytes; report it next
+    bool readWaitsWritable = false;   // TLS: the last read wants EPOLLOUT to go on
+    bool writeWaitsReadable = false;  // TLS: the last send wants EPOLLIN to go on
+    std::unique_ptr<TlsConn> tls;     // null: plaintext
+    bool secured() const noexcept { return !tls || tls->handshake_done(); }
   };
+  /// What one read or send on a socket did (plaintext or TLS).
+  struct Io {
+    std::size_t bytes = 0;
+    bool drained = false;  // nothing more now (EAGAIN, or TLS wants the socket)
+    bool eof = false;      // read: the peer closed
+    std::string error;     // not empty: the socket failed (errno's or OpenSSL's text)
+    bool tlsFailure = false;
+  };
+  Io recv_from(Side from, std::uint8_t* buf, std::size_t size);
+  Io send_to(Side to, std::span<const std::uint8_t> bytes);
   /// Where the bytes read from one side stand (the table at the top).
   enum class Flow : std::uint8_t { open, held, blocked, closed };
   struct Direction {
@@ -622,6 +659,15 @@ class Session {
   void connect_failed(const std::string& message);
   void no_descriptors(int err);
   void connected();
+  /// Starts TLS on `side` when its leg is TLS (the socket is connected).
+  bool begin_tls(Side side);
+  /// Drives the handshakes; relays once both legs are secured.
+  void advance_handshakes();
+  void handshake_failed(Side side);
+  void start_relaying();
+  /// An inspector for a connection that ends before relaying but must be
+  /// reported (a failed handshake): connectionOpened, then its close.
+  void ensure_inspector();
   void pump();
   bool read_from(Side from);
   bool flush(Side from);
@@ -657,6 +703,7 @@ class Session {
   std::unique_ptr<Inspector> inspector_;
   std::optional<EndReason> reason_;
   steady::time_point lastActive_;  // the batch of the last read (idleTimeout only)
+  bool sniffed_ = false;           // the client's first bytes were looked at
 };
 
 // ---- ServerState ---------------------------------------------------------------
@@ -1078,6 +1125,11 @@ Session::~Session() {
 }
 
 void Session::start() {
+  // A TLS client leg starts its handshake at once (the ClientHello may be
+  // there already), beside the upstream's connect.
+  if (!begin_tls(client)) return;
+  advance_handshakes();
+  if (state == State::done) return;
   if (server_.upstreamAddress) {
     addresses_.push_back(*server_.upstreamAddress);
     worker_.timer_add(worker_.connecting, this, steady::now() + server_.config.connectTimeout);
@@ -1160,8 +1212,14 @@ void Session::connect_next() {
 }
 
 void Session::connect_timed_out() {
-  if (state != State::connecting) return;
-  connect_failed(errno_text(ETIMEDOUT));
+  if (state == State::connecting) return connect_failed(errno_text(ETIMEDOUT));
+  if (state != State::handshaking) return;
+  const Side late = sock_[client].secured() ? upstream : client;
+  server_.stats.add_tls_failure(late == upstream, "other");
+  server_.diag_limited("varanus: " + std::string(name(late)) + " TLS handshake timed out (client " +
+                       clientName_ + " closed)");
+  ensure_inspector();
+  end({EndCause::tls_timeout, late == client, seconds_text(server_.config.connectTimeout)});
 }
 
 void Session::no_descriptors(int err) {
@@ -1182,21 +1240,80 @@ void Session::connect_failed(const std::string& message) {
 }
 
 void Session::connected() {
-  worker_.timer_remove(this);
   server_.stats.upstreamUp.store(1, std::memory_order_relaxed);
-  state = State::relaying;
   set_nodelay(sock_[upstream].fd);
+  if (!begin_tls(upstream)) return;
+  state = State::handshaking;
+  advance_handshakes();
+}
+
+bool Session::begin_tls(Side side) {
+  const auto& holder = side == client ? server_.clientTls : server_.upstreamTls;
+  if (!holder) return true;
+  try {
+    sock_[side].tls = std::make_unique<TlsConn>(
+        holder->get(), sock_[side].fd,
+        side == upstream ? std::string_view(server_.config.upstream.host) : std::string_view());
+  } catch (const std::exception& e) {
+    server_.diag_limited("varanus: " + std::string(name(side)) + " TLS: " + e.what() + " (client " +
+                         clientName_ + " closed)");
+    end({EndCause::tls_error, side == client, e.what()});
+    return false;
+  }
+  return true;
+}
+
+void Session::advance_handshakes() {
+  for (Side side : {client, upstream}) {
+    Socket& k = sock_[side];
+    if (k.secured()) continue;
+    if (k.tls->handshake() == TlsConn::Handshake::failed) return handshake_failed(side);
+  }
+  if (state == State::handshaking && sock_[client].secured() && sock_[upstream].secured())
+    start_relaying();
+}
+
+void Session::handshake_failed(Side side) {
+  const TlsConn& t = *sock_[side].tls;
+  const std::string reason = t.error_reason();
+  server_.stats.add_tls_failure(side == upstream, t.failure_kind());
+  if (side == client) {
+    const bool plaintext = t.failure_kind() == "not_tls";
+    server_.diag_limited("varanus: client " + clientName_ + ": TLS handshake failed: " + reason +
+                         (plaintext ? " (a plaintext client at this TLS listener: add tls=true "
+                                      "to its connection string)"
+                                    : ""));
+  } else {
+    server_.diag_limited("varanus: upstream " + upstreamName_ + ": TLS handshake failed: " +
+                         reason + " (client " + clientName_ + " closed)");
+  }
+  ensure_inspector();
+  end({EndCause::tls_handshake, side == client, reason});
+}
+
+void Session::ensure_inspector() {
+  if (inspector_) return;
   auto info = std::make_shared<monitor::ConnectionInfo>();
   info->connectionId = id_;
   info->client = clientName_;
-  info->server = upstreamName_;
+  info->server = upstreamName_.empty() ? server_.upstreamName : upstreamName_;
   inspector_ = server_.inspectors(InspectorContext{std::move(info), server_.out, server_.stats});
   if (!inspector_) inspector_ = std::make_unique<NullInspector>();
   inspector_->opened(monitor::Clock::now());
+}
+
+void Session::start_relaying() {
+  worker_.timer_remove(this);
+  state = State::relaying;
+  ensure_inspector();
   if (server_.config.idleTimeout.count() > 0) {
     lastActive_ = steady::now();
     worker_.timer_add(worker_.idling, this, lastActive_ + server_.config.idleTimeout);
   }
+  // A handshake may have read application data into OpenSSL's buffers
+  // already: no edge would announce it.
+  for (Socket& k : sock_)
+    if (k.tls) k.readable = true;
   pump();  // the client may have written already
 }
 
@@ -1207,8 +1324,8 @@ void Session::on_event(Side side, std::uint32_t events) {
   // event would tell.
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) k.readable = true;
   if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) k.rdhup = true;
-  if (state == State::connecting) {
-    if (side == upstream && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+  if (state == State::connecting && side == upstream) {
+    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
       // Writable and no error: connected (no getsockopt needed for that).
       int err = 0;
       if (events & (EPOLLERR | EPOLLHUP)) {
@@ -1225,9 +1342,19 @@ void Session::on_event(Side side, std::uint32_t events) {
         connect_next();
       }
     }
-    return;  // the client wrote (or closed) before the upstream is up: remembered
+    return;
   }
-  if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) k.writable = true;
+  if (state != State::relaying) {
+    // A handshake goes on whenever its socket moves; plaintext bytes from
+    // the client wait (remembered) until the upstream is ready.
+    if (!k.secured()) advance_handshakes();
+    return;
+  }
+  if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+    k.writable = true;
+    if (k.readWaitsWritable) k.readable = true;
+  }
+  if ((events & EPOLLIN) && k.writeWaitsReadable) k.writable = true;
   pump();
 }
 
@@ -1251,43 +1378,118 @@ void Session::read_again() {
   worker_.again.push_back(this);
 }
 
+Session::Io Session::recv_from(Side from, std::uint8_t* buf, std::size_t size) {
+  Socket& k = sock_[from];
+  Io io;
+  if (k.tls) {
+    const TlsConn::Result r = k.tls->read(reinterpret_cast<std::byte*>(buf), size);
+    io.bytes = r.bytes;
+    k.readWaitsWritable = r.wait == TlsConn::Wait::writable;
+    switch (r.status) {
+      case TlsConn::Status::ok:
+        break;
+      case TlsConn::Status::again:
+        io.drained = true;
+        break;
+      case TlsConn::Status::eof:
+        io.drained = io.eof = true;
+        break;
+      case TlsConn::Status::error:
+        io.error = k.tls->error_reason();
+        io.tlsFailure = true;
+        break;
+    }
+    return io;
+  }
+  const ssize_t n = ::recv(k.fd, buf, size, 0);
+  if (n > 0) {
+    io.bytes = static_cast<std::size_t>(n);
+    io.drained = io.bytes < size;  // a short read: the next byte brings an edge
+  } else if (n == 0) {
+    io.drained = io.eof = true;
+  } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    io.drained = true;
+  } else if (errno != EINTR) {
+    io.error = errno_text(errno);
+  }
+  return io;
+}
+
+Session::Io Session::send_to(Side to, std::span<const std::uint8_t> bytes) {
+  Socket& k = sock_[to];
+  Io io;
+  if (k.tls) {
+    const TlsConn::Result r =
+        k.tls->write(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size());
+    io.bytes = r.bytes;
+    k.writeWaitsReadable = r.wait == TlsConn::Wait::readable;
+    if (r.status == TlsConn::Status::error) {
+      io.error = k.tls->error_reason();
+      io.tlsFailure = true;
+    }
+    return io;
+  }
+  const Sent sent = send_some(k.fd, bytes);
+  io.bytes = sent.bytes;
+  if (sent.error != 0) io.error = errno_text(sent.error);
+  return io;
+}
+
 bool Session::read_from(Side from) {
   Socket& src = sock_[from];
+  if (src.eofRead) {  // TLS: the EOF that came with the bytes just delivered
+    src.readable = false;
+    source_ended(from);
+    return true;
+  }
   std::uint8_t* buf = worker_.read_area();
   if (!buf) {  // the batch's buffer is full: after the loop has ended the batch
     read_again();
     return true;
   }
   const std::size_t size = server_.config.bufferSize;
-  const ssize_t n = ::recv(src.fd, buf, size, 0);
-  if (n < 0) {
-    const int err = errno;
-    if (err == EAGAIN || err == EWOULDBLOCK) {
-      src.readable = false;
-      return true;
-    }
-    if (err == EINTR) {
-      read_again();
-      return true;
-    }
-    end({EndCause::reset, from == client, errno_text(err)});
+  const Io io = recv_from(from, buf, size);
+  if (!io.error.empty()) {
+    end({io.tlsFailure ? EndCause::tls_error : EndCause::reset, from == client, io.error});
     return false;
   }
-  if (n == 0) {
-    src.readable = false;
-    source_ended(from);
+  if (io.bytes == 0) {
+    if (io.eof) {
+      src.readable = false;
+      source_ended(from);
+    } else if (io.drained) {
+      src.readable = false;
+    } else {
+      read_again();  // EINTR
+    }
     return true;
   }
-  const auto got = static_cast<std::size_t>(n);
   lastActive_ = worker_.batchTime;
-  if (got == size || src.rdhup) {
+  if (io.eof) {
+    // The EOF comes after these bytes reach the other side.
+    src.eofRead = true;
+    read_again();
+  } else if (!io.drained || src.rdhup) {
     // Maybe more (a full buffer), or the FIN is queued behind this data
     // with no edge to come: read again after the others had a turn.
     read_again();
   } else {
-    src.readable = false;  // a short read: drained, the next byte brings an edge
+    src.readable = false;  // drained, the next byte brings an edge
   }
-  received(from, buf, got);
+  if (from == client && !sniffed_) {
+    sniffed_ = true;
+    // A TLS ClientHello at a plaintext listener would reach mongod as a
+    // garbage message: say what is wrong instead.
+    if (!src.tls && wire::sniff_protocol({buf, io.bytes}) == wire::Protocol::tls) {
+      server_.stats.add(server_.stats.tlsAtPlaintextListener);
+      server_.diag_limited("varanus: client " + clientName_ +
+                           " began a TLS handshake at this plaintext listener: closed "
+                           "(configure --tls-cert and --tls-key to accept TLS clients)");
+      end({EndCause::tls_at_plaintext, true, {}});
+      return false;
+    }
+  }
+  received(from, buf, io.bytes);
   return true;
 }
 
@@ -1315,7 +1517,9 @@ void Session::source_ended(Side from) {
   // session ends now and close() sends the FIN: a shutdown() would be one
   // syscall for nothing (a connection churn pays it every time).
   if (dir_[other(from)].flow == Flow::closed) return;
-  ::shutdown(sock_[other(from)].fd, SHUT_WR);
+  Socket& dst = sock_[other(from)];
+  if (dst.tls) dst.tls->shutdown();  // close_notify first (best effort), then the FIN
+  ::shutdown(dst.fd, SHUT_WR);
   // A client gone: its upstream gets halfCloseTimeout to finish (answer
   // and close), not forever. An upstream that closed first needs no bound:
   // the client (a driver) closes when it sees the EOF.
@@ -1345,8 +1549,10 @@ void Session::idle_check(steady::time_point now) {
 
 void Session::send_held(Side from, std::span<const std::uint8_t> bytes) {
   const Side to = other(from);
-  const Sent sent = send_some(sock_[to].fd, bytes);
-  if (sent.error != 0) return end({EndCause::write_failed, to == client, errno_text(sent.error)});
+  const Io sent = send_to(to, bytes);
+  if (!sent.error.empty())
+    return end(
+        {sent.tlsFailure ? EndCause::tls_error : EndCause::write_failed, to == client, sent.error});
   if (sent.bytes < bytes.size()) return backlogged(from, bytes.subspan(sent.bytes));
   delivered(from);
 }
@@ -1368,10 +1574,10 @@ void Session::delivered(Side from) {
 bool Session::flush(Side from) {
   const Side to = other(from);
   Direction& d = dir_[from];
-  const Sent sent = send_some(sock_[to].fd, d.out.pending());
+  const Io sent = send_to(to, d.out.pending());
   d.out.consume(sent.bytes);
-  if (sent.error != 0) {
-    end({EndCause::write_failed, to == client, errno_text(sent.error)});
+  if (!sent.error.empty()) {
+    end({sent.tlsFailure ? EndCause::tls_error : EndCause::write_failed, to == client, sent.error});
     return false;
   }
   if (!d.out.empty()) {
@@ -1392,7 +1598,7 @@ void Session::end(EndReason why) {
       if (dir_[from].flow != Flow::held) continue;
       for (const Worker::Held& h : worker_.held)
         if (h.session == this && (h.fromClient ? client : upstream) == from)
-          send_some(sock_[other(from)].fd, {worker_.buffer.get() + h.offset, h.size});
+          send_to(other(from), {worker_.buffer.get() + h.offset, h.size});
     }
   }
   state = State::done;
@@ -1460,6 +1666,22 @@ Server::Server(ProxyConfig config, monitor::EventOutput& out, monitor::Stats& st
                                                   std::move(inspectors), std::move(diagnostics))) {}
 
 Server::~Server() = default;  // ~ServerState: resolver, then workers, then listener
+
+void Server::use_tls(std::shared_ptr<TlsContextHolder> clientLeg,
+                     std::shared_ptr<TlsContextHolder> upstreamLeg) {
+  detail::ServerState& s = *impl_;
+  if (s.started) throw std::logic_error("varanus::proxy::Server::use_tls after start");
+  s.clientTls = std::move(clientLeg);
+  s.upstreamTls = std::move(upstreamLeg);
+  if (s.clientTls) {
+    if (const auto left = s.clientTls->get()->seconds_until_expiry()) {
+      const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+      s.stats.tlsCertificateNotAfter.store(now + *left, std::memory_order_relaxed);
+    }
+  }
+}
 
 Endpoint Server::start() {
   detail::ServerState& s = *impl_;

@@ -21,6 +21,7 @@
 #include <boost/beast/http.hpp>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -205,6 +206,27 @@ std::string AdminServer::metrics_text() const {
         out += std::to_string(value);
         out += '\n';
       });
+  family(out, "varanus_tls_handshake_failures_total", "counter",
+         "TLS handshakes that failed, by leg (client, upstream) and reason");
+  stats_.for_each_tls_failure([&](std::string_view leg, std::string_view kind, std::int64_t n) {
+    out += "varanus_tls_handshake_failures_total{leg=\"";
+    out += leg;
+    out += "\",reason=\"";
+    out += kind;
+    out += "\"} ";
+    out += std::to_string(n);
+    out += '\n';
+  });
+  if (const auto notAfter = stats_.tlsCertificateNotAfter.load(std::memory_order_relaxed)) {
+    family(out, "varanus_tls_certificate_expiry_seconds", "gauge",
+           "Seconds until the certificate varanus serves to clients expires (negative: expired)");
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    out += "varanus_tls_certificate_expiry_seconds ";
+    out += std::to_string(notAfter - now);
+    out += '\n';
+  }
   if (dispatcher_ != nullptr) {
     struct Family {
       const char* name;

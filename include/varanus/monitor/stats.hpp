@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <iterator>
 #include <string_view>
 
 namespace varanus::monitor {
@@ -28,6 +29,8 @@ namespace varanus::monitor {
     "halfCloseTimeoutSeconds")                                                                \
   X(idleTimeouts, "varanus_idle_timeouts_total", counter,                                     \
     "Connections ended after idleTimeoutSeconds without a byte either way")                   \
+  X(tlsAtPlaintextListener, "varanus_client_tls_at_plaintext_listener_total", counter,        \
+    "Clients that began a TLS handshake at a plaintext listener (closed, with a diagnostic)") \
   X(bytesFromClient, "varanus_client_bytes_total", counter, "Bytes read from clients")        \
   X(bytesFromServer, "varanus_server_bytes_total", counter, "Bytes read from the upstream")   \
   X(frames, "varanus_frames_total", counter, "Wire frames inspected (both directions)")       \
@@ -67,6 +70,33 @@ struct Stats {
     member.load(std::memory_order_relaxed));
     VARANUS_STATS(VARANUS_STATS_VISIT)
 #undef VARANUS_STATS_VISIT
+  }
+
+  /// TLS handshake failures by leg and kind (varanus_tls_handshake_failures_total
+  /// {leg, reason}): a fixed table, so the label set is bounded.
+  static constexpr std::string_view kTlsLegs[] = {"client", "upstream"};
+  static constexpr std::string_view kTlsFailureKinds[] = {
+      "unknown_ca",     "expired", "hostname_mismatch", "protocol_version",
+      "no_client_cert", "not_tls", "peer_closed",       "other"};
+  static constexpr std::size_t kTlsKindCount = std::size(kTlsFailureKinds);
+  std::atomic<std::int64_t> tlsHandshakeFailures[2][kTlsKindCount]{};
+  /// When the certificate the client leg serves expires (Unix seconds; 0:
+  /// no TLS): varanus_tls_certificate_expiry_seconds is this minus now.
+  std::atomic<std::int64_t> tlsCertificateNotAfter{0};
+
+  void add_tls_failure(bool upstreamLeg, std::string_view kind) noexcept {
+    std::size_t k = kTlsKindCount - 1;  // other
+    for (std::size_t i = 0; i < kTlsKindCount; ++i)
+      if (kTlsFailureKinds[i] == kind) k = i;
+    add(tlsHandshakeFailures[upstreamLeg ? 1 : 0][k]);
+  }
+  /// f(std::string_view leg, std::string_view kind, std::int64_t count).
+  template <class F>
+  void for_each_tls_failure(F&& f) const {
+    for (std::size_t leg = 0; leg < 2; ++leg)
+      for (std::size_t k = 0; k < kTlsKindCount; ++k)
+        f(kTlsLegs[leg], kTlsFailureKinds[k],
+          tlsHandshakeFailures[leg][k].load(std::memory_order_relaxed));
   }
 
   /// Value of the counter with that Prometheus name, or -1.

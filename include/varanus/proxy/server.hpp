@@ -28,6 +28,7 @@ namespace varanus::proxy {
 namespace detail {
 struct ServerState;
 }
+class TlsContextHolder;
 
 /// Where one-line diagnostics go (no trailing newline). Called from I/O
 /// threads; must be thread-safe. Default: stderr, one write per line.
@@ -41,6 +42,13 @@ class Server {
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
+
+  /// TLS for the client leg (drivers -> varanus) and/or the upstream leg
+  /// (varanus -> mongod); null: plaintext. Before start(). The holders may
+  /// be reloaded at any time (SIGHUP): new connections take the new
+  /// certificates. Also sets Stats::tlsCertificateNotAfter.
+  void use_tls(std::shared_ptr<TlsContextHolder> clientLeg,
+               std::shared_ptr<TlsContextHolder> upstreamLeg);
 
   /// Binds and listens (port 0: a free port). Returns the bound address.
   /// Throws std::system_error when the address cannot be bound.
