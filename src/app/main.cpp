@@ -18,11 +18,13 @@
 #include <ctime>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "capture_cmd.hpp"
@@ -33,6 +35,7 @@
 #include "top.hpp"
 #include "varanus/monitor/stats.hpp"
 #include "varanus/proxy/server.hpp"
+#include "varanus/proxy/tls.hpp"
 
 #ifndef VARANUS_VERSION
 #error "VARANUS_VERSION is set by src/app/CMakeLists.txt from the project version"
@@ -52,6 +55,37 @@ std::string seconds(std::chrono::milliseconds ms) {
   std::snprintf(buf, sizeof buf, "%g", static_cast<double>(ms.count()) / 1000.0);
   return buf;
 }
+
+/// The TLS contexts of both legs (null where the leg is plaintext), built
+/// from the configured files; reload() on SIGHUP.
+struct TlsContexts {
+  std::shared_ptr<proxy::TlsContextHolder> server;    ///< drivers -> varanus
+  std::shared_ptr<proxy::TlsContextHolder> upstream;  ///< varanus -> mongod
+
+  /// Throws proxy::TlsError naming the file and the reason.
+  explicit TlsContexts(const proxy::TlsConfig& tls) {
+    if (tls.server.enabled()) server = proxy::TlsContextHolder::server(tls.server);
+    if (tls.upstream.enabled) upstream = proxy::TlsContextHolder::client(tls.upstream);
+  }
+  bool any() const { return server || upstream; }
+  /// One stderr line per leg: reloaded, or why not (the old files stay).
+  void reload() const {
+    for (const auto& [holder, leg] :
+         {std::pair{server.get(), "client leg"}, std::pair{upstream.get(), "upstream leg"}}) {
+      if (!holder) continue;
+      if (auto why = holder->reload())
+        diag(std::string("varanus: SIGHUP: TLS ") + leg +
+             " not reloaded, keeping the previous certificates: " + *why);
+      else
+        diag(std::string("varanus: SIGHUP: TLS ") + leg + " certificates reloaded");
+    }
+  }
+};
+
+/// Whether proxy::Server relays TLS legs yet (issue 20: the relay's part
+/// lands separately; until then a TLS configuration is refused at start-up
+/// instead of relaying TLS bytes as if they were plaintext).
+constexpr bool kRelaySpeaksTls = false;
 
 int run_proxy(const std::vector<std::string>& args) {
   app::Cli cli = app::parse_cli(args, app::varanus_environment());
@@ -77,6 +111,15 @@ int run_proxy(const std::vector<std::string>& args) {
     diag(std::string("varanus: ") + e.what());
     return 2;
   }
+  // The certificates and keys are read now: a bad one is a configuration
+  // error naming the file (--check-config says the same).
+  std::optional<TlsContexts> tls;
+  try {
+    tls.emplace(cfg.proxy.tls);
+  } catch (const proxy::TlsError& e) {
+    diag(std::string("varanus: ") + e.what());
+    return 2;
+  }
   if (cli.action == app::Cli::Action::check) {
     // Each value, then where it came from: a flag, a VARANUS_* variable,
     // the config file, or the default.
@@ -92,6 +135,19 @@ int run_proxy(const std::vector<std::string>& args) {
         {"maxDocumentLength", std::to_string(cfg.maxDocumentLength)},
         {"bufferSize", std::to_string(p.bufferSize)},
         {"captureDocuments", p.tracker.captureDocuments ? "true" : "false"},
+        {"tlsCertFile",
+         p.tls.server.certFile.empty() ? "(none: plaintext)" : p.tls.server.certFile},
+        {"tlsKeyFile", p.tls.server.keyFile.empty() ? "(none)" : p.tls.server.keyFile},
+        {"tlsCAFile",
+         p.tls.server.caFile.empty() ? "(none: no client certificates)" : p.tls.server.caFile},
+        {"tlsMinVersion", proxy::to_string(p.tls.server.minVersion)},
+        {"upstreamTls", p.tls.upstream.enabled ? "true" : "false"},
+        {"upstreamTlsCAFile",
+         p.tls.upstream.caFile.empty() ? "(none: the system store)" : p.tls.upstream.caFile},
+        {"upstreamTlsCertFile",
+         p.tls.upstream.certFile.empty() ? "(none)" : p.tls.upstream.certFile},
+        {"upstreamTlsKeyFile", p.tls.upstream.keyFile.empty() ? "(none)" : p.tls.upstream.keyFile},
+        {"upstreamTlsInsecure", p.tls.upstream.insecure ? "true" : "false"},
     };
     if (!cli.configPath.empty())
       std::printf("config file %s (%s)\n", cli.configPath.c_str(), cli.source("config").c_str());
@@ -102,6 +158,17 @@ int run_proxy(const std::vector<std::string>& args) {
       std::printf("ignored: %s names no option of varanus\n", name.c_str());
     return 0;
   }
+
+  if (tls->any() && !kRelaySpeaksTls) {
+    diag(
+        "varanus: TLS is configured (--tls-cert / --upstream-tls) but this build's relay does not "
+        "speak TLS yet");
+    return 2;
+  }
+  if (cfg.proxy.tls.upstream.enabled && cfg.proxy.tls.upstream.insecure)
+    diag(
+        "varanus: warning: --upstream-tls-insecure: the upstream's certificate and host name are "
+        "not verified");
 
   // A driver or a pipe reader going away must be an error code, not a kill.
   std::signal(SIGPIPE, SIG_IGN);
@@ -151,6 +218,7 @@ int run_proxy(const std::vector<std::string>& args) {
         if (ec) return;
         if (signo == SIGHUP) {
           sinkRuntime->reopen();
+          tls->reload();
         } else if (++stopSignals == 1) {
           diag(std::string("varanus: ") + (signo == SIGINT ? "SIGINT" : "SIGTERM") +
                ": stopping, grace period " + seconds(cfg.proxy.gracePeriod) +

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "varanus/monitor/tracker.hpp"
+#include "varanus/proxy/tls_config.hpp"
 
 namespace varanus::proxy {
 
@@ -49,6 +50,7 @@ struct ProxyConfig {
   /// batch, and nothing on a quiet or lightly loaded proxy.
   std::chrono::microseconds busyPoll{50};
   monitor::TrackerOptions tracker;
+  TlsConfig tls;  ///< TLS on the client leg and/or the upstream leg (tls_config.hpp)
 };
 
 }  // namespace varanus::proxy
