@@ -90,6 +90,23 @@ options:
   --check-config [FILE]     validate the configuration (FILE, or --config, the environment
                             and flags), print each value and where it came from, exit 0
                             (2 on an error); opens nothing
+
+TLS (PEM files; the README's section "TLS"):
+  --tls-cert FILE           serve TLS to drivers with this certificate (then any
+                            intermediates: a chain); plaintext drivers are refused
+  --tls-key FILE            its private key (default: in the --tls-cert file)
+  --tls-ca FILE             require client certificates signed by these CAs (mutual TLS)
+  --tls-min-version V       1.2 (default) or 1.3
+  --upstream-tls            speak TLS to the upstream: SNI sent, its certificate and
+                            host name verified
+  --upstream-tls-ca FILE    CAs to verify the upstream with (default: the system store)
+  --upstream-tls-cert FILE  client certificate for the upstream (x.509 authentication)
+  --upstream-tls-key FILE   its private key (default: in the --upstream-tls-cert file)
+  --upstream-tls-insecure   verify neither the upstream's certificate nor its name
+                            (a warning at start-up)
+  A certificate or key that is missing, unreadable or does not match is an error at
+  start-up naming the file (exit 2); SIGHUP reloads them.
+
   -h, --help                this text
   --version                 print the version
 )") + sink_flags_usage() +
@@ -116,12 +133,29 @@ signals:
   SIGINT, SIGTERM   stop accepting; close at once every connection with no request
                     in flight, let the others finish within the grace period;
                     flush events, exit 0. A second signal exits at once.
-  SIGHUP            reopen the log files (for logrotate).
+  SIGHUP            reopen the log files (for logrotate); reload the TLS certificates
+                    and keys (new connections use them; a reload that fails keeps
+                    the old ones and says why on stderr).
 
 exit status: 0 on a clean stop, 1 on a runtime error (cannot listen), 2 on a
 usage or config error.
 )";
   return text;
+}
+
+std::optional<std::string> tls_config_error(const proxy::TlsConfig& tls) {
+  const auto& s = tls.server;
+  if (!s.enabled() && (!s.keyFile.empty() || !s.caFile.empty()))
+    return std::string(
+        "--tls-key and --tls-ca need --tls-cert (the certificate varanus presents to clients)");
+  const auto& u = tls.upstream;
+  if (!u.enabled && (!u.caFile.empty() || !u.certFile.empty() || !u.keyFile.empty() || u.insecure))
+    return std::string(
+        "--upstream-tls-ca, --upstream-tls-cert, --upstream-tls-key and --upstream-tls-insecure "
+        "need --upstream-tls");
+  if (!u.keyFile.empty() && u.certFile.empty())
+    return std::string("--upstream-tls-key needs --upstream-tls-cert");
+  return std::nullopt;
 }
 
 Environment varanus_environment() {
@@ -169,7 +203,28 @@ constexpr OptionKey kOptions[] = {
     {"--max-connections", "maxConnections"},
     {"--half-close-timeout", "halfCloseTimeoutSeconds"},
     {"--idle-timeout", "idleTimeoutSeconds"},
+    {"--tls-cert", "tlsCertFile"},
+    {"--tls-key", "tlsKeyFile"},
+    {"--tls-ca", "tlsCAFile"},
+    {"--tls-min-version", "tlsMinVersion"},
+    {"--upstream-tls", "upstreamTls"},
+    {"--upstream-tls-ca", "upstreamTlsCAFile"},
+    {"--upstream-tls-cert", "upstreamTlsCertFile"},
+    {"--upstream-tls-key", "upstreamTlsKeyFile"},
+    {"--upstream-tls-insecure", "upstreamTlsInsecure"},
 };
+
+/// Switches: "--upstream-tls" alone means true; "--upstream-tls=false" and
+/// VARANUS_UPSTREAM_TLS=true|false|1|0 also work.
+bool is_switch(std::string_view flag) {
+  return flag == "--upstream-tls" || flag == "--upstream-tls-insecure";
+}
+
+std::optional<bool> parse_bool(const std::string& s) {
+  if (s == "true" || s == "1" || s == "yes" || s == "on") return true;
+  if (s == "false" || s == "0" || s == "no" || s == "off") return false;
+  return std::nullopt;
+}
 
 /// The config key a flag sets ("" for an unknown flag); sink flags keep
 /// their flag name without the dashes.
@@ -238,7 +293,9 @@ Cli parse_cli(const std::vector<std::string>& args, const Environment& env) {
       hasValue = true;
     }
     if (option_key(a).empty()) return error("unknown option '" + a + "'");
-    if (!hasValue) {
+    if (!hasValue && is_switch(a)) {
+      value = "true";
+    } else if (!hasValue) {
       if (i + 1 >= args.size()) return error("option '" + a + "' needs a value");
       value = args[++i];
     }
@@ -354,12 +411,32 @@ Cli parse_cli(const std::vector<std::string>& args, const Environment& env) {
         return error(flag + ": expected bytes (17 to 2147483647), got '" + value + "'");
       }
       cli.config.tracker.maxMessageSize = static_cast<std::int32_t>(*n);
+    } else if (o.flag == "--tls-cert" || o.flag == "--tls-key" || o.flag == "--tls-ca" ||
+               o.flag == "--upstream-tls-ca" || o.flag == "--upstream-tls-cert" ||
+               o.flag == "--upstream-tls-key") {
+      if (value.empty()) return error(flag + ": expected a file name");
+      auto& t = p.tls;
+      (o.flag == "--tls-cert"            ? t.server.certFile
+       : o.flag == "--tls-key"           ? t.server.keyFile
+       : o.flag == "--tls-ca"            ? t.server.caFile
+       : o.flag == "--upstream-tls-ca"   ? t.upstream.caFile
+       : o.flag == "--upstream-tls-cert" ? t.upstream.certFile
+                                         : t.upstream.keyFile) = value;
+    } else if (o.flag == "--tls-min-version") {
+      if (value != "1.2" && value != "1.3")
+        return error(flag + ": expected 1.2 or 1.3, got '" + value + "'");
+      p.tls.server.minVersion = value == "1.3" ? proxy::TlsVersion::v1_3 : proxy::TlsVersion::v1_2;
+    } else if (is_switch(o.flag)) {
+      auto b = parse_bool(value);
+      if (!b) return error(flag + ": expected true or false, got '" + value + "'");
+      (o.flag == "--upstream-tls" ? p.tls.upstream.enabled : p.tls.upstream.insecure) = *b;
     } else if (o.flag == "--max-document-length") {
       auto n = parse_number<std::size_t>(value);
       if (!n) return error(flag + ": expected a number of characters, got '" + value + "'");
       cli.config.maxDocumentLength = *n;
     }
   }
+  if (auto why = tls_config_error(p.tls)) return error(*why);
   if (check) cli.action = Cli::Action::check;
   return cli;
 }

@@ -2,6 +2,7 @@
 // is dispatched before this parser sees anything).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,6 +43,10 @@ struct Cli {
 /// defaults. --config FILE (or VARANUS_CONFIG) is applied first wherever it
 /// appears; each option of the environment applies unless its flag is given.
 Cli parse_cli(const std::vector<std::string>& args, const Environment& env = {});
+
+/// A TLS setting that makes no sense without another one (a key without a
+/// certificate, an upstream CA without --upstream-tls); nullopt when fine.
+std::optional<std::string> tls_config_error(const proxy::TlsConfig& tls);
 
 /// The --help text.
 std::string usage();

@@ -135,6 +135,26 @@ void apply_config_json(const json& doc, AppConfig& cfg) {
           expect_integer(value, path, 0, std::numeric_limits<std::int32_t>::max()));
     } else if (key == "captureDocuments") {
       cfg.tracker.captureDocuments = expect_bool(value, path);
+    } else if (key == "tlsCertFile" || key == "tlsKeyFile" || key == "tlsCAFile" ||
+               key == "upstreamTlsCAFile" || key == "upstreamTlsCertFile" ||
+               key == "upstreamTlsKeyFile") {
+      auto& t = p.tls;
+      std::string file = expect_string(value, path);
+      if (file.empty()) fail(path, "expected a file name");
+      (key == "tlsCertFile"           ? t.server.certFile
+       : key == "tlsKeyFile"          ? t.server.keyFile
+       : key == "tlsCAFile"           ? t.server.caFile
+       : key == "upstreamTlsCAFile"   ? t.upstream.caFile
+       : key == "upstreamTlsCertFile" ? t.upstream.certFile
+                                      : t.upstream.keyFile) = std::move(file);
+    } else if (key == "tlsMinVersion") {
+      const std::string v = expect_string(value, path);
+      if (v != "1.2" && v != "1.3") fail(path, "expected \"1.2\" or \"1.3\"");
+      p.tls.server.minVersion = v == "1.3" ? proxy::TlsVersion::v1_3 : proxy::TlsVersion::v1_2;
+    } else if (key == "upstreamTls") {
+      p.tls.upstream.enabled = expect_bool(value, path);
+    } else if (key == "upstreamTlsInsecure") {
+      p.tls.upstream.insecure = expect_bool(value, path);
     } else if (key == "sinks") {
       cfg.sinks = value;  // parsed by plan_sinks() (sink_config.cpp)
     } else {

@@ -20,11 +20,13 @@
 #include <ctime>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "capture_cmd.hpp"
@@ -35,6 +37,7 @@
 #include "top.hpp"
 #include "varanus/monitor/stats.hpp"
 #include "varanus/proxy/server.hpp"
+#include "varanus/proxy/tls.hpp"
 
 #ifndef VARANUS_VERSION
 #error "VARANUS_VERSION is set by src/app/CMakeLists.txt from the project version"
@@ -83,6 +86,33 @@ std::string fit_open_files_limit(std::size_t& maxConnections) {
          std::to_string(fits) + " connections, accepting pauses until some close";
 }
 
+/// The TLS contexts of both legs (null where the leg is plaintext), built
+/// from the configured files; reload() on SIGHUP.
+struct TlsContexts {
+  std::shared_ptr<proxy::TlsContextHolder> server;    ///< drivers -> varanus
+  std::shared_ptr<proxy::TlsContextHolder> upstream;  ///< varanus -> mongod
+
+  /// Throws proxy::TlsError naming the file and the reason.
+  explicit TlsContexts(const proxy::TlsConfig& tls) {
+    if (tls.server.enabled()) server = proxy::TlsContextHolder::server(tls.server);
+    if (tls.upstream.enabled) upstream = proxy::TlsContextHolder::client(tls.upstream);
+  }
+  bool any() const { return server || upstream; }
+  /// One stderr line per leg: reloaded, or why not (the old files stay).
+  void reload() const {
+    for (const auto& [holder, leg] :
+         {std::pair{server.get(), "client leg"}, std::pair{upstream.get(), "upstream leg"}}) {
+      if (!holder) continue;
+      if (auto why = holder->reload())
+        diag(std::string("varanus: SIGHUP: TLS ") + leg +
+             " not reloaded, keeping the previous certificates: " + *why);
+      else
+        diag(std::string("varanus: SIGHUP: TLS ") + leg + " certificates reloaded");
+    }
+  }
+};
+
+
 int run_proxy(const std::vector<std::string>& args) {
   app::Cli cli = app::parse_cli(args, app::varanus_environment());
   switch (cli.action) {
@@ -107,6 +137,15 @@ int run_proxy(const std::vector<std::string>& args) {
     diag(std::string("varanus: ") + e.what());
     return 2;
   }
+  // The certificates and keys are read now: a bad one is a configuration
+  // error naming the file (--check-config says the same).
+  std::optional<TlsContexts> tls;
+  try {
+    tls.emplace(cfg.proxy.tls);
+  } catch (const proxy::TlsError& e) {
+    diag(std::string("varanus: ") + e.what());
+    return 2;
+  }
   if (cli.action == app::Cli::Action::check) {
     // Each value, then where it came from: a flag, a VARANUS_* variable,
     // the config file, or the default.
@@ -125,6 +164,19 @@ int run_proxy(const std::vector<std::string>& args) {
         {"maxDocumentLength", std::to_string(cfg.maxDocumentLength)},
         {"bufferSize", std::to_string(p.bufferSize)},
         {"captureDocuments", cfg.tracker.captureDocuments ? "true" : "false"},
+        {"tlsCertFile",
+         p.tls.server.certFile.empty() ? "(none: plaintext)" : p.tls.server.certFile},
+        {"tlsKeyFile", p.tls.server.keyFile.empty() ? "(none)" : p.tls.server.keyFile},
+        {"tlsCAFile",
+         p.tls.server.caFile.empty() ? "(none: no client certificates)" : p.tls.server.caFile},
+        {"tlsMinVersion", proxy::to_string(p.tls.server.minVersion)},
+        {"upstreamTls", p.tls.upstream.enabled ? "true" : "false"},
+        {"upstreamTlsCAFile",
+         p.tls.upstream.caFile.empty() ? "(none: the system store)" : p.tls.upstream.caFile},
+        {"upstreamTlsCertFile",
+         p.tls.upstream.certFile.empty() ? "(none)" : p.tls.upstream.certFile},
+        {"upstreamTlsKeyFile", p.tls.upstream.keyFile.empty() ? "(none)" : p.tls.upstream.keyFile},
+        {"upstreamTlsInsecure", p.tls.upstream.insecure ? "true" : "false"},
     };
     if (!cli.configPath.empty())
       std::printf("config file %s (%s)\n", cli.configPath.c_str(), cli.source("config").c_str());
@@ -135,6 +187,11 @@ int run_proxy(const std::vector<std::string>& args) {
       std::printf("ignored: %s names no option of varanus\n", name.c_str());
     return 0;
   }
+
+  if (cfg.proxy.tls.upstream.enabled && cfg.proxy.tls.upstream.insecure)
+    diag(
+        "varanus: warning: --upstream-tls-insecure: the upstream's certificate and host name are "
+        "not verified");
 
   // A driver or a pipe reader going away must be an error code, not a kill.
   std::signal(SIGPIPE, SIG_IGN);
@@ -164,6 +221,7 @@ int run_proxy(const std::vector<std::string>& args) {
   }
   tracking.replySummary = sinkRuntime->dispatcher().wants_reply_summary();
   proxy::Server server(cfg.proxy, events, stats, proxy::tracker_factory(tracking));
+  server.use_tls(tls->server, tls->upstream);
   proxy::Endpoint bound;
   try {
     bound = server.start();
@@ -185,6 +243,12 @@ int run_proxy(const std::vector<std::string>& args) {
         if (ec) return;
         if (signo == SIGHUP) {
           sinkRuntime->reopen();
+          tls->reload();
+          // The expiry gauge follows the certificate now served.
+          if (tls->server) {
+            if (const auto left = tls->server->get()->seconds_until_expiry())
+              stats.tlsCertificateNotAfter.store(std::time(nullptr) + *left);
+          }
         } else if (++stopSignals == 1) {
           diag(std::string("varanus: ") + (signo == SIGINT ? "SIGINT" : "SIGTERM") +
                ": stopping, grace period " + seconds(cfg.proxy.gracePeriod) +

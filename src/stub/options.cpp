@@ -24,6 +24,10 @@ then serves until SIGTERM or SIGINT.
   --close-after N          fault: close each connection when its N-th message arrives
   --delay-ms M             fault: delay every reply by M milliseconds
   --reset                  fault: close connections with RST instead of FIN
+  --tls-cert FILE          serve TLS (only) with this PEM certificate (then any
+                           intermediates); plaintext clients are refused
+  --tls-key FILE           its PEM private key (default: in the --tls-cert file)
+  --tls-ca FILE            require client certificates signed by these CAs
   --verbose                log each request on stderr
   --help                   this text
 
@@ -107,6 +111,11 @@ ParseResult parse_options(int argc, char** argv) {
       o.verbose = true;
     } else if (arg == "--reset") {
       o.faults.reset = true;
+    } else if (arg == "--tls-cert" || arg == "--tls-key" || arg == "--tls-ca") {
+      if (!need_value()) return bad(std::string(arg) + " needs a file name");
+      (arg == "--tls-cert"  ? o.tlsCert
+       : arg == "--tls-key" ? o.tlsKey
+                            : o.tlsCa) = std::string(value);
     } else if (arg == "--listen") {
       if (!need_value() || !parse_listen(value, o)) return bad("--listen needs HOST:PORT");
     } else if (arg == "--threads") {
@@ -139,6 +148,10 @@ ParseResult parse_options(int argc, char** argv) {
     } else {
       return bad("unknown option " + std::string(arg));
     }
+  }
+  if (o.tlsCert.empty() && (!o.tlsKey.empty() || !o.tlsCa.empty())) {
+    r.message = "varanus-stub: --tls-key and --tls-ca need --tls-cert\n";
+    return r;
   }
   if (o.members > 1 && o.replSet.empty()) {
     r.message = "varanus-stub: --members needs --replset NAME\n";

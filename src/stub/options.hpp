@@ -29,6 +29,9 @@ struct Options {
   int members = 1;
   FaultSettings faults;
   bool verbose = false;
+  std::string tlsCert;  ///< PEM certificate (chain): serve TLS only (empty: plaintext)
+  std::string tlsKey;   ///< its PEM key (empty: in tlsCert)
+  std::string tlsCa;    ///< PEM CAs: require client certificates signed by them
 };
 
 /// Parsed options, or a message for stderr (exit 2); "help" for --help.

@@ -6,10 +6,14 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cstdio>
 #include <exception>
+#include <memory>
+#include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "session.hpp"
@@ -48,7 +52,7 @@ void log_exception(std::exception_ptr e) {
 }
 
 asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, Contexts& contexts, ServerState& state,
-                                  int member) {
+                                  int member, asio::ssl::context* tls) {
   std::size_t next = static_cast<std::size_t>(member);
   for (;;) {
     asio::io_context& target = *contexts[next++ % contexts.size()];
@@ -61,14 +65,49 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, Contexts& contexts, S
       co_await t.async_wait(nothrow);
       continue;
     }
-    auto session = std::make_shared<Session>(std::move(socket), state, member);
+    auto session = std::make_shared<Session>(std::move(socket), state, member, tls);
     asio::co_spawn(target, Session::run(std::move(session)), log_exception);
   }
 }
 
 }  // namespace
 
+/// The TLS context of --tls-cert/--tls-key/--tls-ca; throws
+/// std::runtime_error naming the file and the reason.
+static std::unique_ptr<asio::ssl::context> make_tls_context(const Options& o) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                   asio::ssl::context::no_tlsv1_1);
+  auto load = [](const char* what, const std::string& file, auto&& fn) {
+    boost::system::error_code ec;
+    fn(ec);
+    if (ec) throw std::runtime_error(std::string("TLS ") + what + " " + file + ": " + ec.message());
+  };
+  load("certificate file", o.tlsCert,
+       [&](boost::system::error_code& ec) { ctx->use_certificate_chain_file(o.tlsCert, ec); });
+  const std::string& key = o.tlsKey.empty() ? o.tlsCert : o.tlsKey;
+  load("key file", key, [&](boost::system::error_code& ec) {
+    ctx->use_private_key_file(key, asio::ssl::context::pem, ec);
+  });
+  if (!o.tlsCa.empty()) {
+    load("CA file", o.tlsCa,
+         [&](boost::system::error_code& ec) { ctx->load_verify_file(o.tlsCa, ec); });
+    ctx->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
+  }
+  return ctx;
+}
+
 int run_server(const Options& options) {
+  std::unique_ptr<asio::ssl::context> tls;
+  if (!options.tlsCert.empty()) {
+    try {
+      tls = make_tls_context(options);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "varanus-stub: %s\n", e.what());
+      return 2;
+    }
+  }
   Contexts contexts;
   for (int i = 0; i < options.threads; ++i)
     contexts.push_back(std::make_unique<asio::io_context>(1));
@@ -115,8 +154,8 @@ int run_server(const Options& options) {
   for (const auto& h : hosts) std::printf("%s\n", h.c_str());
   std::fflush(stdout);
   if (options.replSet.empty()) {
-    std::fprintf(stderr, "varanus-stub: listening on %s (%d threads)\n", hosts[0].c_str(),
-                 options.threads);
+    std::fprintf(stderr, "varanus-stub: listening on %s (%d threads%s)\n", hosts[0].c_str(),
+                 options.threads, tls ? ", TLS" : "");
   } else {
     std::fprintf(stderr, "varanus-stub: replica set %s, %d members, primary %s (%d threads)\n",
                  options.replSet.c_str(), options.members, hosts[0].c_str(), options.threads);
@@ -126,7 +165,7 @@ int run_server(const Options& options) {
   for (auto& ctx : contexts) guards.push_back(asio::make_work_guard(*ctx));
   for (std::size_t m = 0; m < acceptors.size(); ++m) {
     asio::co_spawn(acceptors[m]->get_executor(),
-                   accept_loop(*acceptors[m], contexts, *state, static_cast<int>(m)),
+                   accept_loop(*acceptors[m], contexts, *state, static_cast<int>(m), tls.get()),
                    log_exception);
   }
 

@@ -70,8 +70,9 @@ wire::Frame op_reply(std::int32_t responseTo, const std::vector<BsonBytes>& docs
 
 }  // namespace
 
-Session::Session(tcp::socket socket, ServerState& state, int member)
+Session::Session(tcp::socket socket, ServerState& state, int member, asio::ssl::context* tls)
     : socket_(std::move(socket)), state_(state), ctx_{state, info_} {
+  if (tls) tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(socket_, *tls);
   info_.connectionId = state.nextConnectionId.fetch_add(1);
   info_.member = member;
   boost::system::error_code ec;
@@ -112,8 +113,18 @@ asio::awaitable<void> Session::run(std::shared_ptr<Session> self) {
 
 asio::awaitable<void> Session::serve() {
   std::array<std::uint8_t, 64 * 1024> buf;
+  if (tls_) {
+    auto [hec] = co_await tls_->async_handshake(asio::ssl::stream_base::server, nothrow);
+    if (hec) {
+      std::fprintf(stderr, "varanus-stub: conn%lld: TLS handshake failed: %s\n",
+                   static_cast<long long>(info_.connectionId), hec.message().c_str());
+      close(false);
+      co_return;
+    }
+  }
   for (;;) {
-    auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buf), nothrow);
+    auto [ec, n] = tls_ ? co_await tls_->async_read_some(asio::buffer(buf), nothrow)
+                        : co_await socket_.async_read_some(asio::buffer(buf), nothrow);
     if (ec) break;
     reader_.feed({buf.data(), n});
     for (;;) {
@@ -370,7 +381,8 @@ asio::awaitable<std::optional<std::int32_t>> Session::send(wire::Frame frame,
       ++state_.counters.compressedOut[static_cast<std::size_t>(*c)];
     }
   }
-  auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(frame), nothrow);
+  auto [ec, n] = tls_ ? co_await asio::async_write(*tls_, asio::buffer(frame), nothrow)
+                      : co_await asio::async_write(socket_, asio::buffer(frame), nothrow);
   if (ec) co_return std::nullopt;
   co_return id;
 }

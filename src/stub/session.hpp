@@ -20,6 +20,8 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -35,7 +37,9 @@ namespace varanus::stub {
 
 class Session {
  public:
-  Session(boost::asio::ip::tcp::socket socket, ServerState& state, int member);
+  /// tls: serve TLS on this connection (handshake first), else plaintext.
+  Session(boost::asio::ip::tcp::socket socket, ServerState& state, int member,
+          boost::asio::ssl::context* tls = nullptr);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -75,6 +79,8 @@ class Session {
   std::int32_t next_request_id();
 
   boost::asio::ip::tcp::socket socket_;
+  /// The TLS layer over socket_ (null: plaintext).
+  std::unique_ptr<boost::asio::ssl::stream<boost::asio::ip::tcp::socket&>> tls_;
   ServerState& state_;
   SessionInfo info_;
   CommandContext ctx_;

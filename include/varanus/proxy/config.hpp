@@ -10,6 +10,8 @@
 #include <string_view>
 #include <thread>
 
+#include "varanus/proxy/tls_config.hpp"
+
 namespace varanus::proxy {
 
 /// A host (name or IP literal) and a port. Printed as "host:port"
@@ -56,6 +58,7 @@ struct ProxyConfig {
   /// and a wakeup per batch under load; costs at most this much CPU per
   /// batch, and nothing on a quiet or lightly loaded proxy.
   std::chrono::microseconds busyPoll{50};
+  TlsConfig tls;  ///< TLS on the client leg and/or the upstream leg (tls_config.hpp)
 };
 
 }  // namespace varanus::proxy
