@@ -1275,14 +1275,12 @@ void Session::advance_handshakes() {
 
 void Session::handshake_failed(Side side) {
   const TlsConn& t = *sock_[side].tls;
-  const std::string reason = t.error_reason();
+  std::string reason = t.error_reason();
   server_.stats.add_tls_failure(side == upstream, t.failure_kind());
   if (side == client) {
-    const bool plaintext = t.failure_kind() == "not_tls";
-    server_.diag_limited("varanus: client " + clientName_ + ": TLS handshake failed: " + reason +
-                         (plaintext ? " (a plaintext client at this TLS listener: add tls=true "
-                                      "to its connection string)"
-                                    : ""));
+    if (t.failure_kind() == "not_tls")
+      reason += " (a plaintext client at this TLS listener: add tls=true to its connection string)";
+    server_.diag_limited("varanus: client " + clientName_ + ": TLS handshake failed: " + reason);
   } else {
     server_.diag_limited("varanus: upstream " + upstreamName_ + ": TLS handshake failed: " +
                          reason + " (client " + clientName_ + " closed)");
