@@ -35,14 +35,16 @@ inline unsigned default_io_threads() noexcept {
 struct ProxyConfig {
   Endpoint listen{"127.0.0.1", 27018};        ///< port 0: a free port (Server::start returns it)
   Endpoint upstream{"127.0.0.1", 27017};      ///< mongod / mongos
-  unsigned ioThreads = default_io_threads();  ///< one io_context per thread
+  unsigned ioThreads = default_io_threads();  ///< one epoll loop per thread
   /// stop(): how long open connections may go on before they are closed.
   std::chrono::milliseconds gracePeriod{10'000};
   /// Frames over this are not inspected (relaying goes on). Copied into
   /// tracker.maxMessageSize by the Server.
   std::int32_t maxMessageSize = wire::kDefaultMaxMessageSize;
   std::chrono::milliseconds connectTimeout{5'000};  ///< upstream connect, resolve included
-  std::size_t bufferSize = 64 * 1024;  ///< per direction per connection, allocated once
+  /// Bytes per read: each I/O thread has one read area of 4 x bufferSize,
+  /// shared by all its connections (an idle connection holds none).
+  std::size_t bufferSize = 64 * 1024;
   /// Before sleeping in epoll_wait, an I/O thread whose recent sleeps were
   /// shorter than this polls for up to this long (0: never). Saves a sleep
   /// and a wakeup per batch under load; costs at most this much CPU per
