@@ -82,44 +82,53 @@ Event Tracker::make_event(EventType type, Clock now) const {
   return e;
 }
 
+template <class P>
+Event Tracker::command_event(EventType type, std::int32_t requestId, P&& p, Clock now) const {
+  Event e = make_event(type, now);
+  e.requestId = requestId;
+  e.commandName = std::forward<P>(p).commandName;
+  e.databaseName = std::forward<P>(p).databaseName;
+  e.collection = std::forward<P>(p).collection;
+  e.requestBytes = p.requestBytes;
+  e.durationMicros = micros_between(p.start, now.mono);
+  e.hello = p.hello;
+  // A request that allows an exhaust stream opens one; its terminal event
+  // is part of a stream only if a reply continued it.
+  e.exhaust = p.exhaust || (type == EventType::commandStarted && p.exhaustAllowed);
+  e.awaited = p.awaited;
+  e.redacted = p.redacted;
+  e.compressor = p.compressor;
+  return e;
+}
+
 void Tracker::opened(Clock now) {
   publish(make_event(EventType::connectionOpened, now));
 }
 
 void Tracker::client_data(std::span<const std::uint8_t> bytes, Clock now) {
   bytesFromClient_ += bytes.size();
-  if (!inspecting_ || closed_) return;
-  fromClient_.feed(bytes);
-  for (;;) {
-    const std::uint64_t before = fromClient_.consumed();
-    auto next = fromClient_.next();
-    if (next.status == wire::FrameStatus::need_more) return;
-    if (next.status == wire::FrameStatus::error) {
-      return stop("client framing", *next.error, now);
-    }
-    frameBytes_ = static_cast<std::uint32_t>(fromClient_.consumed() - before);
-    frameReduced_ = next.reduced;
-    ++stats_.frames;
-    on_request(next.frame, now);
-    if (!inspecting_) return;
-  }
+  feed<&Tracker::on_request>(fromClient_, bytes, "client framing", now);
 }
 
 void Tracker::server_data(std::span<const std::uint8_t> bytes, Clock now) {
   bytesFromServer_ += bytes.size();
+  feed<&Tracker::on_reply>(fromServer_, bytes, "upstream framing", now);
+}
+
+template <void (Tracker::*Handle)(std::span<const std::uint8_t>, Clock)>
+void Tracker::feed(wire::FrameReader& reader, std::span<const std::uint8_t> bytes,
+                   std::string_view where, Clock now) {
   if (!inspecting_ || closed_) return;
-  fromServer_.feed(bytes);
+  reader.feed(bytes);
   for (;;) {
-    const std::uint64_t before = fromServer_.consumed();
-    auto next = fromServer_.next();
+    const std::uint64_t before = reader.consumed();
+    auto next = reader.next();
     if (next.status == wire::FrameStatus::need_more) return;
-    if (next.status == wire::FrameStatus::error) {
-      return stop("upstream framing", *next.error, now);
-    }
-    frameBytes_ = static_cast<std::uint32_t>(fromServer_.consumed() - before);
+    if (next.status == wire::FrameStatus::error) return stop(where, *next.error, now);
+    frameBytes_ = static_cast<std::uint32_t>(reader.consumed() - before);
     frameReduced_ = next.reduced;
     ++stats_.frames;
-    on_reply(next.frame, now);
+    (this->*Handle)(next.frame, now);
     if (!inspecting_) return;
   }
 }
@@ -135,18 +144,9 @@ void Tracker::publish(Event&& e) {
 void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedBytes command,
                             bool unacked, wire::BsonBytes impliedReply, Clock now) {
   ++stats_.commands;
-  Event started = make_event(EventType::commandStarted, now);
-  started.requestId = requestId;
-  started.commandName = p.commandName;
-  started.databaseName = p.databaseName;
-  started.collection = p.collection;
-  started.requestBytes = p.requestBytes;
-  started.hello = p.hello;
-  started.exhaust = p.exhaust || p.exhaustAllowed;
-  started.awaited = p.awaited;
-  started.redacted = p.redacted;
+  p.start = now.mono;
+  Event started = command_event(EventType::commandStarted, requestId, p, now);
   started.unacknowledged = unacked;
-  started.compressor = p.compressor;
   if (options_.captureDocuments) {
     if (p.redacted) {
       started.document = detail::empty_document();
@@ -159,34 +159,19 @@ void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedByte
   publish(std::move(started));
 
   if (unacked) {
-    Event done = make_event(EventType::commandSucceeded, now);
-    done.requestId = requestId;
-    done.commandName = std::move(p.commandName);
-    done.databaseName = std::move(p.databaseName);
-    done.collection = std::move(p.collection);
-    done.requestBytes = p.requestBytes;
-    done.hello = p.hello;
-    done.redacted = p.redacted;
+    Event done = command_event(EventType::commandSucceeded, requestId, std::move(p), now);
     done.unacknowledged = true;
-    done.compressor = p.compressor;
     if (options_.captureDocuments)
-      done.document = p.redacted ? detail::empty_document() : std::move(impliedReply);
+      done.document = done.redacted ? detail::empty_document() : std::move(impliedReply);
     publish(std::move(done));
     return;
   }
-  p.start = now.mono;
   p.seq = ++seq_;
   if (auto it = pending_.find(requestId); it != pending_.end()) {
     // A driver reused a requestID before its reply: the older request can no
     // longer be paired. Fail it so it still gets its one terminal event.
     Pending old = std::exchange(it->second, std::move(p));
-    Event failed = make_event(EventType::commandFailed, now);
-    failed.requestId = requestId;
-    failed.commandName = std::move(old.commandName);
-    failed.databaseName = std::move(old.databaseName);
-    failed.collection = std::move(old.collection);
-    failed.requestBytes = old.requestBytes;
-    failed.durationMicros = micros_between(old.start, now.mono);
+    Event failed = command_event(EventType::commandFailed, requestId, std::move(old), now);
     failed.message = "requestID reused by the client before a reply came";
     publish(std::move(failed));
     return;
@@ -380,19 +365,11 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
 
   if (p.hello != HelloKind::none && succeeded) learn_server_connection_id(replyDoc);
 
-  Event done = make_event(succeeded ? EventType::commandSucceeded : EventType::commandFailed, now);
-  done.requestId = msg.header.responseTo;
-  done.commandName = p.commandName;
-  done.databaseName = p.databaseName;
-  done.collection = p.collection;
-  done.requestBytes = p.requestBytes;
+  Event done = command_event(succeeded ? EventType::commandSucceeded : EventType::commandFailed,
+                             msg.header.responseTo, p, now);
   done.replyBytes = frameBytes_;
-  done.durationMicros = micros_between(p.start, now.mono);
-  done.hello = p.hello;
-  done.exhaust = p.exhaust || more;
-  done.awaited = p.awaited;
-  done.redacted = p.redacted;
-  done.compressor = msg.compressor;
+  done.exhaust = done.exhaust || more;
+  done.compressor = msg.compressor;  // the reply's own
   if (options_.captureDocuments) {
     if (p.redacted)
       done.document = succeeded ? detail::empty_document() : detail::redacted_failure(replyDoc);
@@ -454,17 +431,7 @@ void Tracker::fail_all(std::string_view message, Clock now) {
   std::sort(order.begin(), order.end(),
             [](const auto& a, const auto& b) { return a.second->seq < b.second->seq; });
   for (auto& [id, p] : order) {
-    Event failed = make_event(EventType::commandFailed, now);
-    failed.requestId = id;
-    failed.commandName = std::move(p->commandName);
-    failed.databaseName = std::move(p->databaseName);
-    failed.collection = std::move(p->collection);
-    failed.requestBytes = p->requestBytes;
-    failed.durationMicros = micros_between(p->start, now.mono);
-    failed.hello = p->hello;
-    failed.exhaust = p->exhaust;
-    failed.awaited = p->awaited;
-    failed.redacted = p->redacted;
+    Event failed = command_event(EventType::commandFailed, id, std::move(*p), now);
     failed.message = std::string(message);
     publish(std::move(failed));
   }
