@@ -31,15 +31,10 @@ std::int64_t micros_between(std::chrono::steady_clock::time_point a,
   return std::chrono::duration_cast<std::chrono::microseconds>(b - a).count();
 }
 
-std::string_view utf8_at(const bson_t* doc, const char* dotted) {
-  bson_iter_t it, child;
-  if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, dotted, &child) &&
-      BSON_ITER_HOLDS_UTF8(&child)) {
-    std::uint32_t n = 0;
-    const char* s = bson_iter_utf8(&child, &n);
-    return {s, n};
-  }
-  return {};
+std::string_view utf8_at(wire::BsonView doc, std::string_view dotted) {
+  wire::BsonElement e;
+  if (!wire::BsonWalk::find_path(doc, dotted, e) || e.type != wire::bson_type::kUtf8) return {};
+  return e.as_string();
 }
 
 bool has_key(wire::BsonView body, const char* key) {
@@ -187,11 +182,9 @@ void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedByte
 }
 
 void Tracker::learn_handshake(wire::BsonView body) {
-  bson_t doc;
-  if (!body.init_static(&doc)) return;
-  auto app = utf8_at(&doc, "client.application.name");
-  auto name = utf8_at(&doc, "client.driver.name");
-  auto version = utf8_at(&doc, "client.driver.version");
+  auto app = utf8_at(body, "client.application.name");
+  auto name = utf8_at(body, "client.driver.name");
+  auto version = utf8_at(body, "client.driver.version");
   if (app.empty() && name.empty()) return;
   auto next = std::make_shared<ConnectionInfo>(*info_);
   next->appName = std::string(app);
@@ -204,12 +197,20 @@ void Tracker::learn_handshake(wire::BsonView body) {
 }
 
 void Tracker::learn_server_connection_id(wire::BsonView reply) {
-  bson_t doc;
-  bson_iter_t it;
-  if (!reply.init_static(&doc) || !bson_iter_init_find(&it, &doc, "connectionId") ||
-      !BSON_ITER_HOLDS_NUMBER(&it))
+  wire::BsonElement e;
+  if (!wire::BsonWalk::find(reply, "connectionId", e)) return;
+  std::int64_t id = 0;
+  if (e.type == wire::bson_type::kInt32) {
+    id = e.as_int32();
+  } else if (e.type == wire::bson_type::kInt64) {
+    id = e.as_int64();
+  } else if (e.type == wire::bson_type::kDouble) {
+    const double d = e.as_double();
+    if (!(d >= -9.0e18 && d <= 9.0e18)) return;  // NaN or beyond int64: no id
+    id = static_cast<std::int64_t>(d);
+  } else {
     return;
-  std::int64_t id = bson_iter_as_int64(&it);
+  }
   if (info_->serverConnectionId == id) return;
   auto next = std::make_shared<ConnectionInfo>(*info_);
   next->serverConnectionId = id;
