@@ -9,6 +9,8 @@
 #include <limits>
 #include <optional>
 
+#include "varanus/wire/host_port.hpp"
+
 extern char** environ;
 
 namespace varanus::app {
@@ -373,9 +375,10 @@ Cli parse_cli(const std::vector<std::string>& args, const Environment& env) {
     const std::string& value = o.value;
     cli.sources.emplace_back(option_key(o.flag), o.source);
     if (o.flag == "--listen" || o.flag == "--upstream") {
-      auto ep = proxy::Endpoint::parse(value);
-      if (!ep) return error(flag + ": expected HOST:PORT, got '" + value + "'");
-      (o.flag == "--listen" ? p.listen : p.upstream) = *ep;
+      const wire::HostPort hp = wire::parse_host_port(value);
+      if (!hp.ok()) return error(flag + ": expected HOST:PORT, got '" + value + "': " + hp.error);
+      (o.flag == "--listen" ? p.listen : p.upstream) =
+          proxy::Endpoint{std::string(hp.host), *hp.port};
     } else if (o.flag == "--io-threads") {
       auto n = parse_number<unsigned>(value);
       if (!n || *n == 0 || *n > 1024)

@@ -8,88 +8,33 @@
 #include <limits>
 #include <sstream>
 
+#include "json_config.hpp"
+
 namespace varanus::app {
 
 namespace {
 
 using nlohmann::json;
-
-[[noreturn]] void fail(const std::string& path, const std::string& what) {
-  throw ConfigError("config: " + (path.empty() ? std::string("/") : path) + ": " + what);
-}
-
-std::string child(const std::string& path, const std::string& key) {
-  // JSON pointer escaping (RFC 6901) so the path names the key exactly.
-  std::string escaped;
-  for (char c : key) {
-    if (c == '~') {
-      escaped += "~0";
-    } else if (c == '/') {
-      escaped += "~1";
-    } else {
-      escaped += c;
-    }
-  }
-  return path + "/" + escaped;
-}
-
-/// "_comment", "_comment_port", ...: documentation inside the file.
-bool is_comment(const std::string& key) {
-  return key.rfind("_comment", 0) == 0;
-}
-
-const json::object_t& expect_object(const json& v, const std::string& path) {
-  if (!v.is_object()) fail(path, "expected object");
-  return v.get_ref<const json::object_t&>();
-}
-
-std::int64_t expect_integer(const json& v, const std::string& path, std::int64_t min,
-                            std::int64_t max) {
-  if (!v.is_number_integer()) fail(path, "expected integer");
-  std::int64_t n = 0;
-  if (v.is_number_unsigned()) {
-    const auto u = v.get<std::uint64_t>();
-    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-      fail(path, "out of range");
-    }
-    n = static_cast<std::int64_t>(u);
-  } else {
-    n = v.get<std::int64_t>();
-  }
-  if (n < min || n > max) {
-    fail(path, "expected integer from " + std::to_string(min) + " to " + std::to_string(max));
-  }
-  return n;
-}
+using Json = JsonFields<ConfigError>;
 
 double expect_seconds(const json& v, const std::string& path) {
-  if (!v.is_number()) fail(path, "expected number (seconds)");
+  if (!v.is_number()) Json::fail(path, "expected number (seconds)");
   const double d = v.get<double>();
-  if (!std::isfinite(d) || d < 0 || d > 86400.0 * 365) fail(path, "expected seconds >= 0");
+  if (!std::isfinite(d) || d < 0 || d > 86400.0 * 365) Json::fail(path, "expected seconds >= 0");
   return d;
 }
 
-std::string expect_string(const json& v, const std::string& path) {
-  if (!v.is_string()) fail(path, "expected string");
-  return v.get<std::string>();
-}
-
-bool expect_bool(const json& v, const std::string& path) {
-  if (!v.is_boolean()) fail(path, "expected boolean");
-  return v.get<bool>();
-}
-
 void apply_endpoint(const json& v, const std::string& path, proxy::Endpoint& ep) {
-  for (const auto& [key, value] : expect_object(v, path)) {
-    const std::string p = child(path, key);
-    if (is_comment(key)) continue;
+  for (const auto& [key, value] : Json::object(v, path)) {
+    const std::string p = json_child(path, key);
+    if (is_comment_key(key)) continue;
     if (key == "host") {
-      ep.host = expect_string(value, p);
-      if (ep.host.empty()) fail(p, "expected a host name or address");
+      ep.host = Json::string(value, p);
+      if (ep.host.empty()) Json::fail(p, "expected a host name or address");
     } else if (key == "port") {
-      ep.port = static_cast<std::uint16_t>(expect_integer(value, p, 0, 65535));
+      ep.port = static_cast<std::uint16_t>(Json::integer(value, p, 0, 65535));
     } else {
-      fail(p, "unknown key");
+      Json::fail(p, "unknown key");
     }
   }
 }
@@ -102,45 +47,45 @@ std::chrono::milliseconds to_millis(double seconds) {
 
 void apply_config_json(const json& doc, AppConfig& cfg) {
   auto& p = cfg.proxy;
-  for (const auto& [key, value] : expect_object(doc, "")) {
-    const std::string path = child("", key);
-    if (is_comment(key)) {
+  for (const auto& [key, value] : Json::object(doc, "")) {
+    const std::string path = json_child("", key);
+    if (is_comment_key(key)) {
       continue;
     } else if (key == "listen") {
       apply_endpoint(value, path, p.listen);
     } else if (key == "upstream") {
       apply_endpoint(value, path, p.upstream);
     } else if (key == "ioThreads") {
-      p.ioThreads = static_cast<unsigned>(expect_integer(value, path, 1, 1024));
+      p.ioThreads = static_cast<unsigned>(Json::integer(value, path, 1, 1024));
     } else if (key == "gracePeriodSeconds") {
       p.gracePeriod = to_millis(expect_seconds(value, path));
     } else if (key == "connectTimeoutSeconds") {
       p.connectTimeout = to_millis(expect_seconds(value, path));
-      if (p.connectTimeout.count() == 0) fail(path, "expected seconds > 0");
+      if (p.connectTimeout.count() == 0) Json::fail(path, "expected seconds > 0");
     } else if (key == "maxConnections") {
-      p.maxConnections = static_cast<std::size_t>(expect_integer(value, path, 0, 10'000'000));
+      p.maxConnections = static_cast<std::size_t>(Json::integer(value, path, 0, 10'000'000));
     } else if (key == "halfCloseTimeoutSeconds") {
       p.halfCloseTimeout = to_millis(expect_seconds(value, path));
     } else if (key == "idleTimeoutSeconds") {
       p.idleTimeout = to_millis(expect_seconds(value, path));
     } else if (key == "maxMessageSize") {
       cfg.tracker.maxMessageSize = static_cast<std::int32_t>(
-          expect_integer(value, path, 17, std::numeric_limits<std::int32_t>::max()));
+          Json::integer(value, path, 17, std::numeric_limits<std::int32_t>::max()));
     } else if (key == "busyPollMicros") {
-      p.busyPoll = std::chrono::microseconds(expect_integer(value, path, 0, 1000));
+      p.busyPoll = std::chrono::microseconds(Json::integer(value, path, 0, 1000));
     } else if (key == "bufferSize") {
-      p.bufferSize = static_cast<std::size_t>(expect_integer(value, path, 1024, 16 << 20));
+      p.bufferSize = static_cast<std::size_t>(Json::integer(value, path, 1024, 16 << 20));
     } else if (key == "maxDocumentLength") {
       cfg.maxDocumentLength = static_cast<std::size_t>(
-          expect_integer(value, path, 0, std::numeric_limits<std::int32_t>::max()));
+          Json::integer(value, path, 0, std::numeric_limits<std::int32_t>::max()));
     } else if (key == "captureDocuments") {
-      cfg.tracker.captureDocuments = expect_bool(value, path);
+      cfg.tracker.captureDocuments = Json::boolean(value, path);
     } else if (key == "tlsCertFile" || key == "tlsKeyFile" || key == "tlsCAFile" ||
                key == "upstreamTlsCAFile" || key == "upstreamTlsCertFile" ||
                key == "upstreamTlsKeyFile") {
       auto& t = p.tls;
-      std::string file = expect_string(value, path);
-      if (file.empty()) fail(path, "expected a file name");
+      std::string file = Json::string(value, path);
+      if (file.empty()) Json::fail(path, "expected a file name");
       (key == "tlsCertFile"           ? t.server.certFile
        : key == "tlsKeyFile"          ? t.server.keyFile
        : key == "tlsCAFile"           ? t.server.caFile
@@ -148,17 +93,17 @@ void apply_config_json(const json& doc, AppConfig& cfg) {
        : key == "upstreamTlsCertFile" ? t.upstream.certFile
                                       : t.upstream.keyFile) = std::move(file);
     } else if (key == "tlsMinVersion") {
-      const std::string v = expect_string(value, path);
-      if (v != "1.2" && v != "1.3") fail(path, "expected \"1.2\" or \"1.3\"");
+      const std::string v = Json::string(value, path);
+      if (v != "1.2" && v != "1.3") Json::fail(path, "expected \"1.2\" or \"1.3\"");
       p.tls.server.minVersion = v == "1.3" ? proxy::TlsVersion::v1_3 : proxy::TlsVersion::v1_2;
     } else if (key == "upstreamTls") {
-      p.tls.upstream.enabled = expect_bool(value, path);
+      p.tls.upstream.enabled = Json::boolean(value, path);
     } else if (key == "upstreamTlsInsecure") {
-      p.tls.upstream.insecure = expect_bool(value, path);
+      p.tls.upstream.insecure = Json::boolean(value, path);
     } else if (key == "sinks") {
       cfg.sinks = value;  // parsed by plan_sinks() (sink_config.cpp)
     } else {
-      fail(path, "unknown key");
+      Json::fail(path, "unknown key");
     }
   }
 }
@@ -177,7 +122,7 @@ std::vector<std::string> load_config_file(const std::string& path, AppConfig& cf
   apply_config_json(doc, cfg);
   std::vector<std::string> keys;
   for (const auto& [key, value] : doc.items())
-    if (!is_comment(key)) keys.push_back(key);
+    if (!is_comment_key(key)) keys.push_back(key);
   return keys;
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "json_config.hpp"
 #include "varanus/proxy/config.hpp"
 #include "varanus/sinks/plugin.hpp"
 
@@ -14,95 +15,43 @@ namespace varanus::app {
 namespace {
 
 using nlohmann::json;
-
-[[noreturn]] void fail(const std::string& path, const std::string& what) {
-  throw SinkConfigError("config: " + path + ": " + what);
-}
-
-std::string child(const std::string& path, const std::string& key) {
-  std::string escaped;  // RFC 6901
-  for (char c : key) {
-    if (c == '~')
-      escaped += "~0";
-    else if (c == '/')
-      escaped += "~1";
-    else
-      escaped += c;
-  }
-  return path + "/" + escaped;
-}
-
-bool is_comment(const std::string& key) {
-  return key.rfind("_comment", 0) == 0;
-}
-
-const json::object_t& expect_object(const json& v, const std::string& path) {
-  if (!v.is_object()) fail(path, "expected object");
-  return v.get_ref<const json::object_t&>();
-}
-
-std::int64_t expect_integer(const json& v, const std::string& path, std::int64_t min,
-                            std::int64_t max) {
-  if (!v.is_number_integer()) fail(path, "expected integer");
-  std::int64_t n = 0;
-  if (v.is_number_unsigned()) {
-    const auto u = v.get<std::uint64_t>();
-    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-      fail(path, "out of range");
-    n = static_cast<std::int64_t>(u);
-  } else {
-    n = v.get<std::int64_t>();
-  }
-  if (n < min || n > max)
-    fail(path, "expected integer from " + std::to_string(min) + " to " + std::to_string(max));
-  return n;
-}
+using Json = JsonFields<SinkConfigError>;
 
 double expect_number(const json& v, const std::string& path, double min, double max) {
-  if (!v.is_number()) fail(path, "expected number");
+  if (!v.is_number()) Json::fail(path, "expected number");
   const double d = v.get<double>();
   if (!std::isfinite(d) || d < min || d > max)
-    fail(path, "expected a number from " + std::to_string(min) + " to " + std::to_string(max));
+    Json::fail(path,
+               "expected a number from " + std::to_string(min) + " to " + std::to_string(max));
   return d;
 }
 
-std::string expect_string(const json& v, const std::string& path) {
-  if (!v.is_string()) fail(path, "expected string");
-  return v.get<std::string>();
-}
-
-bool expect_bool(const json& v, const std::string& path) {
-  if (!v.is_boolean()) fail(path, "expected boolean");
-  return v.get<bool>();
-}
-
 std::vector<std::string> expect_strings(const json& v, const std::string& path) {
-  if (!v.is_array()) fail(path, "expected array of strings");
+  if (!v.is_array()) Json::fail(path, "expected array of strings");
   std::vector<std::string> out;
-  for (std::size_t i = 0; i < v.size(); ++i)
-    out.push_back(expect_string(v[i], path + "/" + std::to_string(i)));
+  for (std::size_t i = 0; i < v.size(); ++i) out.push_back(Json::string(v[i], json_child(path, i)));
   return out;
 }
 
 sinks::Format expect_format(const json& v, const std::string& path) {
   sinks::Format f{};
-  if (!sinks::parse_format(expect_string(v, path), f))
-    fail(path, "expected \"varanus\" or \"mongodb-log\"");
+  if (!sinks::parse_format(Json::string(v, path), f))
+    Json::fail(path, "expected \"varanus\" or \"mongodb-log\"");
   return f;
 }
 
 proxy::Endpoint expect_endpoint(const json& v, const std::string& path) {
-  const std::string s = expect_string(v, path);
+  const std::string s = Json::string(v, path);
   auto ep = proxy::Endpoint::parse(s);
-  if (!ep) fail(path, "expected \"HOST:PORT\", got \"" + s + "\"");
+  if (!ep) Json::fail(path, "expected \"HOST:PORT\", got \"" + s + "\"");
   return *ep;
 }
 
 sinks::SinkFilter parse_filter(const json& v, const std::string& path) {
   sinks::SinkFilter f;
-  for (const auto& [key, value] : expect_object(v, path)) {
-    const std::string p = child(path, key);
-    if (is_comment(key)) continue;
+  for (const auto& [key, value] : Json::object(v, path)) {
+    const std::string p = json_child(path, key);
+    if (is_comment_key(key)) continue;
     if (key == "includeCommands")
       f.includeCommands = expect_strings(value, p);
     else if (key == "excludeCommands")
@@ -112,17 +61,17 @@ sinks::SinkFilter parse_filter(const json& v, const std::string& path) {
     else if (key == "excludeDatabases")
       f.excludeDatabases = expect_strings(value, p);
     else if (key == "minDurationMicros")
-      f.minDurationMicros = expect_integer(value, p, 0, std::numeric_limits<std::int64_t>::max());
+      f.minDurationMicros = Json::integer(value, p, 0, std::numeric_limits<std::int64_t>::max());
     else if (key == "failedOnly")
-      f.failedOnly = expect_bool(value, p);
+      f.failedOnly = Json::boolean(value, p);
     else if (key == "sampleRate")
       f.sampleRate = expect_number(value, p, 0.0, 1.0);
     else if (key == "keepHellos")
-      f.keepHellos = expect_bool(value, p);
+      f.keepHellos = Json::boolean(value, p);
     else if (key == "connectionEvents")
-      f.connectionEvents = expect_bool(value, p);
+      f.connectionEvents = Json::boolean(value, p);
     else
-      fail(p, "unknown key");
+      Json::fail(p, "unknown key");
   }
   return f;
 }
@@ -136,30 +85,31 @@ std::chrono::milliseconds expect_seconds(const json& v, const std::string& path,
 bool parse_otlp_key(sinks::OtlpOptions& o, const std::string& key, const json& value,
                     const std::string& p) {
   if (key == "endpoint") {
-    o.endpoint = expect_string(value, p);
+    o.endpoint = Json::string(value, p);
     std::string err;
-    if (!sinks::parse_http_url(o.endpoint, &err)) fail(p, err);
+    if (!sinks::parse_http_url(o.endpoint, &err)) Json::fail(p, err);
   } else if (key == "headers") {
-    for (const auto& [k, v] : expect_object(value, p)) {
+    for (const auto& [k, v] : Json::object(value, p)) {
       if (k.empty() || k.find_first_of(":\r\n ") != std::string::npos)
-        fail(child(p, k), "not a header name");
-      const std::string h = expect_string(v, child(p, k));
-      if (h.find_first_of("\r\n") != std::string::npos) fail(child(p, k), "line break in a header");
+        Json::fail(json_child(p, k), "not a header name");
+      const std::string h = Json::string(v, json_child(p, k));
+      if (h.find_first_of("\r\n") != std::string::npos)
+        Json::fail(json_child(p, k), "line break in a header");
       o.headers.emplace_back(k, h);
     }
   } else if (key == "serviceName") {
-    o.serviceName = expect_string(value, p);
-    if (o.serviceName.empty()) fail(p, "must not be empty");
+    o.serviceName = Json::string(value, p);
+    if (o.serviceName.empty()) Json::fail(p, "must not be empty");
   } else if (key == "gzip") {
-    o.gzip = expect_bool(value, p);
+    o.gzip = Json::boolean(value, p);
   } else if (key == "includeHellos") {
-    o.includeHellos = expect_bool(value, p);
+    o.includeHellos = Json::boolean(value, p);
   } else if (key == "queryText") {
-    o.queryText = expect_bool(value, p);
+    o.queryText = Json::boolean(value, p);
   } else if (key == "maxQueueSpans") {
-    o.maxQueueSpans = static_cast<std::size_t>(expect_integer(value, p, 1, 1 << 24));
+    o.maxQueueSpans = static_cast<std::size_t>(Json::integer(value, p, 1, 1 << 24));
   } else if (key == "maxBatchSpans") {
-    o.maxBatchSpans = static_cast<std::size_t>(expect_integer(value, p, 1, 65536));
+    o.maxBatchSpans = static_cast<std::size_t>(Json::integer(value, p, 1, 65536));
   } else if (key == "batchDelaySeconds") {
     o.batchDelay = expect_seconds(value, p, 0.001, 3600);
   } else if (key == "timeoutSeconds") {
@@ -171,7 +121,7 @@ bool parse_otlp_key(sinks::OtlpOptions& o, const std::string& key, const json& v
   } else if (key == "closeTimeoutSeconds") {
     o.closeTimeout = expect_seconds(value, p, 0, 3600);
   } else if (key == "maxRetries") {
-    o.maxRetries = static_cast<unsigned>(expect_integer(value, p, 0, 100));
+    o.maxRetries = static_cast<unsigned>(Json::integer(value, p, 0, 100));
   } else {
     return false;
   }
@@ -180,14 +130,14 @@ bool parse_otlp_key(sinks::OtlpOptions& o, const std::string& key, const json& v
 
 SinkSpec parse_output(const json& v, const std::string& path,
                       const sinks::RenderOptions& defaults) {
-  const auto& obj = expect_object(v, path);
+  const auto& obj = Json::object(v, path);
   SinkSpec spec;
   spec.where = path;
   spec.render = defaults;
   const auto type = obj.find("type");
   if (type == obj.end())
-    fail(path, "missing \"type\" (stdout, stderr, file, tcp, udp, plugin, otlp)");
-  const std::string t = expect_string(type->second, child(path, "type"));
+    Json::fail(path, "missing \"type\" (stdout, stderr, file, tcp, udp, plugin, otlp)");
+  const std::string t = Json::string(type->second, json_child(path, "type"));
   using T = SinkSpec::Type;
   if (t == "stdout")
     spec.type = T::stdoutSink;
@@ -204,13 +154,13 @@ SinkSpec parse_output(const json& v, const std::string& path,
   else if (t == "otlp")
     spec.type = T::otlp;
   else
-    fail(child(path, "type"),
-         "expected one of stdout, stderr, file, tcp, udp, plugin, otlp; got \"" + t + "\"");
+    Json::fail(json_child(path, "type"),
+               "expected one of stdout, stderr, file, tcp, udp, plugin, otlp; got \"" + t + "\"");
 
   bool hasPath = false, hasAddress = false;
   for (const auto& [key, value] : obj) {
-    const std::string p = child(path, key);
-    if (is_comment(key) || key == "type") continue;
+    const std::string p = json_child(path, key);
+    if (is_comment_key(key) || key == "type") continue;
     const bool file = spec.type == T::file, net = spec.type == T::tcp || spec.type == T::udp,
                plugin = spec.type == T::plugin;
     if (key == "format" || key == "maxDocumentLength" || key == "redaction" || key == "lines" ||
@@ -220,54 +170,54 @@ SinkSpec parse_output(const json& v, const std::string& path,
       spec.render.format = expect_format(value, p);
     } else if (key == "maxDocumentLength") {
       spec.render.maxDocumentLength = static_cast<std::size_t>(
-          expect_integer(value, p, 0, std::numeric_limits<std::int32_t>::max()));
+          Json::integer(value, p, 0, std::numeric_limits<std::int32_t>::max()));
     } else if (key == "redaction") {
-      if (!sinks::parse_redaction(expect_string(value, p), spec.render.redaction))
-        fail(p, "expected \"none\" or \"values\"");
+      if (!sinks::parse_redaction(Json::string(value, p), spec.render.redaction))
+        Json::fail(p, "expected \"none\" or \"values\"");
     } else if (key == "lines") {
-      if (!sinks::parse_lines(expect_string(value, p), spec.render.lines))
-        fail(p, "expected \"events\" or \"commands\"");
+      if (!sinks::parse_lines(Json::string(value, p), spec.render.lines))
+        Json::fail(p, "expected \"events\" or \"commands\"");
     } else if (key == "documents") {
-      if (!sinks::parse_documents(expect_string(value, p), spec.render.documents))
-        fail(p, "expected \"object\" or \"string\"");
+      if (!sinks::parse_documents(Json::string(value, p), spec.render.documents))
+        Json::fail(p, "expected \"object\" or \"string\"");
     } else if (key == "extendedJson") {
-      if (!sinks::parse_extended_json(expect_string(value, p), spec.render.extendedJson))
-        fail(p, "expected \"relaxed\" or \"canonical\"");
+      if (!sinks::parse_extended_json(Json::string(value, p), spec.render.extendedJson))
+        Json::fail(p, "expected \"relaxed\" or \"canonical\"");
     } else if (key == "filter") {
       spec.filter = parse_filter(value, p);
       spec.filterSet = true;
     } else if (key == "path" && (file || plugin)) {
-      (file ? spec.file.path : spec.pluginPath) = expect_string(value, p);
-      if ((file ? spec.file.path : spec.pluginPath).empty()) fail(p, "must not be empty");
+      (file ? spec.file.path : spec.pluginPath) = Json::string(value, p);
+      if ((file ? spec.file.path : spec.pluginPath).empty()) Json::fail(p, "must not be empty");
       hasPath = true;
     } else if (key == "rotateBytes" && file) {
       spec.file.rotateBytes = static_cast<std::uint64_t>(
-          expect_integer(value, p, 0, std::numeric_limits<std::int64_t>::max()));
+          Json::integer(value, p, 0, std::numeric_limits<std::int64_t>::max()));
     } else if (key == "keepFiles" && file) {
-      spec.file.keepFiles = static_cast<unsigned>(expect_integer(value, p, 0, 1000));
+      spec.file.keepFiles = static_cast<unsigned>(Json::integer(value, p, 0, 1000));
     } else if (key == "address" && net) {
       const proxy::Endpoint ep = expect_endpoint(value, p);
       spec.net.host = ep.host;
       spec.net.port = ep.port;
-      if (ep.port == 0) fail(p, "port 0 is not a collector's port");
+      if (ep.port == 0) Json::fail(p, "port 0 is not a collector's port");
       hasAddress = true;
     } else if (key == "maxBufferBytes" && spec.type == T::tcp) {
       spec.net.maxBufferBytes =
-          static_cast<std::size_t>(expect_integer(value, p, 1024, std::int64_t{1} << 34));
+          static_cast<std::size_t>(Json::integer(value, p, 1024, std::int64_t{1} << 34));
     } else if (key == "config" && plugin) {
-      spec.pluginConfig = expect_object(value, p).empty() ? "{}" : value.dump();
+      spec.pluginConfig = Json::object(value, p).empty() ? "{}" : value.dump();
     } else if (spec.type == T::otlp && parse_otlp_key(spec.otlp, key, value, p)) {
       hasAddress = hasAddress || key == "endpoint";
     } else {
-      fail(p, "unknown key for a " + t + " sink");
+      Json::fail(p, "unknown key for a " + t + " sink");
     }
   }
   if ((spec.type == T::file || spec.type == T::plugin) && !hasPath)
-    fail(path, "a " + t + " sink needs \"path\"");
+    Json::fail(path, "a " + t + " sink needs \"path\"");
   if (spec.type == T::otlp && !hasAddress)
-    fail(path, "an otlp sink needs \"endpoint\" (\"http://HOST:4318\")");
+    Json::fail(path, "an otlp sink needs \"endpoint\" (\"http://HOST:4318\")");
   if ((spec.type == T::tcp || spec.type == T::udp) && !hasAddress)
-    fail(path, "a " + t + " sink needs \"address\" (\"HOST:PORT\")");
+    Json::fail(path, "a " + t + " sink needs \"address\" (\"HOST:PORT\")");
   return spec;
 }
 
@@ -370,46 +320,44 @@ SinkPlan plan_sinks(const json& section, const SinkFlags& flags, std::size_t max
     outputs = &section;
     outputsPath = "/sinks";
   } else if (!section.is_null()) {
-    for (const auto& [key, value] : expect_object(section, "/sinks")) {
-      const std::string p = child("/sinks", key);
-      if (is_comment(key)) continue;
+    for (const auto& [key, value] : Json::object(section, "/sinks")) {
+      const std::string p = json_child("/sinks", key);
+      if (is_comment_key(key)) continue;
       if (key == "queueSize") {
-        plan.queueSize = static_cast<std::size_t>(expect_integer(value, p, 2, 1 << 24));
+        plan.queueSize = static_cast<std::size_t>(Json::integer(value, p, 2, 1 << 24));
       } else if (key == "dropWarningIntervalSeconds") {
         plan.dropWarningInterval =
             std::chrono::milliseconds(std::llround(expect_number(value, p, 0.0, 86400.0) * 1000.0));
       } else if (key == "admin") {
         sinks::AdminOptions a;
-        for (const auto& [k, v] : expect_object(value, p)) {
-          const std::string q = child(p, k);
-          if (is_comment(k)) continue;
+        for (const auto& [k, v] : Json::object(value, p)) {
+          const std::string q = json_child(p, k);
+          if (is_comment_key(k)) continue;
           if (k == "listen") {
             const proxy::Endpoint ep = expect_endpoint(v, q);
             a.host = ep.host;
             a.port = ep.port;
           } else if (k == "maxDatabases") {
-            plan.metrics.maxDatabases = static_cast<std::size_t>(expect_integer(v, q, 0, 10000));
+            plan.metrics.maxDatabases = static_cast<std::size_t>(Json::integer(v, q, 0, 10000));
           } else if (k == "maxCommandStats") {
-            plan.commandStats.maxEntries =
-                static_cast<std::size_t>(expect_integer(v, q, 1, 100000));
+            plan.commandStats.maxEntries = static_cast<std::size_t>(Json::integer(v, q, 1, 100000));
           } else {
-            fail(q, "unknown key");
+            Json::fail(q, "unknown key");
           }
         }
         plan.admin = a;
       } else if (key == "outputs") {
-        if (!value.is_array()) fail(p, "expected array of sinks");
+        if (!value.is_array()) Json::fail(p, "expected array of sinks");
         outputs = &value;
       } else {
-        fail(p, "unknown key");
+        Json::fail(p, "unknown key");
       }
     }
   }
   if (outputs != nullptr) {
-    if (!outputs->is_array()) fail(outputsPath, "expected array of sinks");
+    if (!outputs->is_array()) Json::fail(outputsPath, "expected array of sinks");
     for (std::size_t i = 0; i < outputs->size(); ++i)
-      plan.sinks.push_back(
-          parse_output((*outputs)[i], outputsPath + "/" + std::to_string(i), defaults));
+      plan.sinks.push_back(parse_output((*outputs)[i], json_child(outputsPath, i), defaults));
   }
 
   if (flags.logFile) {

@@ -4,6 +4,8 @@
 #include <limits>
 #include <string>
 
+#include "varanus/wire/bson_walk.hpp"
+
 namespace varanus::monitor::detail {
 namespace {
 
@@ -247,12 +249,10 @@ wire::BsonBytes redacted_failure(wire::BsonView reply) {
 }
 
 std::int64_t reply_cursor_id(wire::BsonView reply) noexcept {
-  bson_t doc;
-  if (!reply.init_static(&doc)) return 0;
-  bson_iter_t it, child;
-  if (bson_iter_init(&it, &doc) && bson_iter_find_descendant(&it, "cursor.id", &child) &&
-      BSON_ITER_HOLDS_INT(&child))
-    return bson_iter_as_int64(&child);
+  wire::BsonElement id;
+  if (!wire::BsonWalk::find_path(reply, "cursor.id", id)) return 0;
+  if (id.type == wire::bson_type::kInt64) return id.as_int64();
+  if (id.type == wire::bson_type::kInt32) return id.as_int32();
   return 0;
 }
 

@@ -31,15 +31,10 @@ std::int64_t micros_between(std::chrono::steady_clock::time_point a,
   return std::chrono::duration_cast<std::chrono::microseconds>(b - a).count();
 }
 
-std::string_view utf8_at(const bson_t* doc, const char* dotted) {
-  bson_iter_t it, child;
-  if (bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, dotted, &child) &&
-      BSON_ITER_HOLDS_UTF8(&child)) {
-    std::uint32_t n = 0;
-    const char* s = bson_iter_utf8(&child, &n);
-    return {s, n};
-  }
-  return {};
+std::string_view utf8_at(wire::BsonView doc, std::string_view dotted) {
+  wire::BsonElement e;
+  if (!wire::BsonWalk::find_path(doc, dotted, e) || e.type != wire::bson_type::kUtf8) return {};
+  return e.as_string();
 }
 
 bool has_key(wire::BsonView body, const char* key) {
@@ -82,44 +77,53 @@ Event Tracker::make_event(EventType type, Clock now) const {
   return e;
 }
 
+template <class P>
+Event Tracker::command_event(EventType type, std::int32_t requestId, P&& p, Clock now) const {
+  Event e = make_event(type, now);
+  e.requestId = requestId;
+  e.commandName = std::forward<P>(p).commandName;
+  e.databaseName = std::forward<P>(p).databaseName;
+  e.collection = std::forward<P>(p).collection;
+  e.requestBytes = p.requestBytes;
+  e.durationMicros = micros_between(p.start, now.mono);
+  e.hello = p.hello;
+  // A request that allows an exhaust stream opens one; its terminal event
+  // is part of a stream only if a reply continued it.
+  e.exhaust = p.exhaust || (type == EventType::commandStarted && p.exhaustAllowed);
+  e.awaited = p.awaited;
+  e.redacted = p.redacted;
+  e.compressor = p.compressor;
+  return e;
+}
+
 void Tracker::opened(Clock now) {
   publish(make_event(EventType::connectionOpened, now));
 }
 
 void Tracker::client_data(std::span<const std::uint8_t> bytes, Clock now) {
   bytesFromClient_ += bytes.size();
-  if (!inspecting_ || closed_) return;
-  fromClient_.feed(bytes);
-  for (;;) {
-    const std::uint64_t before = fromClient_.consumed();
-    auto next = fromClient_.next();
-    if (next.status == wire::FrameStatus::need_more) return;
-    if (next.status == wire::FrameStatus::error) {
-      return stop("client framing", *next.error, now);
-    }
-    frameBytes_ = static_cast<std::uint32_t>(fromClient_.consumed() - before);
-    frameReduced_ = next.reduced;
-    ++stats_.frames;
-    on_request(next.frame, now);
-    if (!inspecting_) return;
-  }
+  feed<&Tracker::on_request>(fromClient_, bytes, "client framing", now);
 }
 
 void Tracker::server_data(std::span<const std::uint8_t> bytes, Clock now) {
   bytesFromServer_ += bytes.size();
+  feed<&Tracker::on_reply>(fromServer_, bytes, "upstream framing", now);
+}
+
+template <void (Tracker::*Handle)(std::span<const std::uint8_t>, Clock)>
+void Tracker::feed(wire::FrameReader& reader, std::span<const std::uint8_t> bytes,
+                   std::string_view where, Clock now) {
   if (!inspecting_ || closed_) return;
-  fromServer_.feed(bytes);
+  reader.feed(bytes);
   for (;;) {
-    const std::uint64_t before = fromServer_.consumed();
-    auto next = fromServer_.next();
+    const std::uint64_t before = reader.consumed();
+    auto next = reader.next();
     if (next.status == wire::FrameStatus::need_more) return;
-    if (next.status == wire::FrameStatus::error) {
-      return stop("upstream framing", *next.error, now);
-    }
-    frameBytes_ = static_cast<std::uint32_t>(fromServer_.consumed() - before);
+    if (next.status == wire::FrameStatus::error) return stop(where, *next.error, now);
+    frameBytes_ = static_cast<std::uint32_t>(reader.consumed() - before);
     frameReduced_ = next.reduced;
     ++stats_.frames;
-    on_reply(next.frame, now);
+    (this->*Handle)(next.frame, now);
     if (!inspecting_) return;
   }
 }
@@ -135,18 +139,9 @@ void Tracker::publish(Event&& e) {
 void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedBytes command,
                             bool unacked, wire::BsonBytes impliedReply, Clock now) {
   ++stats_.commands;
-  Event started = make_event(EventType::commandStarted, now);
-  started.requestId = requestId;
-  started.commandName = p.commandName;
-  started.databaseName = p.databaseName;
-  started.collection = p.collection;
-  started.requestBytes = p.requestBytes;
-  started.hello = p.hello;
-  started.exhaust = p.exhaust || p.exhaustAllowed;
-  started.awaited = p.awaited;
-  started.redacted = p.redacted;
+  p.start = now.mono;
+  Event started = command_event(EventType::commandStarted, requestId, p, now);
   started.unacknowledged = unacked;
-  started.compressor = p.compressor;
   if (options_.captureDocuments) {
     if (p.redacted) {
       started.document = detail::empty_document();
@@ -159,34 +154,19 @@ void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedByte
   publish(std::move(started));
 
   if (unacked) {
-    Event done = make_event(EventType::commandSucceeded, now);
-    done.requestId = requestId;
-    done.commandName = std::move(p.commandName);
-    done.databaseName = std::move(p.databaseName);
-    done.collection = std::move(p.collection);
-    done.requestBytes = p.requestBytes;
-    done.hello = p.hello;
-    done.redacted = p.redacted;
+    Event done = command_event(EventType::commandSucceeded, requestId, std::move(p), now);
     done.unacknowledged = true;
-    done.compressor = p.compressor;
     if (options_.captureDocuments)
-      done.document = p.redacted ? detail::empty_document() : std::move(impliedReply);
+      done.document = done.redacted ? detail::empty_document() : std::move(impliedReply);
     publish(std::move(done));
     return;
   }
-  p.start = now.mono;
   p.seq = ++seq_;
   if (auto it = pending_.find(requestId); it != pending_.end()) {
     // A driver reused a requestID before its reply: the older request can no
     // longer be paired. Fail it so it still gets its one terminal event.
     Pending old = std::exchange(it->second, std::move(p));
-    Event failed = make_event(EventType::commandFailed, now);
-    failed.requestId = requestId;
-    failed.commandName = std::move(old.commandName);
-    failed.databaseName = std::move(old.databaseName);
-    failed.collection = std::move(old.collection);
-    failed.requestBytes = old.requestBytes;
-    failed.durationMicros = micros_between(old.start, now.mono);
+    Event failed = command_event(EventType::commandFailed, requestId, std::move(old), now);
     failed.message = "requestID reused by the client before a reply came";
     publish(std::move(failed));
     return;
@@ -202,11 +182,9 @@ void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedByte
 }
 
 void Tracker::learn_handshake(wire::BsonView body) {
-  bson_t doc;
-  if (!body.init_static(&doc)) return;
-  auto app = utf8_at(&doc, "client.application.name");
-  auto name = utf8_at(&doc, "client.driver.name");
-  auto version = utf8_at(&doc, "client.driver.version");
+  auto app = utf8_at(body, "client.application.name");
+  auto name = utf8_at(body, "client.driver.name");
+  auto version = utf8_at(body, "client.driver.version");
   if (app.empty() && name.empty()) return;
   auto next = std::make_shared<ConnectionInfo>(*info_);
   next->appName = std::string(app);
@@ -219,12 +197,20 @@ void Tracker::learn_handshake(wire::BsonView body) {
 }
 
 void Tracker::learn_server_connection_id(wire::BsonView reply) {
-  bson_t doc;
-  bson_iter_t it;
-  if (!reply.init_static(&doc) || !bson_iter_init_find(&it, &doc, "connectionId") ||
-      !BSON_ITER_HOLDS_NUMBER(&it))
+  wire::BsonElement e;
+  if (!wire::BsonWalk::find(reply, "connectionId", e)) return;
+  std::int64_t id = 0;
+  if (e.type == wire::bson_type::kInt32) {
+    id = e.as_int32();
+  } else if (e.type == wire::bson_type::kInt64) {
+    id = e.as_int64();
+  } else if (e.type == wire::bson_type::kDouble) {
+    const double d = e.as_double();
+    if (!(d >= -9.0e18 && d <= 9.0e18)) return;  // NaN or beyond int64: no id
+    id = static_cast<std::int64_t>(d);
+  } else {
     return;
-  std::int64_t id = bson_iter_as_int64(&it);
+  }
   if (info_->serverConnectionId == id) return;
   auto next = std::make_shared<ConnectionInfo>(*info_);
   next->serverConnectionId = id;
@@ -380,19 +366,11 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
 
   if (p.hello != HelloKind::none && succeeded) learn_server_connection_id(replyDoc);
 
-  Event done = make_event(succeeded ? EventType::commandSucceeded : EventType::commandFailed, now);
-  done.requestId = msg.header.responseTo;
-  done.commandName = p.commandName;
-  done.databaseName = p.databaseName;
-  done.collection = p.collection;
-  done.requestBytes = p.requestBytes;
+  Event done = command_event(succeeded ? EventType::commandSucceeded : EventType::commandFailed,
+                             msg.header.responseTo, p, now);
   done.replyBytes = frameBytes_;
-  done.durationMicros = micros_between(p.start, now.mono);
-  done.hello = p.hello;
-  done.exhaust = p.exhaust || more;
-  done.awaited = p.awaited;
-  done.redacted = p.redacted;
-  done.compressor = msg.compressor;
+  done.exhaust = done.exhaust || more;
+  done.compressor = msg.compressor;  // the reply's own
   if (options_.captureDocuments) {
     if (p.redacted)
       done.document = succeeded ? detail::empty_document() : detail::redacted_failure(replyDoc);
@@ -454,17 +432,7 @@ void Tracker::fail_all(std::string_view message, Clock now) {
   std::sort(order.begin(), order.end(),
             [](const auto& a, const auto& b) { return a.second->seq < b.second->seq; });
   for (auto& [id, p] : order) {
-    Event failed = make_event(EventType::commandFailed, now);
-    failed.requestId = id;
-    failed.commandName = std::move(p->commandName);
-    failed.databaseName = std::move(p->databaseName);
-    failed.collection = std::move(p->collection);
-    failed.requestBytes = p->requestBytes;
-    failed.durationMicros = micros_between(p->start, now.mono);
-    failed.hello = p->hello;
-    failed.exhaust = p->exhaust;
-    failed.awaited = p->awaited;
-    failed.redacted = p->redacted;
+    Event failed = command_event(EventType::commandFailed, id, std::move(*p), now);
     failed.message = std::string(message);
     publish(std::move(failed));
   }

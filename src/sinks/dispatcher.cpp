@@ -131,10 +131,10 @@ std::optional<wire::CopyBound> Dispatcher::document_bound() const {
     const DocumentNeed need = sink->document_need();
     if (need == DocumentNeed::none) continue;
     if (!bound) bound.emplace();
-    const RenderOptions& r = sink->render_options();
-    if (need == DocumentNeed::whole || r.maxDocumentLength == 0) return wire::CopyBound{};
-    bound->jsonLength = std::max(bound->jsonLength, 2 * r.maxDocumentLength + 128);
-    bound->typeNames = bound->typeNames || r.redaction == Redaction::values;
+    const wire::CopyBound needed = document_copy_bound(sink->render_options());
+    if (need == DocumentNeed::whole || needed.unlimited()) return wire::CopyBound{};
+    bound->jsonLength = std::max(bound->jsonLength, needed.jsonLength);
+    bound->typeNames = bound->typeNames || needed.typeNames;
   }
   return bound;
 }

@@ -14,6 +14,8 @@
 #include <cstring>
 #include <system_error>
 
+#include "varanus/wire/host_port.hpp"
+
 namespace varanus::sinks {
 
 namespace {
@@ -46,8 +48,7 @@ std::string resolve(std::string host, std::uint16_t port, int socktype, Address&
 }
 
 std::string endpoint_name(const NetSinkOptions& o) {
-  const bool v6 = o.host.find(':') != std::string::npos && o.host.front() != '[';
-  return (v6 ? "[" + o.host + "]" : o.host) + ":" + std::to_string(o.port);
+  return wire::format_host_port(o.host, o.port);
 }
 
 std::uint64_t lines_in(std::string_view s) {

@@ -21,6 +21,7 @@
 #include <system_error>
 
 #include "varanus/sinks/metrics.hpp"
+#include "varanus/wire/host_port.hpp"
 #include "varanus/wire/json.hpp"
 
 namespace varanus::sinks {
@@ -102,18 +103,12 @@ void append_attr_int(std::string& out, std::string_view key, std::int64_t value)
   out += "\"}}";
 }
 
-// "host:port", "[::1]:port" -> (host, port); port -1 when absent.
+// "host:port", "[::1]:port" -> (host, port); port -1 when absent. Text
+// that does not parse is kept whole as the host.
 std::pair<std::string, std::int64_t> split_host_port(std::string_view s) {
-  const auto colon = s.rfind(':');
-  if (colon == std::string_view::npos || (s.find(':') != colon && s.front() != '['))
-    return {std::string(s), -1};
-  std::string_view host = s.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  std::int64_t port = -1;
-  const std::string_view p = s.substr(colon + 1);
-  std::from_chars(p.data(), p.data() + p.size(), port);
-  return {std::string(host), port};
+  const wire::HostPort hp = wire::parse_host_port(s, wire::PortRule::optional);
+  if (!hp.ok()) return {std::string(s), -1};
+  return {std::string(hp.host), hp.port ? std::int64_t{*hp.port} : -1};
 }
 
 std::string to_hex(std::uint64_t v) {
@@ -263,30 +258,11 @@ std::optional<HttpUrl> parse_http_url(std::string_view url, std::string* error) 
   if (slash != std::string_view::npos) out.path = std::string(rest.substr(slash));
   while (!out.path.empty() && out.path.back() == '/') out.path.pop_back();
   if (hostport.empty()) return fail("no host in \"" + std::string(url) + "\"");
-  std::string_view host = hostport;
-  std::string_view port;
-  if (hostport.front() == '[') {
-    const auto close = hostport.find(']');
-    if (close == std::string_view::npos)
-      return fail("unclosed '[' in \"" + std::string(url) + "\"");
-    host = hostport.substr(1, close - 1);
-    if (close + 1 < hostport.size()) {
-      if (hostport[close + 1] != ':') return fail("bad port in \"" + std::string(url) + "\"");
-      port = hostport.substr(close + 2);
-    }
-  } else if (const auto colon = hostport.rfind(':'); colon != std::string_view::npos) {
-    host = hostport.substr(0, colon);
-    port = hostport.substr(colon + 1);
-  }
-  out.host = std::string(host);
-  if (!port.empty()) {
-    unsigned p = 0;
-    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
-    if (ec != std::errc() || end != port.data() + port.size() || p == 0 || p > 65535)
-      return fail("bad port in \"" + std::string(url) + "\"");
-    out.port = static_cast<std::uint16_t>(p);
-  }
-  if (out.host.empty()) return fail("no host in \"" + std::string(url) + "\"");
+  const wire::HostPort hp = wire::parse_host_port(hostport, wire::PortRule::optional);
+  if (!hp.ok()) return fail(hp.error + " (endpoint \"" + std::string(url) + "\")");
+  if (hp.port == 0) return fail("port 0 in \"" + std::string(url) + "\"");
+  out.host = std::string(hp.host);
+  if (hp.port) out.port = *hp.port;
   return out;
 }
 
@@ -362,9 +338,7 @@ int http_post(const HttpUrl& url, std::string_view target, std::string_view body
   req += url.path;
   req += target;
   req += " HTTP/1.1\r\nHost: ";
-  req += url.host.find(':') != std::string::npos ? "[" + url.host + "]" : url.host;
-  req += ':';
-  req += std::to_string(url.port);
+  req += wire::format_host_port(url.host, url.port);
   req += "\r\nUser-Agent: varanus\r\nConnection: close\r\nContent-Length: ";
   req += std::to_string(body.size());
   req += "\r\n";

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <limits>
 
+#include "varanus/wire/bson_walk.hpp"
+#include "varanus/wire/host_port.hpp"
 #include "varanus/wire/json.hpp"
 
 namespace varanus::sinks {
@@ -261,6 +263,13 @@ std::string& scratch() {
   return s;
 }
 
+// How much JSON the string rendering writes before cutting it at `max`
+// (0 = unlimited): a little more than it keeps, so the cut lands in real
+// text rather than in the closing brackets a bounded writer adds.
+constexpr std::size_t string_budget(std::size_t max) noexcept {
+  return max == 0 ? 0 : 2 * max + 64;
+}
+
 // The document as a JSON *string* (mongodb-log): relaxed JSON cut at
 // maxDocumentLength bytes (never inside a code point) plus "...".
 // Returns true when cut.
@@ -268,9 +277,7 @@ bool append_document_string(std::string& out, const wire::BsonBytes& doc, const 
   std::string& s = scratch();
   s.clear();
   const std::size_t max = o.maxDocumentLength;
-  // Render a little more than we keep, so the cut lands in real text rather
-  // than in the closing brackets a bounded writer adds.
-  const std::size_t budget = max == 0 ? 0 : 2 * max + 64;
+  const std::size_t budget = string_budget(max);
   wire::JsonOptions jo;
   jo.maxLength = budget;
   jo.canonical = o.extendedJson == ExtendedJson::canonical;
@@ -308,33 +315,38 @@ struct Failure {
   std::string_view codeName;
   std::string_view errmsg;
   bool hasErrmsg = false;
-  bson_iter_t labels;
+  wire::BsonView labels;  // framed when present
   bool hasLabels = false;
 };
 
+// A numeric `code` as int64 (a double out of range or NaN gives 0).
+std::int64_t code_of(const wire::BsonElement& e) noexcept {
+  if (e.type == wire::bson_type::kInt32) return e.as_int32();
+  if (e.type == wire::bson_type::kInt64) return e.as_int64();
+  const double d = e.as_double();
+  return d >= -9.0e18 && d <= 9.0e18 ? static_cast<std::int64_t>(d) : 0;
+}
+
 Failure extract_failure(const wire::BsonBytes& doc) {
   Failure f;
-  bson_iter_t it;
-  if (doc.empty() || !bson_iter_init_from_data(&it, doc.data(), doc.size())) return f;
-  while (bson_iter_next(&it)) {
-    const char* k = bson_iter_key(&it);
-    if (std::strcmp(k, "code") == 0) {
-      if (BSON_ITER_HOLDS_NUMBER(&it)) {
-        f.code = bson_iter_as_int64(&it);
+  wire::BsonWalk w(view_of(doc));
+  wire::BsonElement e;
+  while (w.next(e)) {
+    if (e.key == "code") {
+      if (e.type == wire::bson_type::kInt32 || e.type == wire::bson_type::kInt64 ||
+          e.type == wire::bson_type::kDouble) {
+        f.code = code_of(e);
         f.hasCode = true;
       }
-    } else if (std::strcmp(k, "codeName") == 0 && BSON_ITER_HOLDS_UTF8(&it)) {
-      std::uint32_t len = 0;
-      const char* s = bson_iter_utf8(&it, &len);
-      f.codeName = {s, len};
-    } else if ((std::strcmp(k, "errmsg") == 0 || (std::strcmp(k, "$err") == 0 && !f.hasErrmsg)) &&
-               BSON_ITER_HOLDS_UTF8(&it)) {
-      std::uint32_t len = 0;
-      const char* s = bson_iter_utf8(&it, &len);
-      f.errmsg = {s, len};
+    } else if (e.key == "codeName" && e.type == wire::bson_type::kUtf8) {
+      f.codeName = e.as_string();
+    } else if ((e.key == "errmsg" || (e.key == "$err" && !f.hasErrmsg)) &&
+               e.type == wire::bson_type::kUtf8) {
+      f.errmsg = e.as_string();
       f.hasErrmsg = true;
-    } else if (std::strcmp(k, "errorLabels") == 0 && BSON_ITER_HOLDS_ARRAY(&it)) {
-      f.hasLabels = bson_iter_recurse(&it, &f.labels);
+    } else if (e.key == "errorLabels" && e.type == wire::bson_type::kArray) {
+      f.labels = e.as_document();
+      f.hasLabels = wire::bson_framed(f.labels);
     }
   }
   return f;
@@ -383,13 +395,13 @@ bool append_failure(std::string& out, const Event& e, const RenderOptions& o) {
     comma();
     out += "\"errorLabels\":[";
     bool first = true;
-    while (bson_iter_next(&f.labels)) {
-      if (!BSON_ITER_HOLDS_UTF8(&f.labels)) continue;
+    wire::BsonWalk labels(f.labels);
+    wire::BsonElement label;
+    while (labels.next(label)) {
+      if (label.type != wire::bson_type::kUtf8) continue;
       if (!first) out += ',';
       first = false;
-      std::uint32_t len = 0;
-      const char* s = bson_iter_utf8(&f.labels, &len);
-      wire::append_json_string(out, {s, len});
+      wire::append_json_string(out, label.as_string());
     }
     out += ']';
   }
@@ -531,22 +543,12 @@ void render_varanus(std::string& out, const Event& e, const RenderOptions& o, Re
   w.raw('}');
 }
 
-// "host:port" / "[v6]:port" -> host, port (0 when absent).
+// "host:port" / "[v6]:port" -> host, port (0 when absent). Text that does
+// not parse is shown whole as the host.
 void split_host_port(std::string_view hp, std::string_view& host, std::uint32_t& port) {
-  host = hp;
-  port = 0;
-  std::size_t colon = hp.rfind(':');
-  if (colon == std::string_view::npos) return;
-  if (!hp.empty() && hp.front() == '[') {
-    std::size_t close = hp.find(']');
-    if (close == std::string_view::npos || close > colon) return;
-    host = hp.substr(1, close - 1);
-  } else {
-    if (hp.find(':') != colon) return;  // bare IPv6 without brackets
-    host = hp.substr(0, colon);
-  }
-  std::string_view p = hp.substr(colon + 1);
-  std::from_chars(p.data(), p.data() + p.size(), port);
+  const wire::HostPort parsed = wire::parse_host_port(hp, wire::PortRule::optional);
+  host = parsed.ok() ? parsed.host : hp;
+  port = parsed.ok() ? parsed.port.value_or(0) : 0;
 }
 
 // The command logging spec's structured message. durationMS is a double
@@ -630,8 +632,8 @@ void render_mongodb_log(std::string& out, const Event& e, const RenderOptions& o
   out += '}';
 }
 
-bool walk_types(std::string& out, bson_iter_t* it, bool isArray, std::size_t start, std::size_t max,
-                int depth);
+bool walk_types(std::string& out, wire::BsonView doc, bool isArray, std::size_t start,
+                std::size_t max, int depth);
 
 const char* type_alias(bson_type_t t) {
   switch (t) {
@@ -682,12 +684,16 @@ const char* type_alias(bson_type_t t) {
   }
 }
 
-bool walk_types(std::string& out, bson_iter_t* it, bool isArray, std::size_t start, std::size_t max,
-                int depth) {
+// Past kMaxBsonDepth, or when not framed, an embedded document shows as
+// its type name, like a leaf; the walk stops quietly at a corrupt element.
+bool walk_types(std::string& out, wire::BsonView doc, bool isArray, std::size_t start,
+                std::size_t max, int depth) {
   out += isArray ? '[' : '{';
   bool first = true;
   bool cut = false;
-  while (bson_iter_next(it)) {
+  wire::BsonWalk w(doc);
+  wire::BsonElement e;
+  while (w.next(e)) {
     if (max != 0 && out.size() - start >= max) {
       cut = true;
       break;
@@ -695,20 +701,18 @@ bool walk_types(std::string& out, bson_iter_t* it, bool isArray, std::size_t sta
     if (!first) out += ',';
     first = false;
     if (!isArray) {
-      wire::append_json_string(out, {bson_iter_key(it), bson_iter_key_len(it)});
+      wire::append_json_string(out, e.key);
       out += ':';
     }
-    const bson_type_t type = bson_iter_type(it);
-    bson_iter_t child;
-    if ((type == BSON_TYPE_DOCUMENT || type == BSON_TYPE_ARRAY) && depth < 100 &&
-        bson_iter_recurse(it, &child)) {
-      if (walk_types(out, &child, type == BSON_TYPE_ARRAY, start, max, depth + 1)) {
+    if (e.is_document() && depth + 1 < wire::kMaxBsonDepth && wire::bson_framed(e.as_document())) {
+      if (walk_types(out, e.as_document(), e.type == wire::bson_type::kArray, start, max,
+                     depth + 1)) {
         cut = true;
         break;
       }
     } else {
       out += '"';
-      out += type_alias(type);
+      out += type_alias(static_cast<bson_type_t>(e.type));
       out += '"';
     }
   }
@@ -718,13 +722,21 @@ bool walk_types(std::string& out, bson_iter_t* it, bool isArray, std::size_t sta
 
 }  // namespace
 
+wire::CopyBound document_copy_bound(const RenderOptions& options) noexcept {
+  if (options.maxDocumentLength == 0) return {};
+  // The string rendering reads the most; the object rendering reads up to
+  // maxDocumentLength. The margin covers a cut element's closing text.
+  constexpr std::size_t kMargin = 64;
+  return {string_budget(options.maxDocumentLength) + kMargin,
+          options.redaction == Redaction::values};
+}
+
 bool append_type_json(std::string& out, wire::BsonView doc, std::size_t maxLength) {
-  bson_iter_t it;
-  if (doc.empty() || !bson_iter_init_from_data(&it, doc.data, doc.size)) {
+  if (!wire::bson_framed(doc)) {
     out += "{}";
     return false;
   }
-  return walk_types(out, &it, false, out.size(), maxLength, 0);
+  return walk_types(out, doc, false, out.size(), maxLength, 0);
 }
 
 // Writes the 27 characters of the timestamp at p.

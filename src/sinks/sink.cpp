@@ -72,6 +72,17 @@ Sink::Sink(std::string name, RenderOptions render, SinkFilter filter)
 
 Sink::~Sink() = default;
 
+template <class Step>
+void Sink::guarded(const char* unknown, Step&& step) noexcept {
+  try {
+    step();
+  } catch (const std::exception& ex) {
+    failed(ex.what());
+  } catch (...) {
+    failed(unknown);
+  }
+}
+
 void Sink::write(const RenderedEvent& event) noexcept {
   if (closed_) return;
   const monitor::Event& e = event.event();
@@ -87,56 +98,28 @@ void Sink::write(const RenderedEvent& event) noexcept {
     bump(filtered_, 1);
     return;
   }
-  try {
+  guarded("unknown exception", [&] {
     droppedInWrite_ = false;
     write_(event);
     if (!droppedInWrite_) bump(written_, 1);
-  } catch (const std::exception& ex) {
-    failed(ex.what());
-  } catch (...) {
-    failed("unknown exception");
-  }
+  });
 }
 
 void Sink::flush() noexcept {
   if (closed_) return;
-  try {
-    flush_();
-  } catch (const std::exception& ex) {
-    failed(ex.what());
-  } catch (...) {
-    failed("unknown exception in flush");
-  }
+  guarded("unknown exception in flush", [&] { flush_(); });
 }
 
 void Sink::close() noexcept {
   if (closed_) return;
-  try {
-    flush_();
-  } catch (const std::exception& ex) {
-    failed(ex.what());
-  } catch (...) {
-    failed("unknown exception in flush");
-  }
-  try {
-    close_();
-  } catch (const std::exception& ex) {
-    failed(ex.what());
-  } catch (...) {
-    failed("unknown exception in close");
-  }
+  guarded("unknown exception in flush", [&] { flush_(); });
+  guarded("unknown exception in close", [&] { close_(); });
   closed_ = true;
 }
 
 void Sink::reopen() noexcept {
   if (closed_) return;
-  try {
-    reopen_();
-  } catch (const std::exception& ex) {
-    failed(ex.what());
-  } catch (...) {
-    failed("unknown exception in reopen");
-  }
+  guarded("unknown exception in reopen", [&] { reopen_(); });
 }
 
 void Sink::failed(std::string_view what) noexcept {

@@ -7,10 +7,17 @@
 // of what it adds to each rendering; once both counts are used up, nothing
 // more can be shown and the walk stops. Lower bounds are safe: keeping more
 // than needed only costs bytes, never changes what is shown.
+//
+// The walk is BsonWalk's (the data path's one walker); the copy is written
+// by hand into the buffer the caller hands back for reuse, so a cut copy
+// allocates nothing in steady traffic. Elements kept whole are copied byte
+// for byte.
 #include "varanus/wire/bounded.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
+#include <string_view>
 
 #include "bytes.hpp"
 #include "varanus/wire/bson_walk.hpp"
@@ -19,14 +26,8 @@ namespace varanus::wire {
 
 namespace {
 
-constexpr int kMaxDepth = 100;           // deeper sub-documents are kept whole (rare)
 constexpr std::size_t kWholeFactor = 4;  // documents up to 4x the bound are copied whole
 constexpr std::int64_t kMargin = 16;     // bytes kept past the bound in a cut string
-
-BsonBytes copy_bytes(const bson_t* b) {
-  const std::uint8_t* p = bson_get_data(b);
-  return BsonBytes(p, p + b->len);
-}
 
 BsonBytes empty_doc() {
   return BsonBytes{5, 0, 0, 0, 0};
@@ -34,25 +35,25 @@ BsonBytes empty_doc() {
 
 /// Lower bound of the relaxed JSON of an atomic value (not a string, binary,
 /// document or array), in characters.
-std::int64_t atomic_json(bson_type_t t) noexcept {
+std::int64_t atomic_json(std::uint8_t t) noexcept {
   switch (t) {
-    case BSON_TYPE_OID:
+    case bson_type::kOid:
       return 34;  // {"$oid":"<24 hex>"}
-    case BSON_TYPE_DATE_TIME:
-    case BSON_TYPE_TIMESTAMP:
-    case BSON_TYPE_DECIMAL128:
-    case BSON_TYPE_UNDEFINED:
-    case BSON_TYPE_REGEX:
-    case BSON_TYPE_DBPOINTER:
+    case bson_type::kDateTime:
+    case bson_type::kTimestamp:
+    case bson_type::kDecimal128:
+    case bson_type::kUndefined:
+    case bson_type::kRegex:
+    case bson_type::kDbPointer:
       return 19;  // {"$undefined":true} is the shortest of these
-    case BSON_TYPE_MINKEY:
-    case BSON_TYPE_MAXKEY:
-    case BSON_TYPE_CODE:
-    case BSON_TYPE_SYMBOL:
-    case BSON_TYPE_CODEWSCOPE:
+    case bson_type::kMinKey:
+    case bson_type::kMaxKey:
+    case bson_type::kCode:
+    case bson_type::kSymbol:
+    case bson_type::kCodeWScope:
       return 12;  // {"$code":""}
-    case BSON_TYPE_BOOL:
-    case BSON_TYPE_NULL:
+    case bson_type::kBool:
+    case bson_type::kNull:
       return 4;
     default:
       return 1;  // numbers
@@ -68,12 +69,49 @@ std::size_t utf8_cut(const char* s, std::size_t n, std::size_t want) noexcept {
   return k;
 }
 
+/// BSON written straight into a byte buffer (the caller's reused one):
+/// documents are opened and closed, elements appended with their key.
+class Writer {
+ public:
+  explicit Writer(BsonBytes& out) : out_(out) {}
+
+  /// Opens a document (the top one, or an element's value after header()).
+  std::size_t open() {
+    const std::size_t at = out_.size();
+    out_.insert(out_.end(), 4, 0);
+    return at;
+  }
+  void close(std::size_t at) {
+    out_.push_back(0);
+    detail::store_u32(out_.data() + at, static_cast<std::uint32_t>(out_.size() - at));
+  }
+  void header(std::uint8_t type, std::string_view key) {
+    out_.push_back(type);
+    bytes(key.data(), key.size());
+    out_.push_back(0);
+  }
+  void u32(std::uint32_t v) {
+    std::uint8_t b[4];
+    detail::store_u32(b, v);
+    bytes(b, 4);
+  }
+  void bytes(const void* p, std::size_t n) {
+    const auto* b = static_cast<const std::uint8_t*>(p);
+    out_.insert(out_.end(), b, b + n);
+  }
+
+ private:
+  BsonBytes& out_;
+};
+
 class Copier {
  public:
-  explicit Copier(const CopyBound& b)
+  Copier(const CopyBound& b, BsonBytes& out)
       : plain_(static_cast<std::int64_t>(b.jsonLength)),
-        types_(b.typeNames ? static_cast<std::int64_t>(b.jsonLength) : 0) {}
+        types_(b.typeNames ? static_cast<std::int64_t>(b.jsonLength) : 0),
+        w_(out) {}
 
+  Writer& writer() noexcept { return w_; }
   bool satisfied() const noexcept { return plain_ <= 0 && types_ <= 0; }
   bool cut() const noexcept { return cut_; }
   bool omitted() const noexcept { return omitted_; }
@@ -95,65 +133,59 @@ class Copier {
     types_ -= 1;
   }
 
-  /// Copies the members of `it` (positioned before the first) into `out`
-  /// until satisfied.
-  void members(bson_iter_t& it, bson_t* out, bool array, int depth) {
+  /// Copies the members of `doc` (framed) into the open document until
+  /// satisfied.
+  void members(BsonView doc, bool array, int depth) {
     bool first = true;
-    while (bson_iter_next(&it)) {
+    BsonWalk walk(doc);
+    BsonElement e;
+    while (walk.next(e)) {
       if (satisfied()) {
         omit();
         return;
       }
-      const char* k = bson_iter_key(&it);
-      const auto klen = static_cast<int>(bson_iter_key_len(&it));
-      key(static_cast<std::size_t>(klen), array, first);
+      key(e.key.size(), array, first);
       first = false;
-      const bson_type_t type = bson_iter_type(&it);
-      if ((type == BSON_TYPE_DOCUMENT || type == BSON_TYPE_ARRAY) && depth + 1 < kMaxDepth) {
-        bson_iter_t child;
-        if (!bson_iter_recurse(&it, &child)) {
+      if (e.is_document() && depth + 1 < kMaxBsonDepth) {
+        const BsonView child = e.as_document();
+        if (!bson_framed(child)) {
           failed_ = true;
           return;
         }
         open();
-        bson_t sub;
-        const bool isArray = type == BSON_TYPE_ARRAY;
-        if (isArray) {
-          bson_append_array_begin(out, k, klen, &sub);
-        } else {
-          bson_append_document_begin(out, k, klen, &sub);
-        }
-        members(child, &sub, isArray, depth + 1);
-        if (isArray) {
-          bson_append_array_end(out, &sub);
-        } else {
-          bson_append_document_end(out, &sub);
-        }
+        w_.header(e.type, e.key);
+        const std::size_t at = w_.open();
+        members(child, e.type == bson_type::kArray, depth + 1);
+        w_.close(at);
         if (failed_) return;
         continue;
       }
-      if (type == BSON_TYPE_UTF8) {
-        std::uint32_t len = 0;
-        const char* s = bson_iter_utf8(&it, &len);
+      if (e.type == bson_type::kUtf8) {
+        const std::string_view s = e.as_string();
+        const std::size_t len = s.size();
         // Relaxed JSON: at least len + 2 characters. Keep what it can show,
         // and a little more, so that the rendering of the copy passes its
         // budget inside this string just as the whole document's does.
         const std::size_t keep =
             plain_ >= static_cast<std::int64_t>(len) + 2
                 ? len
-                : utf8_cut(s, len,
+                : utf8_cut(s.data(), len,
                            static_cast<std::size_t>(std::max<std::int64_t>(plain_, 0)) + kMargin);
         if (keep < len) cut_ = true;
-        bson_append_utf8(out, k, klen, s, static_cast<int>(keep));
+        w_.header(e.type, e.key);
+        w_.u32(static_cast<std::uint32_t>(keep + 1));
+        w_.bytes(s.data(), keep);
+        w_.bytes("", 1);
         plain_ -= static_cast<std::int64_t>(len) + 2;
         types_ -= 8;  // "string"
         continue;
       }
-      if (type == BSON_TYPE_BINARY) {
-        bson_subtype_t sub{};
-        std::uint32_t len = 0;
-        const std::uint8_t* data = nullptr;
-        bson_iter_binary(&it, &sub, &len, &data);
+      if (e.type == bson_type::kBinary) {
+        // Subtype 2 (old binary) repeats the length inside: the data follow it.
+        const std::uint8_t sub = e.value[4];
+        const bool old = sub == 2;
+        const std::uint32_t len = old ? detail::le32(e.value + 5) : detail::le32(e.value);
+        const std::uint8_t* data = e.value + (old ? 9 : 5);
         // {"$binary":{"base64":"...","subType":"00"}}: 39 characters and at
         // least one per byte.
         const std::size_t keep = plain_ >= static_cast<std::int64_t>(len) + 39
@@ -161,21 +193,23 @@ class Copier {
                                      : static_cast<std::size_t>(std::clamp<std::int64_t>(
                                            plain_ + kMargin, 0, static_cast<std::int64_t>(len)));
         if (keep < len) cut_ = true;
-        bson_append_binary(out, k, klen, sub, data, static_cast<std::uint32_t>(keep));
+        w_.header(e.type, e.key);
+        w_.u32(static_cast<std::uint32_t>(old ? keep + 4 : keep));
+        w_.bytes(&sub, 1);
+        if (old) w_.u32(static_cast<std::uint32_t>(keep));
+        w_.bytes(data, keep);
         plain_ -= static_cast<std::int64_t>(len) + 39;
         types_ -= 9;  // "binData"
         continue;
       }
       // Numbers, dates, ids...: small and kept whole (as are sub-documents
       // past the depth limit and the rare code/regex types).
-      if (!bson_append_iter(out, k, klen, &it)) {
-        failed_ = true;
-        return;
-      }
-      plain_ -= atomic_json(type);
+      w_.header(e.type, e.key);
+      w_.bytes(e.value, e.size);
+      plain_ -= atomic_json(e.type);
       types_ -= 5;  // "int", the shortest type name
     }
-    if (it.err_off != 0) failed_ = true;
+    if (walk.corrupt()) failed_ = true;
   }
 
  private:
@@ -184,6 +218,7 @@ class Copier {
   bool cut_ = false;
   bool omitted_ = false;
   bool failed_ = false;
+  Writer w_;
 };
 
 /// A document that could not be walked: `{}`, said to be cut.
@@ -191,14 +226,23 @@ BoundedBytes invalid() {
   return {empty_doc(), true, true};
 }
 
-/// The copy a walk built into `out` (destroyed here).
-BoundedBytes finish(const Copier& c, bson_t* out) {
+/// The copy a walk built into `out`.
+BoundedBytes finish(const Copier& c, BsonBytes&& out) {
   BoundedBytes r;
-  r.bytes = c.failed() ? empty_doc() : copy_bytes(out);
+  if (c.failed()) {
+    out.assign({5, 0, 0, 0, 0});
+  }
+  r.bytes = std::move(out);
   r.cut = c.cut() || c.failed();
   r.omitted = c.omitted() || c.failed();
-  bson_destroy(out);
   return r;
+}
+
+/// Room for a bounded copy of a document of `size` bytes: the buffer is
+/// reused when it is large enough (no allocation in steady traffic).
+void reserve_copy(BsonBytes& out, std::size_t size, const CopyBound& bound) {
+  out.clear();
+  detail::reserve_reusable(out, std::min(size, 2 * bound.jsonLength + 1024));
 }
 
 }  // namespace
@@ -210,16 +254,13 @@ BoundedBytes bounded_copy(BsonView doc, const CopyBound& bound, BsonBytes spare)
     spare.assign(doc.data, doc.data + doc.size);
     return {std::move(spare), false, false};
   }
-  bson_t in;
-  if (!doc.init_static(&in)) return invalid();
-  bson_iter_t it;
-  if (!bson_iter_init(&it, &in)) return invalid();
-  Copier c(bound);
+  reserve_copy(spare, doc.size, bound);
+  Copier c(bound, spare);
   c.open();
-  bson_t out;
-  bson_init(&out);
-  c.members(it, &out, false, 0);
-  return finish(c, &out);
+  const std::size_t top = c.writer().open();
+  c.members(doc, false, 0);
+  c.writer().close(top);
+  return finish(c, std::move(spare));
 }
 
 BoundedBytes bounded_copy(BsonBytes&& doc, const CopyBound& bound) {
@@ -237,14 +278,13 @@ BoundedBytes bounded_merged_command(const CommandView& view, const CopyBound& bo
     for (const BsonView& d : seq.documents) total += d.size + 16;
   if (bound.unlimited() || total <= kWholeFactor * bound.jsonLength)
     return {merged_command(view, std::move(spare)), false, false};
-  bson_t body;
-  bson_iter_t it;
-  if (!view.body.init_static(&body) || !bson_iter_init(&it, &body)) return invalid();
-  Copier c(bound);
+  if (!bson_framed(view.body)) return invalid();
+  reserve_copy(spare, total, bound);
+  Copier c(bound, spare);
+  Writer& w = c.writer();
   c.open();
-  bson_t out;
-  bson_init(&out);
-  c.members(it, &out, false, 0);
+  const std::size_t top = w.open();
+  c.members(view.body, false, 0);
   for (const DocumentSequence& seq : *view.sequences) {
     if (c.failed()) break;
     if (c.satisfied()) {
@@ -253,9 +293,8 @@ BoundedBytes bounded_merged_command(const CommandView& view, const CopyBound& bo
     }
     c.key(seq.identifier.size(), false, false);
     c.open();
-    bson_t arr;
-    bson_append_array_begin(&out, seq.identifier.data(), static_cast<int>(seq.identifier.size()),
-                            &arr);
+    w.header(bson_type::kArray, seq.identifier);
+    const std::size_t arr = w.open();
     char keybuf[16];
     std::uint32_t i = 0;
     for (const BsonView& d : seq.documents) {
@@ -265,21 +304,20 @@ BoundedBytes bounded_merged_command(const CommandView& view, const CopyBound& bo
       }
       // A document that cannot be walked is left out without using up an
       // index, as merged_command does: the array's keys stay 0, 1, 2, ...
-      bson_t doc;
-      bson_iter_t dit;
-      if (!d.init_static(&doc) || !bson_iter_init(&dit, &doc)) continue;
-      const char* key = nullptr;
-      const std::size_t klen = bson_uint32_to_string(i++, &key, keybuf, sizeof keybuf);
-      c.key(klen, true, i == 1);
+      if (!bson_framed(d)) continue;
+      const auto r = std::to_chars(keybuf, keybuf + sizeof keybuf, i++);
+      const std::string_view key(keybuf, static_cast<std::size_t>(r.ptr - keybuf));
+      c.key(key.size(), true, i == 1);
       c.open();
-      bson_t sub;
-      bson_append_document_begin(&arr, key, static_cast<int>(klen), &sub);
-      c.members(dit, &sub, false, 1);
-      bson_append_document_end(&arr, &sub);
+      w.header(bson_type::kDocument, key);
+      const std::size_t sub = w.open();
+      c.members(d, false, 1);
+      w.close(sub);
     }
-    bson_append_array_end(&out, &arr);
+    w.close(arr);
   }
-  return finish(c, &out);
+  w.close(top);
+  return finish(c, std::move(spare));
 }
 
 }  // namespace varanus::wire

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "varanus/wire/bson_walk.hpp"
+
 namespace varanus::wire {
 
 bool BsonView::init_static(bson_t* out) const noexcept {
@@ -22,50 +24,31 @@ std::string BsonView::to_relaxed_json() const {
 
 namespace {
 
-// mongod refuses commands nested deeper than ~200 levels; a bound keeps the
-// recursion (and the stack) small whatever the input.
-constexpr int kMaxDepth = 256;
-
-bool validate_iter(bson_iter_t& it, int depth) noexcept {
-  while (bson_iter_next(&it)) {
-    switch (bson_iter_type(&it)) {
-      case BSON_TYPE_DOCUMENT:
-      case BSON_TYPE_ARRAY: {
-        if (depth >= kMaxDepth) return false;
-        bson_iter_t child;
-        if (!bson_iter_recurse(&it, &child)) return false;
-        if (!validate_iter(child, depth + 1)) return false;
-        break;
-      }
-      case BSON_TYPE_CODEWSCOPE: {
-        if (depth >= kMaxDepth) return false;
-        std::uint32_t code_len = 0;
-        std::uint32_t scope_len = 0;
-        const std::uint8_t* scope = nullptr;
-        if (bson_iter_codewscope(&it, &code_len, &scope_len, &scope) == nullptr) return false;
-        bson_t s;
-        if (!bson_init_static(&s, scope, scope_len)) return false;
-        bson_iter_t child;
-        if (!bson_iter_init(&child, &s)) return false;
-        if (!validate_iter(child, depth + 1)) return false;
-        break;
-      }
-      default:
-        break;
+// Every element of `doc` and of the documents in it is well formed. Past
+// kMaxBsonDepth a document is refused: the recursion (and the stack) stays
+// small whatever the input.
+bool validate_walk(BsonView doc, int depth) noexcept {
+  BsonWalk w(doc);
+  BsonElement e;
+  while (w.next(e)) {
+    BsonView child;
+    if (e.is_document()) {
+      child = e.as_document();
+    } else if (e.type == bson_type::kCodeWScope) {
+      child = bson_scope_of_codewscope(e);
+    } else {
+      continue;
     }
+    if (depth + 1 >= kMaxBsonDepth || !bson_framed(child) || !validate_walk(child, depth + 1))
+      return false;
   }
-  // bson_iter_next stops both at the end and at corruption; err_off tells them apart.
-  return it.err_off == 0;
+  return !w.corrupt();
 }
 
 }  // namespace
 
 bool validate_bson(BsonView doc) noexcept {
-  bson_t b;
-  if (!doc.init_static(&b)) return false;
-  bson_iter_t it;
-  if (!bson_iter_init(&it, &b)) return false;
-  return validate_iter(it, 0);
+  return validate_walk(doc, 0);
 }
 
 }  // namespace varanus::wire

@@ -25,7 +25,6 @@ namespace varanus::wire {
 
 namespace {
 
-constexpr int kMaxDepth = 200;  // as libbson's BSON_MAX_RECURSION
 constexpr char kHex[] = "0123456789abcdef";
 
 /// The output: the caller's std::string, written through a raw pointer.
@@ -107,6 +106,29 @@ std::size_t utf8_seq(const unsigned char* p, std::size_t n) noexcept {
   return 0;
 }
 
+// The letter of a two-character escape (\" \\ \n \r \t \b \f), or 0 when
+// the byte has none (other controls take \u00XX).
+constexpr char short_escape(unsigned char c) noexcept {
+  switch (c) {
+    case '"':
+      return '"';
+    case '\\':
+      return '\\';
+    case '\n':
+      return 'n';
+    case '\r':
+      return 'r';
+    case '\t':
+      return 't';
+    case '\b':
+      return 'b';
+    case '\f':
+      return 'f';
+    default:
+      return 0;
+  }
+}
+
 // Bytes that need more than a plain copy: controls, '"', '\\', non-ASCII.
 constexpr bool special_byte(unsigned char c) noexcept {
   return c < 0x20 || c == '"' || c == '\\' || c >= 0x80;
@@ -185,62 +207,28 @@ bool escape_into(Out& out, const char* s, std::size_t n, std::size_t limit) {
     const char* src = buf;
     const unsigned char c = p[i];
     std::size_t consumed = 1;
-    switch (c) {
-      case '"':
-        buf[0] = '\\';
-        buf[1] = '"';
-        len = 2;
-        break;
-      case '\\':
-        buf[0] = '\\';
-        buf[1] = '\\';
-        len = 2;
-        break;
-      case '\n':
-        buf[0] = '\\';
-        buf[1] = 'n';
-        len = 2;
-        break;
-      case '\r':
-        buf[0] = '\\';
-        buf[1] = 'r';
-        len = 2;
-        break;
-      case '\t':
-        buf[0] = '\\';
-        buf[1] = 't';
-        len = 2;
-        break;
-      case '\b':
-        buf[0] = '\\';
-        buf[1] = 'b';
-        len = 2;
-        break;
-      case '\f':
-        buf[0] = '\\';
-        buf[1] = 'f';
-        len = 2;
-        break;
-      default:
-        if (c < 0x20) {
-          buf[0] = '\\';
-          buf[1] = 'u';
-          buf[2] = '0';
-          buf[3] = '0';
-          buf[4] = kHex[c >> 4];
-          buf[5] = kHex[c & 15];
-          len = 6;
-        } else {
-          const std::size_t k = utf8_seq(p + i, n - i);
-          if (k == 0) {
-            src = "\xEF\xBF\xBD";  // U+FFFD for a byte that starts no valid sequence
-            len = 3;
-          } else {
-            src = s + i;
-            len = k;
-            consumed = k;
-          }
-        }
+    if (const char letter = short_escape(c); letter != 0) {
+      buf[0] = '\\';
+      buf[1] = letter;
+      len = 2;
+    } else if (c < 0x20) {
+      buf[0] = '\\';
+      buf[1] = 'u';
+      buf[2] = '0';
+      buf[3] = '0';
+      buf[4] = kHex[c >> 4];
+      buf[5] = kHex[c & 15];
+      len = 6;
+    } else {
+      const std::size_t k = utf8_seq(p + i, n - i);
+      if (k == 0) {
+        src = "\xEF\xBF\xBD";  // U+FFFD for a byte that starts no valid sequence
+        len = 3;
+      } else {
+        src = s + i;
+        len = k;
+        consumed = k;
+      }
     }
     if (out.size() + len > limit) return false;
     out.append(src, len);
@@ -460,7 +448,7 @@ struct Writer {
           return;
         }
         out += array ? '[' : '{';
-        if (depth + 1 >= kMaxDepth) {
+        if (depth + 1 >= kMaxBsonDepth) {
           cut = true;  // too deep to follow: shown empty, reported as cut
         } else {
           members(child, array, depth + 1);
@@ -585,13 +573,13 @@ struct Writer {
         put_string(out, code.data(), code.size());
         out += R"(,"$scope":{)";
         const BsonView scope = bson_scope_of_codewscope(e);
-        if (depth + 1 < kMaxDepth && bson_framed(scope)) {
+        if (depth + 1 < kMaxBsonDepth && bson_framed(scope)) {
           // The scope is written whole (no budget) and judged as one token.
           Writer inner{out, static_cast<std::size_t>(-1), end};
           inner.canonical = canonical;
           inner.members(scope, false, depth + 1);
           if (inner.corrupt) corrupt = true;
-        } else if (depth + 1 >= kMaxDepth) {
+        } else if (depth + 1 >= kMaxBsonDepth) {
           cut = true;
         } else {
           corrupt = true;

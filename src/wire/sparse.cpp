@@ -16,7 +16,8 @@ namespace varanus::wire {
 namespace {
 constexpr std::size_t kMaxHeader = 64 * 1024;  // a key or regex longer than this fails
 constexpr std::size_t kCarryStep = 4096;       // bytes added to a split header at a time
-constexpr std::size_t kMaxDepth = 1000;
+// Nesting is bounded like every walker's (bson_walk.hpp).
+constexpr std::size_t kMaxDepth = static_cast<std::size_t>(kMaxBsonDepth);
 constexpr std::size_t kCutFloor = 1024;  // a value cut at the budget keeps at least this
 
 void put_u32(std::vector<std::uint8_t>& out, std::size_t at, std::uint64_t v) {

@@ -343,6 +343,11 @@ TEST_CASE("a malformed value in a variable is an error naming the variable") {
   };
   CHECK(error_of("VARANUS_LISTEN", "nohostport").find("VARANUS_LISTEN: expected HOST:PORT") !=
         std::string::npos);
+  // The cause is named too.
+  CHECK(error_of("VARANUS_LISTEN", "nohostport").find("no port in \"nohostport\"") !=
+        std::string::npos);
+  CHECK(error_of("VARANUS_UPSTREAM", "::1:27017").find("an IPv6 address needs brackets") !=
+        std::string::npos);
   CHECK(error_of("VARANUS_GRACE_PERIOD", "soon").find("VARANUS_GRACE_PERIOD: expected seconds") !=
         std::string::npos);
   CHECK(error_of("VARANUS_IO_THREADS", "0").find("VARANUS_IO_THREADS: ") != std::string::npos);

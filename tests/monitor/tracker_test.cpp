@@ -800,3 +800,82 @@ TEST_CASE("a legacy query with numberToReturn INT32_MIN becomes a find without o
   CHECK(cmd["limit"] == std::numeric_limits<std::int32_t>::max());
   CHECK(cmd["singleBatch"] == true);
 }
+
+TEST_CASE("a reused requestID fails the older request with every label it had") {
+  Fixture f;
+  SUBCASE("a redacted handshake, compressed") {
+    auto hello = wire::build_op_compressed(
+        msg(1, 0, R"({"hello": 1, "speculativeAuthenticate": {"payload": "pw"}, "$db": "admin"})"),
+        wire::Compressor::zlib);
+    REQUIRE(hello.ok());
+    f.client(*hello, 10us);
+    f.client(msg(1, 0, R"({"ping": 1, "$db": "admin"})"), 40us);
+    f.server(msg(2, 1, R"({"ok": 1})"), 50us);
+    auto ev = f.out.commands();
+    REQUIRE(ev.size() == 4);
+    // The newer request's start comes first, then the older one's failure.
+    CHECK(ev[1].type == EventType::commandStarted);
+    CHECK(ev[1].commandName == "ping");
+    const auto& failed = ev[2];
+    CHECK(failed.type == EventType::commandFailed);
+    CHECK(failed.requestId == 1);
+    CHECK(failed.commandName == "hello");
+    CHECK(failed.databaseName == "admin");
+    CHECK(failed.networkFailure());
+    CHECK(failed.message == "requestID reused by the client before a reply came");
+    CHECK(failed.durationMicros == 30);
+    CHECK(failed.hello == HelloKind::handshake);
+    CHECK(failed.redacted);
+    CHECK_FALSE(failed.exhaust);
+    CHECK(failed.compressor == wire::Compressor::zlib);
+    CHECK(failed.requestBytes == ev[0].requestBytes);
+    // The newer request owns the id now: the reply pairs with it.
+    CHECK(ev[3].type == EventType::commandSucceeded);
+    CHECK(ev[3].commandName == "ping");
+    CHECK_FALSE(ev[3].redacted);
+    CHECK(ev[3].hello == HelloKind::none);
+  }
+  SUBCASE("an open round of an exhaust stream") {
+    f.client(msg(2, 0, R"({"getMore": {"$numberLong": "5"}, "collection": "c", "$db": "d"})",
+                 wire::kExhaustAllowed),
+             0us);
+    f.server(
+        msg(600, 2,
+            R"({"cursor": {"id": {"$numberLong": "5"}, "ns": "d.c", "nextBatch": []}, "ok": 1})",
+            wire::kMoreToCome),
+        20us);
+    f.client(msg(600, 0, R"({"ping": 1, "$db": "admin"})"), 70us);
+    auto ev = f.out.commands();
+    REQUIRE(ev.size() == 5);
+    CHECK(ev[2].type == EventType::commandStarted);  // the stream's next round
+    CHECK(ev[2].requestId == 600);
+    CHECK(ev[3].commandName == "ping");
+    const auto& failed = ev[4];
+    CHECK(failed.type == EventType::commandFailed);
+    CHECK(failed.requestId == 600);
+    CHECK(failed.commandName == "getMore");
+    CHECK(failed.collection == "c");
+    CHECK(failed.exhaust);
+    CHECK(failed.durationMicros == 50);
+    CHECK(failed.hello == HelloKind::none);
+    CHECK_FALSE(failed.redacted);
+  }
+}
+
+TEST_CASE("closing fails pending requests with the compressor they came with") {
+  Fixture f;
+  auto find =
+      wire::build_op_compressed(msg(1, 0, R"({"find": "c", "$db": "d"})"), wire::Compressor::zstd);
+  REQUIRE(find.ok());
+  f.client(*find, 0us);
+  f.client(msg(2, 0, R"({"find": "c", "$db": "d"})"), 0us);
+  f.tracker.closed("client closed", f.clock.at(25us));
+  auto ev = f.out.commands();
+  REQUIRE(ev.size() == 4);
+  CHECK(ev[2].type == EventType::commandFailed);
+  CHECK(ev[2].requestId == 1);
+  CHECK(ev[2].compressor == wire::Compressor::zstd);
+  CHECK(ev[2].durationMicros == 25);
+  CHECK(ev[3].requestId == 2);
+  CHECK_FALSE(ev[3].compressor.has_value());
+}

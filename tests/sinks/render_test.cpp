@@ -5,10 +5,14 @@
 #include <doctest/doctest.h>
 
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
+#include <vector>
 
+#include "../support/bson_samples.hpp"
 #include "sink_test_util.hpp"
 #include "varanus/wire/bounded.hpp"
+#include "varanus/wire/json.hpp"
 
 using namespace varanus;
 using namespace sinks_test;
@@ -364,6 +368,27 @@ TEST_CASE("a render cache renders once per options and reuses its buffers") {
   CHECK(json::parse(cache.line(e2, a))["requestId"] == 99);
 }
 
+TEST_CASE("document_copy_bound covers what each rendering reads") {
+  RenderOptions o;
+  o.maxDocumentLength = 0;
+  CHECK(sinks::document_copy_bound(o).unlimited());
+  o.redaction = sinks::Redaction::values;
+  CHECK(sinks::document_copy_bound(o).unlimited());
+  for (std::size_t max : {1u, 50u, 1000u}) {
+    CAPTURE(max);
+    o.maxDocumentLength = max;
+    o.redaction = sinks::Redaction::none;
+    const wire::CopyBound b = sinks::document_copy_bound(o);
+    // The mongodb-log string rendering writes 2 * max + 64 before its cut.
+    CHECK(b.jsonLength >= 2 * max + 64);
+    CHECK(b.jsonLength == 2 * max + 128);
+    CHECK_FALSE(b.typeNames);
+    o.redaction = sinks::Redaction::values;
+    CHECK(sinks::document_copy_bound(o).typeNames);
+    CHECK(sinks::document_copy_bound(o).jsonLength == b.jsonLength);
+  }
+}
+
 TEST_CASE("a bounded copy renders the same line as the whole document, in every format") {
   // Documents of every shape, large enough to be cut: the line for the
   // bounded copy (what the proxy keeps) must be the whole document's line.
@@ -384,7 +409,7 @@ TEST_CASE("a bounded copy renders the same line as the whole document, in every 
           o.format = format;
           o.maxDocumentLength = max;
           o.redaction = redaction;
-          const wire::CopyBound bound{2 * max + 128, redaction == sinks::Redaction::values};
+          const wire::CopyBound bound = sinks::document_copy_bound(o);
           const wire::BoundedBytes copy = wire::bounded_copy(
               wire::BsonView{whole.data(), static_cast<std::uint32_t>(whole.size())}, bound);
           monitor::Event full = started(11, text);
@@ -523,4 +548,133 @@ TEST_CASE("lines: commands renders one command line with the command, reply and 
   SUBCASE("a started event renders as before (sinks skip it)") {
     CHECK(render(st, o)["event"] == "commandStarted");
   }
+}
+
+// append_type_json walks with BsonWalk; it used to walk with bson_iter.
+// That version is the reference here: over random and damaged documents,
+// at several budgets, both write the same text.
+namespace reference {
+
+bool walk_types(std::string& out, bson_iter_t* it, bool isArray, std::size_t start, std::size_t max,
+                int depth);
+
+const char* type_alias(bson_type_t t) {
+  switch (t) {
+    case BSON_TYPE_DOUBLE:
+      return "double";
+    case BSON_TYPE_UTF8:
+      return "string";
+    case BSON_TYPE_DOCUMENT:
+      return "object";
+    case BSON_TYPE_ARRAY:
+      return "array";
+    case BSON_TYPE_BINARY:
+      return "binData";
+    case BSON_TYPE_UNDEFINED:
+      return "undefined";
+    case BSON_TYPE_OID:
+      return "objectId";
+    case BSON_TYPE_BOOL:
+      return "bool";
+    case BSON_TYPE_DATE_TIME:
+      return "date";
+    case BSON_TYPE_NULL:
+      return "null";
+    case BSON_TYPE_REGEX:
+      return "regex";
+    case BSON_TYPE_DBPOINTER:
+      return "dbPointer";
+    case BSON_TYPE_CODE:
+      return "javascript";
+    case BSON_TYPE_SYMBOL:
+      return "symbol";
+    case BSON_TYPE_CODEWSCOPE:
+      return "javascriptWithScope";
+    case BSON_TYPE_INT32:
+      return "int";
+    case BSON_TYPE_TIMESTAMP:
+      return "timestamp";
+    case BSON_TYPE_INT64:
+      return "long";
+    case BSON_TYPE_DECIMAL128:
+      return "decimal";
+    case BSON_TYPE_MINKEY:
+      return "minKey";
+    case BSON_TYPE_MAXKEY:
+      return "maxKey";
+    default:
+      return "unknown";
+  }
+}
+
+bool walk_types(std::string& out, bson_iter_t* it, bool isArray, std::size_t start, std::size_t max,
+                int depth) {
+  out += isArray ? '[' : '{';
+  bool first = true;
+  bool cut = false;
+  while (bson_iter_next(it)) {
+    if (max != 0 && out.size() - start >= max) {
+      cut = true;
+      break;
+    }
+    if (!first) out += ',';
+    first = false;
+    if (!isArray) {
+      varanus::wire::append_json_string(out, {bson_iter_key(it), bson_iter_key_len(it)});
+      out += ':';
+    }
+    const bson_type_t type = bson_iter_type(it);
+    bson_iter_t child;
+    if ((type == BSON_TYPE_DOCUMENT || type == BSON_TYPE_ARRAY) &&
+        depth + 1 < varanus::wire::kMaxBsonDepth && bson_iter_recurse(it, &child)) {
+      if (walk_types(out, &child, type == BSON_TYPE_ARRAY, start, max, depth + 1)) {
+        cut = true;
+        break;
+      }
+    } else {
+      out += '"';
+      out += type_alias(type);
+      out += '"';
+    }
+  }
+  out += isArray ? ']' : '}';
+  return cut;
+}
+
+std::string type_json(const std::vector<std::uint8_t>& d, std::size_t max, bool& cut) {
+  std::string out;
+  bson_iter_t it;
+  if (d.empty() || !bson_iter_init_from_data(&it, d.data(), d.size())) {
+    cut = false;
+    return "{}";
+  }
+  cut = walk_types(out, &it, false, out.size(), max, 0);
+  return out;
+}
+
+}  // namespace reference
+
+TEST_CASE("append_type_json writes what the bson_iter version wrote") {
+  std::mt19937 rng(1904);
+  int compared = 0;
+  int cut = 0;
+  for (int i = 0; i < 6000; ++i) {
+    auto d = varanus::test_bson::random_doc(rng);
+    if (i % 3 != 0) varanus::test_bson::mutate(d, rng);
+    if (varanus::test_bson::oracle(d).find("unframed\n") != std::string::npos) continue;
+    for (std::size_t max : {0u, 8u, 30u, 100u}) {
+      bool wantCut = false;
+      const std::string want = reference::type_json(d, max, wantCut);
+      std::string got;
+      const bool gotCut = sinks::append_type_json(
+          got, wire::BsonView{d.data(), static_cast<std::uint32_t>(d.size())}, max);
+      CAPTURE(max);
+      REQUIRE(got == want);
+      REQUIRE(gotCut == wantCut);
+      ++compared;
+      if (wantCut) ++cut;
+    }
+  }
+  CHECK(compared > 15000);
+  CHECK(cut > 1000);
 }

@@ -126,12 +126,25 @@ class Tracker {
     wire::BsonBytes streamCommand;  ///< hello exhaust chains: the command shown on synthetic starts
     std::uint64_t seq = 0;          ///< arrival order, so closing fails requests in order
   };
+  /// Frames what `reader` holds after `bytes` and hands each whole frame
+  /// to `Handle` (on_request, on_reply); a framing error stops inspection,
+  /// reported as found in `where`.
+  template <void (Tracker::*Handle)(std::span<const std::uint8_t>, Clock)>
+  void feed(wire::FrameReader& reader, std::span<const std::uint8_t> bytes, std::string_view where,
+            Clock now);
   void on_request(std::span<const std::uint8_t> frame, Clock now);
   void on_reply(std::span<const std::uint8_t> frame, Clock now);
   /// Stops inspection for `error`, found in what `where` names ("client
   /// framing", "upstream message"), and fails what is pending.
   void stop(std::string_view where, const wire::Error& error, Clock now);
   Event make_event(EventType type, Clock now) const;
+  /// The one way to build a command event from the request `p` it is about:
+  /// names, request size, duration since `p.start`, hello kind, exhaust,
+  /// awaited, redacted and compressor. Callers add what only they know
+  /// (documents, the reply's size and compressor, a failure message). An
+  /// rvalue `p` gives up its strings; an lvalue is copied.
+  template <class P>
+  Event command_event(EventType type, std::int32_t requestId, P&& p, Clock now) const;
   void start_command(Pending p, std::int32_t requestId, wire::BoundedBytes command, bool unacked,
                      wire::BsonBytes impliedReply, Clock now);
   void fail_all(std::string_view message, Clock now);

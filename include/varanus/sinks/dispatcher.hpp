@@ -100,8 +100,7 @@ class Dispatcher final : public monitor::EventOutput {
   /// What the registered sinks need of event documents, as a bound for
   /// monitor::TrackerOptions::documentBound; nullopt when none needs any
   /// (no sinks, or only counters), so that documents need not be copied.
-  /// A rendering with maxDocumentLength L needs 2L + 128 characters (the
-  /// mongodb-log format renders twice what it keeps, then cuts).
+  /// The largest of the sinks' document_copy_bound (render.hpp).
   std::optional<wire::CopyBound> document_bound() const;
   /// True when a sink shows reply summaries (monitor::TrackerOptions::
   /// replySummary): a Lines::commands sink, or one that reads whole events.

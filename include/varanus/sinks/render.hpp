@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "varanus/monitor/event.hpp"
+#include "varanus/wire/bounded.hpp"
 
 namespace varanus::sinks {
 
@@ -90,6 +91,15 @@ struct RenderOptions {
 
   friend bool operator==(const RenderOptions&, const RenderOptions&) = default;
 };
+
+/// What a rendering with these options can show of a document, as a bound
+/// for the copy an event keeps (monitor::TrackerOptions::documentBound): a
+/// copy with this bound renders byte for byte like the whole document. Unlimited
+/// when maxDocumentLength is 0; type names with Redaction::values. With
+/// maxDocumentLength L the bound is 2L + 128 characters: the mongodb-log
+/// string rendering reads the most (2L + 64, so the cut at L lands in real
+/// text), plus 64 of margin.
+wire::CopyBound document_copy_bound(const RenderOptions& options) noexcept;
 
 /// Appends the JSON line for `event` (no trailing newline) to `out`. With
 /// Lines::commands, a succeeded/failed event renders as one "command" line

@@ -148,6 +148,11 @@ class Sink {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);  // one writer
   }
   void failed(std::string_view what) noexcept;
+  /// Runs `step` (write_, flush_, close_, reopen_): what it throws is
+  /// counted and reported, never passed on. `unknown` is the report of an
+  /// exception that is not a std::exception.
+  template <class Step>
+  void guarded(const char* unknown, Step&& step) noexcept;
 
   std::string name_;
   RenderOptions render_;

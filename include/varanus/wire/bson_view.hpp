@@ -30,7 +30,9 @@ struct BsonView {
 };
 
 /// Full structural validation (element types, lengths, UTF-8 of keys and
-/// strings not required): true when libbson can iterate every element.
+/// strings not required): true when libbson's bson_iter can iterate every
+/// element, embedded documents framed and nested at most kMaxBsonDepth
+/// deep (bson_walk.hpp; walked with BsonWalk).
 bool validate_bson(BsonView doc) noexcept;
 
 /// Owning copy of a document's bytes (used where a view must outlive its frame).

@@ -21,6 +21,14 @@
 
 namespace varanus::wire {
 
+/// How deep every walker of a document follows embedded documents (arrays,
+/// code-with-scope scopes): the JSON writer, the type-name renderer, the
+/// bounded copier, validate_bson and the sparse framing. libbson's
+/// BSON_MAX_RECURSION and mongod's own nesting limit are 200 as well; what
+/// each walker does past it (show it empty, keep it whole, reject it) is
+/// documented where it walks.
+inline constexpr int kMaxBsonDepth = 200;
+
 /// BSON element types (the values of libbson's bson_type_t).
 namespace bson_type {
 inline constexpr std::uint8_t kDouble = 0x01;
@@ -236,6 +244,20 @@ class BsonWalk {
     while (w.next(out))
       if (out.key == key) return true;
     return false;
+  }
+
+  /// The element a dotted path names ("client.driver.name"), following
+  /// embedded documents (framed ones only); false if any step is missing,
+  /// not a document, or corrupt before it.
+  static bool find_path(BsonView doc, std::string_view path, BsonElement& out) noexcept {
+    for (;;) {
+      const std::size_t dot = path.find('.');
+      if (!find(doc, path.substr(0, dot), out)) return false;
+      if (dot == std::string_view::npos) return true;
+      if (!out.is_document() || !bson_framed(out.as_document())) return false;
+      doc = out.as_document();
+      path.remove_prefix(dot + 1);
+    }
   }
 
  private:
