@@ -3,7 +3,8 @@
 // budget, so large OP_MSG frames also go through the streaming reducer of
 // sparse.hpp) -> decode (with and without
 // BSON validation) -> command_view -> merged_command -> append_relaxed_json
-// (bounded and unbounded). Any crash, leak, out-of-bounds read or UB fails.
+// (bounded and unbounded); sniff_protocol on the first bytes. Any crash,
+// leak, out-of-bounds read or UB fails.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -12,6 +13,7 @@
 #include "varanus/wire/frame.hpp"
 #include "varanus/wire/json.hpp"
 #include "varanus/wire/message.hpp"
+#include "varanus/wire/sniff.hpp"
 
 namespace w = varanus::wire;
 
@@ -72,6 +74,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::span<const std::uint8_t> stream(data + 1, size - 1);
 
   exercise(stream, budget);  // the input as one frame
+  // The listener's first look at a connection, on every prefix length.
+  for (std::size_t n = 0; n <= stream.size() && n <= 64; ++n)
+    (void)w::sniff_protocol(stream.first(n), kMax);
 
   // The plain reader, and one whose small sparse budget (64..2104 bytes)
   // reduces any OP_MSG frame above four times it while it streams in.

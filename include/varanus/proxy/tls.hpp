@@ -118,7 +118,8 @@ class TlsConn {
   /// server role for a server context, client role for a client context.
   /// peerHost (client role): the upstream's host name or IP literal, sent as
   /// SNI (names only) and verified against the certificate unless the context
-  /// is insecure. Throws TlsError if OpenSSL cannot make the SSL object.
+  /// is insecure; empty: the chain is verified, no name. Throws TlsError if
+  /// OpenSSL cannot make the SSL object.
   TlsConn(std::shared_ptr<const TlsContext> ctx, int fd, std::string_view peerHost = {});
   ~TlsConn();
   TlsConn(const TlsConn&) = delete;
@@ -126,6 +127,8 @@ class TlsConn {
 
   /// Advances the handshake. want_read / want_write: call again when the
   /// socket is readable / writable. failed: error_reason(), failure_kind().
+  /// After done, call read() at once: the peer's first data may already sit
+  /// in the socket (its edge was consumed by the handshake's last read).
   Handshake handshake();
   bool handshake_done() const noexcept { return done_; }
 
