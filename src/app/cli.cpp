@@ -58,7 +58,11 @@ options:
       std::string(
           R"(  --listen HOST:PORT        address to accept drivers on (default 127.0.0.1:27018;
                             port 0 picks a free port, named in the start-up line)
-  --upstream HOST:PORT      mongod/mongos to relay to (default 127.0.0.1:27017)
+  --upstream HOST:PORT      mongod/mongos to relay to (default 127.0.0.1:27017), or a
+                            connection string mongodb://HOST:PORT/?OPTIONS (options
+                            connectTimeoutMS, heartbeatFrequencyMS, replicaSet,
+                            directConnection, tls*); replica sets and several
+                            mongos are refused at start-up until supported
   --config FILE             JSON config file (see config/varanus.example.json);
                             flags given on the command line override it
   --io-threads N            I/O threads (default: the number of cores)
@@ -299,10 +303,16 @@ Cli parse_cli(const std::vector<std::string>& args, const Environment& env) {
     const std::string& flag = o.label;
     const std::string& value = o.value;
     cli.sources.emplace_back(option_key(o.flag), o.source);
-    if (o.flag == "--listen" || o.flag == "--upstream") {
+    if (o.flag == "--listen") {
       auto ep = proxy::Endpoint::parse(value);
       if (!ep) return error(flag + ": expected HOST:PORT, got '" + value + "'");
-      (o.flag == "--listen" ? p.listen : p.upstream) = *ep;
+      p.listen = *ep;
+    } else if (o.flag == "--upstream") {
+      try {
+        set_upstream(cli.config, proxy::ConnectionString::parse(value));
+      } catch (const proxy::ConnectionStringError& e) {
+        return error(flag + ": " + e.what());
+      }
     } else if (o.flag == "--io-threads") {
       auto n = parse_number<unsigned>(value);
       if (!n || *n == 0 || *n > 1024)
@@ -333,6 +343,12 @@ Cli parse_cli(const std::vector<std::string>& args, const Environment& env) {
       if (!n) return error(flag + ": expected a number of characters, got '" + value + "'");
       cli.config.maxDocumentLength = *n;
     }
+  }
+  // connectTimeoutMS in the connection string, unless the timeout was set
+  // on its own (flag, variable or config key).
+  if (cli.config.upstream.connectTimeout && cli.source("connectTimeoutSeconds") == "default") {
+    p.connectTimeout = *cli.config.upstream.connectTimeout;
+    cli.sources.emplace_back("connectTimeoutSeconds", "upstream connectTimeoutMS");
   }
   if (check) cli.action = Cli::Action::check;
   return cli;

@@ -13,11 +13,15 @@
 #include <vector>
 
 #include "varanus/proxy/config.hpp"
+#include "varanus/proxy/connection_string.hpp"
 
 namespace varanus::app {
 
 struct AppConfig {
   proxy::ProxyConfig proxy;
+  /// --upstream / "upstream" as given: HOST:PORT or a connection string.
+  /// proxy.upstream is its first seed (set_upstream keeps them together).
+  proxy::ConnectionString upstream = proxy::ConnectionString::single(proxy.upstream);
   /// Bound on each document in an event line (JSON characters); 0 = unlimited.
   std::size_t maxDocumentLength = 1000;
   /// The config file's "sinks" section, unparsed (null when absent).
@@ -29,6 +33,13 @@ class ConfigError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+/// Sets cfg.upstream and the relay's target, cfg.proxy.upstream (its first seed).
+void set_upstream(AppConfig& cfg, proxy::ConnectionString cs);
+
+/// Empty when varanus can run in front of `cs`; else why not, worded for
+/// the user. Until member listeners exist (issue 21) that is one server.
+std::string unsupported_upstream(const proxy::ConnectionString& cs);
 
 /// Applies a parsed config document onto `cfg` (keys absent keep their
 /// values). Unknown keys and wrong types throw ConfigError naming the JSON
