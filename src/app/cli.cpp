@@ -62,7 +62,7 @@ options:
                             connection string mongodb://HOST:PORT/?OPTIONS (options
                             connectTimeoutMS, heartbeatFrequencyMS, replicaSet,
                             directConnection, tls*); replica sets and several
-                            mongos are refused at start-up until supported
+                            mongos (and TLS) are refused at start-up for now
   --config FILE             JSON config file (see config/varanus.example.json);
                             flags given on the command line override it
   --io-threads N            I/O threads (default: the number of cores)

@@ -106,6 +106,12 @@ void set_upstream(AppConfig& cfg, proxy::ConnectionString cs) {
 }
 
 std::string unsupported_upstream(const proxy::ConnectionString& cs) {
+  // The TLS options are parsed for the TLS support to apply; until then a
+  // string asking for TLS must not connect in plain text.
+  if (cs.tls.value_or(false) || cs.tlsCAFile || cs.tlsCertificateKeyFile || cs.tlsInsecure) {
+    return "upstream " + cs.to_string() +
+           ": TLS to the upstream is not supported yet: varanus would connect in plain text";
+  }
   if (cs.single_server()) return {};
   const std::string what = cs.replicaSet ? "a replica set (replicaSet=" + *cs.replicaSet + ")"
                                          : "several hosts (mongos)";

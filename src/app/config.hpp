@@ -38,7 +38,8 @@ class ConfigError : public std::runtime_error {
 void set_upstream(AppConfig& cfg, proxy::ConnectionString cs);
 
 /// Empty when varanus can run in front of `cs`; else why not, worded for
-/// the user. Until member listeners exist (issue 21) that is one server.
+/// the user. Until member listeners exist (issue 21) that is one server,
+/// and until TLS is applied, no tls option.
 std::string unsupported_upstream(const proxy::ConnectionString& cs);
 
 /// Applies a parsed config document onto `cfg` (keys absent keep their

@@ -220,6 +220,15 @@ TEST_CASE("--upstream and the config key take a connection string") {
   TempFile hp(R"({"upstream": "db:27020"})");
   CHECK(parse({"--config", hp.path}).config.proxy.upstream == proxy::Endpoint{"db", 27020});
 
+  // TLS options are read, but until TLS is applied they must not be ignored.
+  Cli tls = parse({"--upstream", "mongodb://db:27017/?tls=true"});
+  REQUIRE(tls.action == Cli::Action::run);
+  CHECK(app::unsupported_upstream(tls.config.upstream) ==
+        "upstream mongodb://db:27017/?tls=true: TLS to the upstream is not supported yet: "
+        "varanus would connect in plain text");
+  CHECK(app::unsupported_upstream(parse({"--upstream", "mongodb://db/?tls=false"}).config.upstream)
+            .empty());
+
   Cli bad = parse({"--upstream", "mongodb+srv://cluster0.example.net/"});
   CHECK(bad.action == Cli::Action::error);
   CHECK(bad.error.rfind("varanus: --upstream: mongodb+srv:// is not supported", 0) == 0);
