@@ -60,7 +60,11 @@ options:
       std::string(
           R"(  --listen HOST:PORT        address to accept drivers on (default 127.0.0.1:27018;
                             port 0 picks a free port, named in the start-up line)
-  --upstream HOST:PORT      mongod/mongos to relay to (default 127.0.0.1:27017)
+  --upstream HOST:PORT      mongod/mongos to relay to (default 127.0.0.1:27017), or a
+                            connection string mongodb://HOST:PORT/?OPTIONS (options
+                            connectTimeoutMS, heartbeatFrequencyMS, replicaSet,
+                            directConnection, tls*); replica sets and several
+                            mongos (and TLS) are refused at start-up for now
   --config FILE             JSON config file (see config/varanus.example.json);
                             flags given on the command line override it
   --io-threads N            I/O threads (default: the number of cores)
@@ -374,11 +378,16 @@ Cli parse_cli(const std::vector<std::string>& args, const Environment& env) {
     const std::string& flag = o.label;
     const std::string& value = o.value;
     cli.sources.emplace_back(option_key(o.flag), o.source);
-    if (o.flag == "--listen" || o.flag == "--upstream") {
+    if (o.flag == "--listen") {
       const wire::HostPort hp = wire::parse_host_port(value);
       if (!hp.ok()) return error(flag + ": expected HOST:PORT, got '" + value + "': " + hp.error);
-      (o.flag == "--listen" ? p.listen : p.upstream) =
-          proxy::Endpoint{std::string(hp.host), *hp.port};
+      p.listen = proxy::Endpoint{std::string(hp.host), *hp.port};
+    } else if (o.flag == "--upstream") {
+      try {
+        set_upstream(cli.config, proxy::ConnectionString::parse(value));
+      } catch (const proxy::ConnectionStringError& e) {
+        return error(flag + ": " + e.what());
+      }
     } else if (o.flag == "--io-threads") {
       auto n = parse_number<unsigned>(value);
       if (!n || *n == 0 || *n > 1024)
@@ -438,6 +447,12 @@ Cli parse_cli(const std::vector<std::string>& args, const Environment& env) {
       if (!n) return error(flag + ": expected a number of characters, got '" + value + "'");
       cli.config.maxDocumentLength = *n;
     }
+  }
+  // connectTimeoutMS in the connection string, unless the timeout was set
+  // on its own (flag, variable or config key).
+  if (cli.config.upstream.connectTimeout && cli.source("connectTimeoutSeconds") == "default") {
+    p.connectTimeout = *cli.config.upstream.connectTimeout;
+    cli.sources.emplace_back("connectTimeoutSeconds", "upstream connectTimeoutMS");
   }
   if (auto why = tls_config_error(p.tls)) return error(*why);
   if (check) cli.action = Cli::Action::check;

@@ -45,6 +45,30 @@ std::chrono::milliseconds to_millis(double seconds) {
 
 }  // namespace
 
+void set_upstream(AppConfig& cfg, proxy::ConnectionString cs) {
+  cfg.proxy.upstream = cs.seeds.front();
+  // The connection string's TLS options, as a driver reads them; the
+  // upstreamTls* keys and flags given after it override them.
+  auto& t = cfg.proxy.tls.upstream;
+  if (cs.tls) t.enabled = *cs.tls;
+  if (cs.tlsCAFile) t.caFile = *cs.tlsCAFile;
+  if (cs.tlsCertificateKeyFile) t.certFile = t.keyFile = *cs.tlsCertificateKeyFile;
+  if (cs.tlsInsecure) t.insecure = *cs.tlsInsecure;
+  if (cs.tlsCAFile || cs.tlsCertificateKeyFile || cs.tlsInsecure.value_or(false))
+    t.enabled = t.enabled || !cs.tls.has_value();  // tlsCAFile etc. imply tls=true
+  cfg.upstream = std::move(cs);
+}
+
+std::string unsupported_upstream(const proxy::ConnectionString& cs) {
+  if (cs.single_server()) return {};
+  const std::string what = cs.replicaSet ? "a replica set (replicaSet=" + *cs.replicaSet + ")"
+                                         : "several hosts (mongos)";
+  return "upstream " + cs.to_string() + ": " + what +
+         " is not supported yet: varanus relays every connection to one server, and drivers "
+         "would follow the members' own addresses around it. Give one server as HOST:PORT and "
+         "connect the drivers with directConnection=true";
+}
+
 void apply_config_json(const json& doc, AppConfig& cfg) {
   auto& p = cfg.proxy;
   for (const auto& [key, value] : Json::object(doc, "")) {
@@ -54,7 +78,16 @@ void apply_config_json(const json& doc, AppConfig& cfg) {
     } else if (key == "listen") {
       apply_endpoint(value, path, p.listen);
     } else if (key == "upstream") {
-      apply_endpoint(value, path, p.upstream);
+      if (value.is_string()) {  // "HOST:PORT" or "mongodb://..."
+        try {
+          set_upstream(cfg, proxy::ConnectionString::parse(value.get<std::string>()));
+        } catch (const proxy::ConnectionStringError& e) {
+          Json::fail(path, e.what());
+        }
+      } else {
+        apply_endpoint(value, path, p.upstream);
+        set_upstream(cfg, proxy::ConnectionString::single(p.upstream));
+      }
     } else if (key == "ioThreads") {
       p.ioThreads = static_cast<unsigned>(Json::integer(value, path, 1, 1024));
     } else if (key == "gracePeriodSeconds") {

@@ -14,6 +14,7 @@
 
 #include "varanus/monitor/tracker.hpp"
 #include "varanus/proxy/config.hpp"
+#include "varanus/proxy/connection_string.hpp"
 
 namespace varanus::app {
 
@@ -23,6 +24,9 @@ struct AppConfig {
   /// the rest is set from what the sinks show): given to the inspector
   /// factory, not to the proxy.
   monitor::TrackerOptions tracker;
+  /// --upstream / "upstream" as given: HOST:PORT or a connection string.
+  /// proxy.upstream is its first seed (set_upstream keeps them together).
+  proxy::ConnectionString upstream = proxy::ConnectionString::single(proxy.upstream);
   /// Bound on each document in an event line (JSON characters); 0 = unlimited.
   std::size_t maxDocumentLength = 1000;
   /// The config file's "sinks" section, unparsed (null when absent).
@@ -34,6 +38,14 @@ class ConfigError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+
+/// Sets cfg.upstream and the relay's target, cfg.proxy.upstream (its first seed).
+void set_upstream(AppConfig& cfg, proxy::ConnectionString cs);
+
+/// Empty when varanus can run in front of `cs`; else why not, worded for
+/// the user. Until member listeners exist (issue 21) that is one server,
+/// and until TLS is applied, no tls option.
+std::string unsupported_upstream(const proxy::ConnectionString& cs);
 
 /// Applies a parsed config document onto `cfg` (keys absent keep their
 /// values). Unknown keys and wrong types throw ConfigError naming the JSON

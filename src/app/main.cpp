@@ -152,7 +152,7 @@ int run_proxy(const std::vector<std::string>& args) {
     const auto& p = cfg.proxy;
     const std::pair<const char*, std::string> values[] = {
         {"listen", p.listen.to_string()},
-        {"upstream", p.upstream.to_string()},
+        {"upstream", cfg.upstream.to_string()},
         {"ioThreads", std::to_string(p.ioThreads)},
         {"busyPollMicros", std::to_string(p.busyPoll.count())},
         {"gracePeriodSeconds", seconds(p.gracePeriod)},
@@ -185,7 +185,16 @@ int run_proxy(const std::vector<std::string>& args) {
     for (const auto& line : plan.describe()) std::printf("%s\n", line.c_str());
     for (const auto& name : cli.unknownEnv)
       std::printf("ignored: %s names no option of varanus\n", name.c_str());
+    if (const auto why = app::unsupported_upstream(cfg.upstream); !why.empty()) {
+      std::fflush(stdout);
+      diag("varanus: " + why);
+      return 2;
+    }
     return 0;
+  }
+  if (const auto why = app::unsupported_upstream(cfg.upstream); !why.empty()) {
+    diag("varanus: " + why);
+    return 2;
   }
 
   if (cfg.proxy.tls.upstream.enabled && cfg.proxy.tls.upstream.insecure)

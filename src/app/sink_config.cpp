@@ -3,10 +3,12 @@
 #include "sink_config.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <limits>
 
 #include "json_config.hpp"
+#include "varanus/monitor/sdam_events.hpp"
 #include "varanus/proxy/config.hpp"
 #include "varanus/sinks/plugin.hpp"
 
@@ -47,12 +49,43 @@ proxy::Endpoint expect_endpoint(const json& v, const std::string& path) {
   return *ep;
 }
 
+/// A list of event names, each one varanus emits (or the SDAM events of
+/// the topology monitor to come): a typo would otherwise filter silently.
+std::vector<std::string> expect_event_names(const json& v, const std::string& path) {
+  std::vector<std::string> names = expect_strings(v, path);
+  auto iequals = [](std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+             return std::tolower(static_cast<unsigned char>(x)) ==
+                    std::tolower(static_cast<unsigned char>(y));
+           });
+  };
+  std::vector<std::string_view> known;
+  for (auto t : {monitor::EventType::commandStarted, monitor::EventType::commandSucceeded,
+                 monitor::EventType::commandFailed, monitor::EventType::connectionOpened,
+                 monitor::EventType::connectionClosed})
+    known.push_back(monitor::to_string(t));
+  for (auto n : monitor::sdam::kTopologyEventNames) known.push_back(n);
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (std::none_of(known.begin(), known.end(), [&](auto k) { return iequals(k, names[i]); })) {
+      std::string list;
+      for (auto k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+      Json::fail(json_child(path, i),
+           "unknown event name \"" + names[i] + "\" (known: " + list + ")");
+    }
+  }
+  return names;
+}
+
 sinks::SinkFilter parse_filter(const json& v, const std::string& path) {
   sinks::SinkFilter f;
   for (const auto& [key, value] : Json::object(v, path)) {
     const std::string p = json_child(path, key);
     if (is_comment_key(key)) continue;
-    if (key == "includeCommands")
+    if (key == "includeEvents")
+      f.includeEvents = expect_event_names(value, p);
+    else if (key == "excludeEvents")
+      f.excludeEvents = expect_event_names(value, p);
+    else if (key == "includeCommands")
       f.includeCommands = expect_strings(value, p);
     else if (key == "excludeCommands")
       f.excludeCommands = expect_strings(value, p);
@@ -445,6 +478,8 @@ std::vector<std::string> SinkPlan::describe() const {
     if (s.render.redaction != sinks::Redaction::none)
       l += ", redaction " + std::string(sinks::to_string(s.render.redaction));
     const auto& f = s.filter;
+    if (!f.includeEvents.empty()) l += ", events " + join(f.includeEvents);
+    if (!f.excludeEvents.empty()) l += ", not events " + join(f.excludeEvents);
     if (!f.includeCommands.empty()) l += ", commands " + join(f.includeCommands);
     if (!f.excludeCommands.empty()) l += ", not commands " + join(f.excludeCommands);
     if (!f.includeDatabases.empty()) l += ", databases " + join(f.includeDatabases);

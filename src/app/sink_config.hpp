@@ -31,6 +31,7 @@
 //         "documents": "object" | "string",        command/reply as objects or JSON strings
 //         "extendedJson": "relaxed" | "canonical", canonical: numbers typed ($numberLong...)
 //         "filter": {
+//           "includeEvents": [], "excludeEvents": ["connectionOpened"],  (event names)
 //           "includeCommands": ["find"], "excludeCommands": ["getMore"],
 //           "includeDatabases": ["shop"], "excludeDatabases": ["admin"],
 //           "minDurationMicros": 0, "failedOnly": false, "sampleRate": 1.0,

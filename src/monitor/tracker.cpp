@@ -245,10 +245,11 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
       if (!handshakeSeen_) {
         p.hello = HelloKind::handshake;
         learn_handshake(view->body);
-      } else {
+      } else if (view->database == "admin" && !has_key(view->body, "lsid")) {
         p.hello = HelloKind::heartbeat;
-      }
-      p.awaited = has_key(view->body, "topologyVersion") && has_key(view->body, "maxAwaitTimeMS");
+      }  // else an application's own hello on a pool connection: a command
+      p.awaited = p.hello == HelloKind::heartbeat && has_key(view->body, "topologyVersion") &&
+                  has_key(view->body, "maxAwaitTimeMS");
     }
     handshakeSeen_ = true;
     if (p.exhaustAllowed && p.commandName == "getMore")

@@ -46,6 +46,11 @@ void write_stderr(std::string_view line) noexcept {
 }  // namespace
 
 bool SinkFilter::accepts(const monitor::Event& e) const noexcept {
+  if (!includeEvents.empty() || !excludeEvents.empty()) {
+    const std::string_view name = monitor::to_string(e.type);
+    if (!includeEvents.empty() && !contains_ci(includeEvents, name)) return false;
+    if (contains_ci(excludeEvents, name)) return false;
+  }
   if (!e.isCommand()) return connectionEvents && !failedOnly && minDurationMicros <= 0;
   if (failedOnly && e.type != monitor::EventType::commandFailed) return false;
   if (minDurationMicros > 0 &&

@@ -199,6 +199,56 @@ TEST_CASE("IPv6 endpoints take brackets") {
   CHECK(parse({"--upstream", "::1:27017"}).action == Cli::Action::error);
 }
 
+TEST_CASE("--upstream and the config key take a connection string") {
+  Cli cli = parse({"--upstream", "mongodb://DB1:27019/?connectTimeoutMS=1500"});
+  REQUIRE(cli.action == Cli::Action::run);
+  CHECK(cli.config.proxy.upstream == proxy::Endpoint{"db1", 27019});
+  CHECK(cli.config.upstream.uri);
+  CHECK(cli.config.upstream.single_server());
+  CHECK(cli.config.proxy.connectTimeout == 1500ms);  // from the string: no timeout of its own
+  CHECK(cli.source("connectTimeoutSeconds") == "upstream connectTimeoutMS");
+  CHECK(app::unsupported_upstream(cli.config.upstream).empty());
+
+  // A timeout given on its own wins over the string's.
+  Cli both = parse({"--connect-timeout", "7", "--upstream", "mongodb://db/?connectTimeoutMS=1"});
+  CHECK(both.config.proxy.connectTimeout == 7000ms);
+
+  TempFile f(R"({"upstream": "mongodb://a:1,b:2/?replicaSet=rs0"})");
+  Cli rs = parse({"--config", f.path});
+  REQUIRE(rs.action == Cli::Action::run);
+  CHECK(rs.config.upstream.replicaSet == "rs0");
+  CHECK(rs.config.proxy.upstream == proxy::Endpoint{"a", 1});
+  CHECK(app::unsupported_upstream(rs.config.upstream)
+            .find("a replica set (replicaSet=rs0) is "
+                  "not supported yet") != std::string::npos);
+  TempFile hp(R"({"upstream": "db:27020"})");
+  CHECK(parse({"--config", hp.path}).config.proxy.upstream == proxy::Endpoint{"db", 27020});
+
+  // The string's TLS options set the upstream leg's TLS, as a driver reads them.
+  Cli tls = parse({"--upstream",
+                   "mongodb://db:27017/?tls=true&tlsCAFile=/ca.pem&tlsCertificateKeyFile=/me.pem"});
+  REQUIRE(tls.action == Cli::Action::run);
+  CHECK(app::unsupported_upstream(tls.config.upstream).empty());
+  CHECK(tls.config.proxy.tls.upstream.enabled);
+  CHECK(tls.config.proxy.tls.upstream.caFile == "/ca.pem");
+  CHECK(tls.config.proxy.tls.upstream.certFile == "/me.pem");
+  CHECK(tls.config.proxy.tls.upstream.keyFile == "/me.pem");
+  CHECK_FALSE(tls.config.proxy.tls.upstream.insecure);
+  Cli implied = parse({"--upstream", "mongodb://db/?tlsInsecure=true"});
+  CHECK(implied.config.proxy.tls.upstream.enabled);  // tlsInsecure implies tls, as in drivers
+  CHECK(implied.config.proxy.tls.upstream.insecure);
+  CHECK_FALSE(
+      parse({"--upstream", "mongodb://db/?tls=false"}).config.proxy.tls.upstream.enabled);
+
+  Cli bad = parse({"--upstream", "mongodb+srv://cluster0.example.net/"});
+  CHECK(bad.action == Cli::Action::error);
+  CHECK(bad.error.rfind("varanus: --upstream: mongodb+srv:// is not supported", 0) == 0);
+  TempFile badFile(R"({"upstream": "mongodb://db/?loadBalanced=true"})");
+  Cli bad2 = parse({"--config", badFile.path});
+  CHECK(bad2.error.rfind("varanus: config: /upstream: option loadBalanced is not supported", 0) ==
+        0);
+}
+
 TEST_CASE("bad flags are one-line errors") {
   SUBCASE("unknown option") {
     Cli cli = parse({"--bogus"});
@@ -436,6 +486,19 @@ TEST_CASE("varanus --check-config validates and describes without listening") {
   Child c2({"--config", bad.path, "--check-config"});
   CHECK(c2.finish() == 2);
   CHECK(c2.errText.find("config: /sinks/outputs/0/type") != std::string::npos);
+}
+
+TEST_CASE("a replica-set upstream: --check-config shows it, start-up refuses it clearly") {
+  const std::string rs = "mongodb://h1:27017,h2:27017/?replicaSet=rs0";
+  Child check({"--check-config", "--upstream", rs});
+  CHECK(check.finish() == 2);
+  CHECK(check.outText.find("upstream " + rs + " (flag --upstream)\n") != std::string::npos);
+  CHECK(check.errText.find("varanus: upstream " + rs +
+                           ": a replica set (replicaSet=rs0) is not supported yet") == 0);
+  Child run({"--listen", "127.0.0.1:0", "--upstream", "mongodb://m1:27017,m2:27017/"});
+  CHECK(run.finish() == 2);
+  CHECK(run.errText.find("several hosts (mongos) is not supported yet") != std::string::npos);
+  CHECK(run.errText.find("listening on") == std::string::npos);
 }
 
 TEST_CASE("the real binary reads VARANUS_* variables; a bad one exits 2 naming it") {

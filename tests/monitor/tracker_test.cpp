@@ -308,6 +308,33 @@ TEST_CASE("hellos are labelled handshake, heartbeat and awaited; metadata reache
   }
 }
 
+TEST_CASE("an application's own hello on a pool connection is a command, not a heartbeat") {
+  Fixture f;
+  f.client(msg(1, 0, R"({"hello": 1, "$db": "admin"})"));  // the handshake
+  f.server(msg(2, 1, R"({"isWritablePrimary": true, "ok": 1})"));
+  // db.command("hello") with the session the driver attaches to commands.
+  f.client(msg(
+      3, 0,
+      R"({"hello": 1, "lsid": {"id": {"$binary": {"base64": "AAAAAAAAAAAAAAAAAAAAAA==", "subType": "04"}}}, "$db": "admin"})"));
+  f.server(msg(4, 3, R"({"isWritablePrimary": true, "ok": 1})"));
+  // The same on another database, without a session.
+  f.client(msg(5, 0, R"({"hello": 1, "$db": "test"})"));
+  f.server(msg(6, 5, R"({"isWritablePrimary": true, "ok": 1})"));
+  // A monitor's hello: admin, no session.
+  f.client(msg(7, 0, R"({"hello": 1, "$db": "admin"})"));
+  f.server(msg(8, 7, R"({"isWritablePrimary": true, "ok": 1})"));
+  auto ev = f.out.commands();
+  REQUIRE(ev.size() == 8);
+  CHECK(ev[0].hello == HelloKind::handshake);
+  CHECK(ev[2].hello == HelloKind::none);
+  CHECK(ev[2].commandName == "hello");
+  CHECK(ev[3].hello == HelloKind::none);
+  CHECK(ev[4].hello == HelloKind::none);
+  CHECK(ev[4].databaseName == "test");
+  CHECK(ev[6].hello == HelloKind::heartbeat);
+  CHECK(ev[7].hello == HelloKind::heartbeat);
+}
+
 TEST_CASE("bytes may arrive in any chunking") {
   Fixture f;
   wire::Frame a = msg(1, 0, R"({"ping": 1, "$db": "admin"})");

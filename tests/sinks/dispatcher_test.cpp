@@ -306,6 +306,16 @@ TEST_CASE("filters select commands, databases, slow and failed commands, hellos"
     f.connectionEvents = false;
     CHECK(!f.accepts(conn));
   }
+  SUBCASE("event names, case-insensitive") {
+    f.includeEvents = {"commandSucceeded", "CONNECTIONOPENED"};
+    CHECK(!f.accepts(s));
+    CHECK(f.accepts(ok));
+    CHECK(f.accepts(conn));
+    f.includeEvents.clear();
+    f.excludeEvents = {"connectionOpened"};
+    CHECK(f.accepts(s));
+    CHECK(!f.accepts(conn));
+  }
   SUBCASE("sampling keeps both events of a command and about the asked fraction") {
     f.sampleRate = 0.25;
     int kept = 0;

@@ -150,6 +150,18 @@ TEST_CASE("config errors name the key path") {
         std::string::npos);
   CHECK(error_of(R"({"outputs": [{"type": "stdout", "filter": {"sampleRate": 2}}]})")
             .rfind("config: /sinks/outputs/0/filter/sampleRate: expected a number", 0) == 0);
+  CHECK(error_of(R"({"outputs": [{"type": "stdout", "filter": {"excludeEvents": ["heartbeat"]}}]})")
+            .rfind("config: /sinks/outputs/0/filter/excludeEvents/0: unknown event name "
+                   "\"heartbeat\" (known: commandStarted, ",
+                   0) == 0);
+  {
+    const auto p = plan(
+        R"({"outputs": [{"type": "stdout", "filter": {"excludeEvents": ["serverHeartbeatStarted",)"
+        R"( "serverHeartbeatSucceeded", "serverHeartbeatFailed"], "includeEvents": []}}]})");
+    REQUIRE(p.sinks.size() == 1);
+    CHECK(p.sinks[0].filter.excludeEvents.size() == 3);
+    CHECK(p.describe()[1].find(", not events serverHeartbeatStarted") != std::string::npos);
+  }
   CHECK(error_of(R"({"outputs": [{"type": "stdout", "filter": {"failedOnly": "yes"}}]})") ==
         "config: /sinks/outputs/0/filter/failedOnly: expected boolean");
   CHECK(error_of(R"({"outputs": [{"type": "kafka"}]})").find("/sinks/outputs/0/type") !=

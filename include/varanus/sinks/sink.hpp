@@ -31,6 +31,11 @@ namespace varanus::sinks {
 /// is set and neither `failedOnly` nor `minDurationMicros` asks for a
 /// selection of commands only.
 struct SinkFilter {
+  /// Event names (the `event` key: commandStarted, connectionClosed, ...)
+  /// to keep (case-insensitive); empty = all. Applied before the others.
+  std::vector<std::string> includeEvents;
+  /// Event names to drop (case-insensitive).
+  std::vector<std::string> excludeEvents;
   /// Command names to keep (case-insensitive); empty = all.
   std::vector<std::string> includeCommands;
   /// Command names to drop (case-insensitive); applied after includeCommands.
