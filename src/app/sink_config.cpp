@@ -392,6 +392,8 @@ SinkPlan plan_sinks(const json& section, const SinkFlags& flags, std::size_t max
           } else if (k == "maxCommandStats") {
             plan.commandStats.maxEntries =
                 static_cast<std::size_t>(expect_integer(v, q, 1, 100000));
+          } else if (k == "maxConnections") {
+            a.maxConnections = static_cast<std::size_t>(expect_integer(v, q, 1, 100000));
           } else {
             fail(q, "unknown key");
           }
@@ -587,8 +589,13 @@ std::string SinkRuntime::start() {
   return proxy::Endpoint{adminOptions_->host, port}.to_string();
 }
 
-void SinkRuntime::stop() {
-  if (dispatcher_) dispatcher_->stop();
+void SinkRuntime::stop(std::optional<std::chrono::steady_clock::time_point> flushDeadline) {
+  if (dispatcher_) {
+    if (flushDeadline)
+      dispatcher_->stop(*flushDeadline);
+    else
+      dispatcher_->stop();
+  }
   if (admin_) admin_->stop();
 }
 
