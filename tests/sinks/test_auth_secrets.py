@@ -3,8 +3,9 @@
 
 The stub implements SCRAM-SHA-1 and SCRAM-SHA-256 for real (createUser,
 saslStart / saslContinue, speculative authentication in the handshake), so
-PyMongo authenticates through varanus as against mongod, and a wrong
-password fails. Then every secret of those exchanges (the stub answers them
+PyMongo (and the Node driver, when scripts/setup-node.sh installed it:
+tests/integration/node/auth.js) authenticates through varanus as against
+mongod, and a wrong password fails. Then every secret of those exchanges (the stub answers them
 on {stubScramSecrets: 1}, asked directly, never through varanus: passwords,
 MongoDB's SCRAM-SHA-1 password digest, salted passwords, client and server
 keys, nonces, proofs, signatures, payloads in text and base64), the
@@ -20,6 +21,8 @@ import base64
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -34,6 +37,9 @@ from pymongo import MongoClient  # noqa: E402
 from pymongo.errors import OperationFailure  # noqa: E402
 
 PROXY = STUB = STUB_ADDR = ""
+_NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration", "node")
+NODE_AUTH = [shutil.which("node"), os.path.join(_NODE_DIR, "auth.js")] \
+    if shutil.which("node") and os.path.isdir(os.path.join(_NODE_DIR, "node_modules")) else None
 
 PASSWORDS = {"alice": "pw-Alice-7f3c9e1b", "bob": "pw-Bob-2d8a6c4f", "bob2": "pw-Bob-upd-5e1d7a9c"}
 LEGACY_MARKER = b"legacy-secret-payload-93b1f0"
@@ -94,6 +100,11 @@ class AuthSecrets(unittest.TestCase):
                         self.assertEqual(c.admin.command("ping")["ok"], 1.0)
                         c.test.things.insert_one({"by": user})
                         c.close()
+                    # The Node driver too, when it is installed (scripts/setup-node.sh).
+                    if NODE_AUTH:
+                        r = subprocess.run(NODE_AUTH + [host, "alice", PASSWORDS["alice"]],
+                                           capture_output=True, text=True, timeout=120)
+                        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
                     # A wrong password fails: the stub checks the proof.
                     bad = MongoClient(f"mongodb://alice:wrong-{PASSWORDS['alice']}@{host}/"
                                       "?directConnection=true&authSource=admin",
