@@ -14,12 +14,15 @@
 #include "varanus/monitor/tracker.hpp"
 
 #include <algorithm>
+#include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "legacy.hpp"
 #include "varanus/monitor/classify.hpp"
 #include "varanus/monitor/summary.hpp"
+#include "varanus/wire/bson_view.hpp"
 #include "varanus/wire/bson_walk.hpp"
 #include "varanus/wire/command.hpp"
 
@@ -231,6 +234,15 @@ void Tracker::learn_server_connection_id(wire::BsonView reply) {
   info_ = std::move(next);
 }
 
+namespace {
+
+wire::Error malformed_document(std::string_view which) {
+  return wire::Error{wire::Errc::invalid_bson, 0,
+                     "the " + std::string(which) + " document is not valid BSON"};
+}
+
+}  // namespace
+
 void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
   wire::DecodeOptions opts;
   opts.maxMessageSize = options_.maxMessageSize;
@@ -248,6 +260,11 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
   p.requestBytes = frameBytes_;
 
   if (auto view = wire::command_view(msg); view.ok()) {
+    // The command document is walked once (it is small: bulk documents
+    // travel in sequences): malformed BSON is a decode error, never an
+    // event with `command: {}`.
+    if (!view->body.empty() && !wire::validate_bson(view->body))
+      return stop("client message", malformed_document("command"), now);
     p.commandName = std::string(view->name);
     p.databaseName = std::string(view->database);
     p.collection = std::string(command_collection(view->name, view->body));
@@ -338,6 +355,9 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
   auto decoded = wire::decode(frame, opts);
   if (!decoded) return stop("upstream message", decoded.error(), now);
   const wire::Message& msg = *decoded;
+  if (const auto* m = std::get_if<wire::OpMsg>(&msg.body);
+      m != nullptr && !m->body.empty() && !wire::validate_bson(m->body))
+    return stop("upstream message", malformed_document("reply"), now);
 
   const bool isReply = std::holds_alternative<wire::OpMsg>(msg.body) ||
                        std::holds_alternative<wire::OpReply>(msg.body) ||

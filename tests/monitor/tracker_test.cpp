@@ -363,6 +363,35 @@ TEST_CASE("a frame that does not decode stops inspection and fails what is pendi
   CHECK(f.out.commands().size() == 2);
 }
 
+TEST_CASE("malformed BSON inside a frame is a decode error, not an event with command: {}") {
+  Fixture f;
+  f.client(msg(1, 0, R"({"ping": 1, "$db": "admin"})"));
+  SUBCASE("in a command") {
+    wire::Frame bad = msg(2, 0, R"({"find": "c", "filter": {"a": 1}, "$db": "x"})");
+    // 16 header + 4 flags + 1 kind + 4 length + "find" string element (12):
+    // the type byte of "filter" becomes one BSON does not have.
+    REQUIRE(bad[37] == 0x03);
+    bad[37] = 0x77;
+    f.client(bad);
+  }
+  SUBCASE("in a reply") {
+    wire::Frame bad = msg(50, 1, R"({"ok": 1.0, "x": {"a": 1}})");
+    // 16 + 4 + 1 + 4 + "ok" double element (12): the type byte of "x".
+    REQUIRE(bad[37] == 0x03);
+    bad[37] = 0x77;
+    f.server(bad);
+  }
+  CHECK(f.tracker.stop_cause() == monitor::StopCause::malformed);
+  CHECK(f.tracker.stats().decodeErrors == 1);
+  CHECK(f.tracker.stop_reason().find("not valid BSON") != std::string::npos);
+  const auto ev = f.out.commands();
+  REQUIRE(ev.size() == 2);  // the ping started, then failed: nothing for the bad frame
+  CHECK(ev[0].commandName == "ping");
+  CHECK(ev[1].type == EventType::commandFailed);
+  CHECK(ev[1].requestId == 1);
+  CHECK(ev[1].message.find("inspection stopped") == 0);
+}
+
 TEST_CASE("legacy opcodes are reported as the commands drivers report") {
   Fixture f;
   SUBCASE("an exhaust OP_QUERY on a collection is a find, then getMores, until cursor 0") {
