@@ -14,6 +14,7 @@
 #include "varanus/monitor/tracker.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -241,6 +242,37 @@ wire::Error malformed_document(std::string_view which) {
                      "the " + std::string(which) + " document is not valid BSON"};
 }
 
+// Decompression bomb guard. The relay forwards compressed bytes as they
+// are; only inspection inflates them, on the I/O thread. A frame claiming
+// more than kBombFloor bytes and more than kMaxCompressionRatio times its
+// compressed payload (1.5 kB of zstd claiming 47 MB) is refused from its
+// header, before anything is allocated or inflated: decompression work
+// stays under 256 x the bytes received (+ 1 MiB a frame). Snappy's format
+// cannot expand that far; zlib and zstd can.
+constexpr std::int64_t kBombFloor = 1 << 20;
+constexpr std::int64_t kMaxCompressionRatio = 256;
+
+std::optional<wire::Error> compression_bomb(std::span<const std::uint8_t> frame) {
+  constexpr std::size_t kUsizeAt = 20;    // header, originalOpcode
+  constexpr std::size_t kPayloadAt = 25;  // ..., uncompressedSize, compressorId
+  if (frame.size() < kPayloadAt) return std::nullopt;
+  const auto le32 = [&](std::size_t at) {
+    return static_cast<std::int32_t>(static_cast<std::uint32_t>(frame[at]) |
+                                     static_cast<std::uint32_t>(frame[at + 1]) << 8 |
+                                     static_cast<std::uint32_t>(frame[at + 2]) << 16 |
+                                     static_cast<std::uint32_t>(frame[at + 3]) << 24);
+  };
+  if (le32(12) != static_cast<std::int32_t>(wire::OpCode::compressed)) return std::nullopt;
+  const std::int64_t usize = le32(kUsizeAt);
+  const auto packed =
+      static_cast<std::int64_t>(std::max<std::size_t>(frame.size() - kPayloadAt, 1));
+  if (usize <= kBombFloor || usize / packed < kMaxCompressionRatio) return std::nullopt;
+  return wire::Error{wire::Errc::uncompressed_size_too_large, kUsizeAt,
+                     "uncompressedSize " + std::to_string(usize) + " is over " +
+                         std::to_string(kMaxCompressionRatio) + " x the " + std::to_string(packed) +
+                         " compressed bytes (decompression bomb guard)"};
+}
+
 }  // namespace
 
 void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
@@ -250,6 +282,7 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
   // Nor a CRC-32C over every checksummed message: the upstream verifies it
   // and rejects a bad one; an observer only needs the bytes to be in bounds.
   opts.verifyChecksum = false;
+  if (auto bomb = compression_bomb(frame)) return stop("client message", *bomb, now);
   auto decoded = wire::decode(frame, opts);
   if (!decoded) return stop("client message", decoded.error(), now);
   const wire::Message& msg = *decoded;
@@ -352,6 +385,7 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
   opts.maxMessageSize = options_.maxMessageSize;
   opts.validateBson = false;
   opts.verifyChecksum = false;
+  if (auto bomb = compression_bomb(frame)) return stop("upstream message", *bomb, now);
   auto decoded = wire::decode(frame, opts);
   if (!decoded) return stop("upstream message", decoded.error(), now);
   const wire::Message& msg = *decoded;
