@@ -11,6 +11,8 @@
 //   after run() returns: SinkRuntime::stop() drains and flushes every event.
 #include <sys/resource.h>
 
+#include <algorithm>
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <chrono>
@@ -247,6 +249,9 @@ int run_proxy(const std::vector<std::string>& args) {
   boost::asio::io_context signalContext(1);
   boost::asio::signal_set signals(signalContext, SIGINT, SIGTERM, SIGHUP);
   int stopSignals = 0;
+  // When the first stop signal came: the grace period bounds the sinks'
+  // final flush too (a stdout reader that stopped must not hold up exit).
+  std::atomic<std::int64_t> stopAt{0};
   std::function<void(const boost::system::error_code&, int)> onSignal =
       [&](const boost::system::error_code& ec, int signo) {
         if (ec) return;
@@ -262,9 +267,14 @@ int run_proxy(const std::vector<std::string>& args) {
           diag(std::string("varanus: ") + (signo == SIGINT ? "SIGINT" : "SIGTERM") +
                ": stopping, grace period " + seconds(cfg.proxy.gracePeriod) +
                " s (signal again to exit at once)");
+          stopAt.store(std::chrono::steady_clock::now().time_since_epoch().count());
           server.stop(cfg.proxy.gracePeriod);
         } else {
           diag("varanus: second signal: exiting now");
+          // What is queued and rendered goes out where it can without
+          // waiting (sink writes never block), at most 0.2 s.
+          sinkRuntime->emergency_flush(std::chrono::steady_clock::now() +
+                                       std::chrono::milliseconds(200));
           std::_Exit(128 + signo);
         }
         signals.async_wait(onSignal);
@@ -284,7 +294,18 @@ int run_proxy(const std::vector<std::string>& args) {
     diag(std::string("varanus: fatal: ") + e.what());
     status = 1;
   }
-  sinkRuntime->stop();  // every event published so far reaches its sinks
+  // Every event published so far reaches its sinks, their writes ending
+  // with the grace period (at least 0.5 s from now); what a stuck reader
+  // has not taken by then is dropped, counted and said on stderr.
+  std::optional<std::chrono::steady_clock::time_point> flushDeadline;
+  if (const std::int64_t at = stopAt.load(); at != 0) {
+    const auto now = std::chrono::steady_clock::now();
+    flushDeadline =
+        std::max(std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(at)) +
+                     cfg.proxy.gracePeriod,
+                 now + std::chrono::milliseconds(500));
+  }
+  sinkRuntime->stop(flushDeadline);
 
   signals.cancel();
   signalContext.stop();

@@ -373,7 +373,10 @@ SinkPlan plan_sinks(const json& section, const SinkFlags& flags, std::size_t max
           } else if (k == "maxDatabases") {
             plan.metrics.maxDatabases = static_cast<std::size_t>(Json::integer(v, q, 0, 10000));
           } else if (k == "maxCommandStats") {
-            plan.commandStats.maxEntries = static_cast<std::size_t>(Json::integer(v, q, 1, 100000));
+            plan.commandStats.maxEntries =
+                static_cast<std::size_t>(Json::integer(v, q, 1, 100000));
+          } else if (k == "maxConnections") {
+            a.maxConnections = static_cast<std::size_t>(Json::integer(v, q, 1, 100000));
           } else {
             Json::fail(q, "unknown key");
           }
@@ -570,8 +573,13 @@ std::string SinkRuntime::start() {
   return proxy::Endpoint{adminOptions_->host, port}.to_string();
 }
 
-void SinkRuntime::stop() {
-  if (dispatcher_) dispatcher_->stop();
+void SinkRuntime::stop(std::optional<std::chrono::steady_clock::time_point> flushDeadline) {
+  if (dispatcher_) {
+    if (flushDeadline)
+      dispatcher_->stop(*flushDeadline);
+    else
+      dispatcher_->stop();
+  }
   if (admin_) admin_->stop();
 }
 

@@ -17,9 +17,10 @@
 //     "admin": {                             admin HTTP endpoint: /metrics /healthz /stats
 //                                            /stats/commands
 //       "listen": "127.0.0.1:9108",          loopback by default; port 0 = a free port
-//       "maxDatabases": 100,                 distinct `database` label values (0: no label)
-//       "maxCommandStats": 256               /stats/commands: distinct (database, collection,
+//       "maxDatabases": 100,                 `database` label values, busiest first (0: none)
+//       "maxCommandStats": 256,              /stats/commands: distinct (database, collection,
 //                                            command) kept; the rest count as "other"
+//       "maxConnections": 64                 admin connections at once; more get a 503
 //     },
 //     "outputs": [                           default: one stdout sink
 //       { "type": "stdout" | "stderr" | "file" | "tcp" | "udp" | "plugin",
@@ -56,6 +57,7 @@
 // --max-document-length is the proxy CLI's and arrives as a parameter.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -170,8 +172,15 @@ class SinkRuntime {
   /// SIGHUP: files reopen on the sink thread. Async-signal-safe.
   void reopen() noexcept { dispatcher_->reopen(); }
   /// Drains and flushes every event, closes the sinks, stops the admin
-  /// endpoint. Call after the proxy has stopped. Idempotent.
-  void stop();
+  /// endpoint. Call after the proxy has stopped. Idempotent. The sinks'
+  /// final flush ends by `flushDeadline` (default: 10 s from now); what
+  /// is not written by then is dropped, counted and said on stderr.
+  void stop(std::optional<std::chrono::steady_clock::time_point> flushDeadline = std::nullopt);
+  /// A second stop signal: writes what is queued and rendered where it can
+  /// without waiting past `deadline`, before the process exits.
+  void emergency_flush(std::chrono::steady_clock::time_point deadline) {
+    dispatcher_->emergency_flush(deadline);
+  }
 
  private:
   monitor::Stats& stats_;

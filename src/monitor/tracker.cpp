@@ -14,12 +14,16 @@
 #include "varanus/monitor/tracker.hpp"
 
 #include <algorithm>
+#include <optional>
+#include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "legacy.hpp"
 #include "varanus/monitor/classify.hpp"
 #include "varanus/monitor/summary.hpp"
+#include "varanus/wire/bson_view.hpp"
 #include "varanus/wire/bson_walk.hpp"
 #include "varanus/wire/command.hpp"
 
@@ -217,6 +221,46 @@ void Tracker::learn_server_connection_id(wire::BsonView reply) {
   info_ = std::move(next);
 }
 
+namespace {
+
+wire::Error malformed_document(std::string_view which) {
+  return wire::Error{wire::Errc::invalid_bson, 0,
+                     "the " + std::string(which) + " document is not valid BSON"};
+}
+
+// Decompression bomb guard. The relay forwards compressed bytes as they
+// are; only inspection inflates them, on the I/O thread. A frame claiming
+// more than kBombFloor bytes and more than kMaxCompressionRatio times its
+// compressed payload (1.5 kB of zstd claiming 47 MB) is refused from its
+// header, before anything is allocated or inflated: decompression work
+// stays under 256 x the bytes received (+ 1 MiB a frame). Snappy's format
+// cannot expand that far; zlib and zstd can.
+constexpr std::int64_t kBombFloor = 1 << 20;
+constexpr std::int64_t kMaxCompressionRatio = 256;
+
+std::optional<wire::Error> compression_bomb(std::span<const std::uint8_t> frame) {
+  constexpr std::size_t kUsizeAt = 20;    // header, originalOpcode
+  constexpr std::size_t kPayloadAt = 25;  // ..., uncompressedSize, compressorId
+  if (frame.size() < kPayloadAt) return std::nullopt;
+  const auto le32 = [&](std::size_t at) {
+    return static_cast<std::int32_t>(static_cast<std::uint32_t>(frame[at]) |
+                                     static_cast<std::uint32_t>(frame[at + 1]) << 8 |
+                                     static_cast<std::uint32_t>(frame[at + 2]) << 16 |
+                                     static_cast<std::uint32_t>(frame[at + 3]) << 24);
+  };
+  if (le32(12) != static_cast<std::int32_t>(wire::OpCode::compressed)) return std::nullopt;
+  const std::int64_t usize = le32(kUsizeAt);
+  const auto packed =
+      static_cast<std::int64_t>(std::max<std::size_t>(frame.size() - kPayloadAt, 1));
+  if (usize <= kBombFloor || usize / packed < kMaxCompressionRatio) return std::nullopt;
+  return wire::Error{wire::Errc::uncompressed_size_too_large, kUsizeAt,
+                     "uncompressedSize " + std::to_string(usize) + " is over " +
+                         std::to_string(kMaxCompressionRatio) + " x the " + std::to_string(packed) +
+                         " compressed bytes (decompression bomb guard)"};
+}
+
+}  // namespace
+
 void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
   wire::DecodeOptions opts;
   opts.maxMessageSize = options_.maxMessageSize;
@@ -224,6 +268,7 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
   // Nor a CRC-32C over every checksummed message: the upstream verifies it
   // and rejects a bad one; an observer only needs the bytes to be in bounds.
   opts.verifyChecksum = false;
+  if (auto bomb = compression_bomb(frame)) return stop("client message", *bomb, now);
   auto decoded = wire::decode(frame, opts);
   if (!decoded) return stop("client message", decoded.error(), now);
   const wire::Message& msg = *decoded;
@@ -234,6 +279,11 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
   p.requestBytes = frameBytes_;
 
   if (auto view = wire::command_view(msg); view.ok()) {
+    // The command document is walked once (it is small: bulk documents
+    // travel in sequences): malformed BSON is a decode error, never an
+    // event with `command: {}`.
+    if (!view->body.empty() && !wire::validate_bson(view->body))
+      return stop("client message", malformed_document("command"), now);
     p.commandName = std::string(view->name);
     p.databaseName = std::string(view->database);
     p.collection = std::string(command_collection(view->name, view->body));
@@ -322,9 +372,13 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
   opts.maxMessageSize = options_.maxMessageSize;
   opts.validateBson = false;
   opts.verifyChecksum = false;
+  if (auto bomb = compression_bomb(frame)) return stop("upstream message", *bomb, now);
   auto decoded = wire::decode(frame, opts);
   if (!decoded) return stop("upstream message", decoded.error(), now);
   const wire::Message& msg = *decoded;
+  if (const auto* m = std::get_if<wire::OpMsg>(&msg.body);
+      m != nullptr && !m->body.empty() && !wire::validate_bson(m->body))
+    return stop("upstream message", malformed_document("reply"), now);
 
   const bool isReply = std::holds_alternative<wire::OpMsg>(msg.body) ||
                        std::holds_alternative<wire::OpReply>(msg.body) ||

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -22,8 +23,11 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <system_error>
@@ -53,17 +57,6 @@ void family(std::string& out, std::string_view name, std::string_view type, std:
 }
 
 namespace {
-
-void append_label_value(std::string& out, std::string_view v) {
-  for (char c : v) {
-    if (c == '\\' || c == '"') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-}
 
 // Shortest text that reads back as the same double ("0.000418", "1e+21").
 void append_double(std::string& out, double v) {
@@ -175,7 +168,40 @@ struct AdminServer::Impl {
   asio::io_context io{1};
   tcp::acceptor acceptor{io};
   std::thread thread;
+  std::size_t connections = 0;  // open now (the admin thread's)
+  std::atomic<std::uint64_t> refused{0};
+  std::atomic<std::uint64_t> badRequests{0};
+  // The heartbeat: runs the (blocking) health check every healthInterval
+  // and keeps its result for /healthz.
+  std::thread healthThread;
+  mutable std::mutex healthMutex;
+  std::condition_variable healthWake;
+  bool healthStopping = false;
+  bool healthChecked = false;
+  std::pair<bool, std::string> health{false, ""};
+  std::chrono::steady_clock::time_point healthAt{};
 };
+
+std::uint64_t AdminServer::refused_connections() const noexcept {
+  return impl_ ? impl_->refused.load(std::memory_order_relaxed) : 0;
+}
+
+std::uint64_t AdminServer::bad_requests() const noexcept {
+  return impl_ ? impl_->badRequests.load(std::memory_order_relaxed) : 0;
+}
+
+std::pair<bool, std::string> AdminServer::health_status() const {
+  if (!health_) return {true, "no health check configured"};
+  if (!impl_) return {false, "admin endpoint not started"};
+  std::lock_guard lock(impl_->healthMutex);
+  if (!impl_->healthChecked) return {false, "upstream not checked yet (first check under way)"};
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - impl_->healthAt)
+                      .count();
+  char age[48];
+  std::snprintf(age, sizeof age, " (checked %.1f s ago)", static_cast<double>(ms) / 1000.0);
+  return {impl_->health.first, impl_->health.second + age};
+}
 
 AdminServer::AdminServer(AdminOptions options, const monitor::Stats& stats,
                          const Dispatcher* dispatcher, std::shared_ptr<const MetricsSink> metrics,
@@ -300,15 +326,56 @@ std::string AdminServer::stats_json() const {
 
 namespace {
 
+asio::awaitable<void> reply_and_close(beast::tcp_stream& stream, http::status status,
+                                      std::string body) {
+  http::response<http::string_body> res{status, 11};
+  res.set(http::field::server, "varanus");
+  res.set(http::field::content_type, "text/plain; charset=utf-8");
+  res.keep_alive(false);
+  res.body() = std::move(body);
+  res.prepare_payload();
+  stream.expires_after(std::chrono::seconds(2));
+  auto [wec, wn] = co_await http::async_write(stream, res, asio::as_tuple(asio::use_awaitable));
+  beast::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  // Read what the client still sends (briefly) before closing: closing
+  // with unread bytes would reset the connection, and the client could
+  // lose the answer.
+  stream.expires_after(std::chrono::milliseconds(500));
+  char sink[4096];
+  for (int i = 0; i < 64 && !wec; ++i) {
+    auto [rec, rn] =
+        co_await stream.async_read_some(asio::buffer(sink), asio::as_tuple(asio::use_awaitable));
+    if (rec) break;
+  }
+}
+
 asio::awaitable<void> serve(beast::tcp_stream stream, const AdminServer& admin,
-                            const HealthCheck& health) {
+                            const AdminOptions& options, std::atomic<std::uint64_t>& badRequests) {
   beast::flat_buffer buffer;
   for (;;) {
-    stream.expires_after(std::chrono::seconds(30));
-    http::request<http::string_body> req;
+    stream.expires_after(options.idleTimeout);
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(options.maxHeaderBytes));
+    parser.body_limit(64 * 1024);  // GET and HEAD carry none
     auto [rec, rn] =
-        co_await http::async_read(stream, buffer, req, asio::as_tuple(asio::use_awaitable));
-    if (rec) break;
+        co_await http::async_read(stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+    if (rec == http::error::header_limit) {
+      badRequests.fetch_add(1, std::memory_order_relaxed);
+      co_await reply_and_close(
+          stream, http::status::request_header_fields_too_large,
+          "request headers over " + std::to_string(options.maxHeaderBytes) + " bytes\n");
+      co_return;
+    }
+    if (rec && rec.category() == http::make_error_code(http::error::bad_method).category() &&
+        rec != http::error::end_of_stream && rec != http::error::partial_message) {
+      badRequests.fetch_add(1, std::memory_order_relaxed);
+      co_await reply_and_close(stream, http::status::bad_request,
+                               "malformed request: " + rec.message() + "\n");
+      co_return;
+    }
+    if (rec) break;  // closed, timed out, reset
+    http::request<http::string_body>& req = parser.get();
     http::response<http::string_body> res{http::status::ok, req.version()};
     res.set(http::field::server, "varanus");
     res.keep_alive(req.keep_alive());
@@ -323,13 +390,10 @@ asio::awaitable<void> serve(beast::tcp_stream stream, const AdminServer& admin,
       res.body() = admin.metrics_text();
     } else if (path == "/healthz") {
       res.set(http::field::content_type, "text/plain; charset=utf-8");
-      if (health) {
-        auto [ok, message] = health();  // blocking, bounded by its timeout
-        res.result(ok ? http::status::ok : http::status::service_unavailable);
-        res.body() = (ok ? "ok: " : "unhealthy: ") + message + "\n";
-      } else {
-        res.body() = "ok\n";
-      }
+      // The heartbeat's last result: never a connect on this thread.
+      auto [ok, message] = admin.health_status();
+      res.result(ok ? http::status::ok : http::status::service_unavailable);
+      res.body() = (ok ? "ok: " : "unhealthy: ") + message + "\n";
     } else if (path == "/stats/commands") {
       res.set(http::field::content_type, "application/json");
       res.body() = admin.command_stats_json() + "\n";
@@ -351,15 +415,33 @@ asio::awaitable<void> serve(beast::tcp_stream stream, const AdminServer& admin,
 }
 
 asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, const AdminServer& admin,
-                                  const HealthCheck& health) {
+                                  const AdminOptions& options, std::size_t& open,
+                                  std::atomic<std::uint64_t>& refused,
+                                  std::atomic<std::uint64_t>& badRequests) {
   for (;;) {
     auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       continue;
     }
+    if (open >= options.maxConnections) {
+      // Over the cap: a short answer and close, so that slow or idle
+      // clients never hold more than maxConnections descriptors.
+      refused.fetch_add(1, std::memory_order_relaxed);
+      asio::co_spawn(
+          acceptor.get_executor(),
+          [](beast::tcp_stream s, std::size_t max) -> asio::awaitable<void> {
+            co_await reply_and_close(
+                s, http::status::service_unavailable,
+                "too many admin connections (maxConnections " + std::to_string(max) + ")\n");
+          }(beast::tcp_stream(std::move(socket)), options.maxConnections),
+          asio::detached);
+      continue;
+    }
+    ++open;
     asio::co_spawn(acceptor.get_executor(),
-                   serve(beast::tcp_stream(std::move(socket)), admin, health), asio::detached);
+                   serve(beast::tcp_stream(std::move(socket)), admin, options, badRequests),
+                   [&open](std::exception_ptr) { --open; });
   }
 }
 
@@ -367,25 +449,49 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, const AdminServer& ad
 
 std::uint16_t AdminServer::start() {
   if (impl_) return impl_->acceptor.local_endpoint().port();
-  auto impl = std::make_unique<Impl>();
+  auto fresh = std::make_unique<Impl>();
   const std::string where = options_.host + ":" + std::to_string(options_.port);
   try {
-    tcp::resolver resolver(impl->io);
+    tcp::resolver resolver(fresh->io);
     const auto results = resolver.resolve(options_.host, std::to_string(options_.port),
                                           tcp::resolver::passive | tcp::resolver::numeric_service);
     const tcp::endpoint ep = results.begin()->endpoint();
-    impl->acceptor.open(ep.protocol());
-    impl->acceptor.set_option(tcp::acceptor::reuse_address(true));
-    impl->acceptor.bind(ep);
-    impl->acceptor.listen();
+    fresh->acceptor.open(ep.protocol());
+    fresh->acceptor.set_option(tcp::acceptor::reuse_address(true));
+    fresh->acceptor.bind(ep);
+    fresh->acceptor.listen();
   } catch (const boost::system::system_error& e) {
     throw std::system_error(e.code().value(), std::system_category(),
                             "admin endpoint " + where + ": " + e.code().message());
   }
-  asio::co_spawn(impl->io, accept_loop(impl->acceptor, *this, health_), asio::detached);
-  impl->thread = std::thread([io = &impl->io] { io->run(); });
-  impl_ = std::move(impl);
-  return impl_->acceptor.local_endpoint().port();
+  // impl_ is set before any thread runs: health_status() reads it there.
+  impl_ = std::move(fresh);
+  Impl* const impl = impl_.get();
+  asio::co_spawn(impl->io,
+                 accept_loop(impl->acceptor, *this, options_, impl->connections, impl->refused,
+                             impl->badRequests),
+                 asio::detached);
+  if (health_) {
+    impl->healthThread = std::thread([impl, health = health_, interval = options_.healthInterval] {
+      std::unique_lock lock(impl->healthMutex);
+      while (!impl->healthStopping) {
+        lock.unlock();
+        std::pair<bool, std::string> r;
+        try {
+          r = health();  // may block up to its timeout: only this thread waits
+        } catch (const std::exception& e) {
+          r = {false, std::string("health check failed: ") + e.what()};
+        }
+        lock.lock();
+        impl->health = std::move(r);
+        impl->healthAt = std::chrono::steady_clock::now();
+        impl->healthChecked = true;
+        impl->healthWake.wait_for(lock, interval, [impl] { return impl->healthStopping; });
+      }
+    });
+  }
+  impl->thread = std::thread([impl] { impl->io.run(); });
+  return impl->acceptor.local_endpoint().port();
 }
 
 void AdminServer::stop() {
@@ -396,6 +502,12 @@ void AdminServer::stop() {
     impl->io.stop();
   });
   if (impl_->thread.joinable()) impl_->thread.join();
+  {
+    std::lock_guard lock(impl_->healthMutex);
+    impl_->healthStopping = true;
+  }
+  impl_->healthWake.notify_all();
+  if (impl_->healthThread.joinable()) impl_->healthThread.join();
   impl_.reset();
 }
 

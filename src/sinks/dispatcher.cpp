@@ -249,6 +249,10 @@ void Dispatcher::publish(Event&& event) {
 }
 
 void Dispatcher::stop() {
+  stop(std::chrono::steady_clock::now() + options_.closeTimeout);
+}
+
+void Dispatcher::stop(std::chrono::steady_clock::time_point flushDeadline) {
   if (stopped_.exchange(true)) return;
   stopping_.store(true);
   if (thread_.joinable()) {
@@ -262,7 +266,7 @@ void Dispatcher::stop() {
   // What is left is drained here, at the caller's priority (the sink thread
   // would do it only when a core is idle).
   if (hasSinks_) {
-    final_drain();
+    final_drain(flushDeadline);
   } else {
     housekeeping(std::chrono::steady_clock::now(), true);
   }
@@ -454,12 +458,25 @@ void Dispatcher::rescue_run() {
   }
 }
 
-void Dispatcher::final_drain() {
+bool Dispatcher::emergency_flush(std::chrono::steady_clock::time_point deadline) {
+  if (!hasSinks_) return true;
+  std::unique_lock lock(consume_, std::defer_lock);
+  if (!lock.try_lock_until(deadline)) return false;
+  while (std::chrono::steady_clock::now() < deadline && drain_batch(false) != 0) {
+  }
+  flush_all();
+  return true;
+}
+
+void Dispatcher::final_drain(std::chrono::steady_clock::time_point flushDeadline) {
   std::lock_guard lock(consume_);
   while (drain_batch(false) != 0) {
   }
   housekeeping(std::chrono::steady_clock::now(), true);
-  for (auto& sink : sinks_) sink->close();  // close() flushes first
+  for (auto& sink : sinks_) {
+    sink->set_close_deadline(flushDeadline);
+    sink->close();  // flushes first, waiting for a slow reader until the deadline
+  }
 }
 
 }  // namespace varanus::sinks

@@ -141,19 +141,6 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
-void append_label_value(std::string& out, std::string_view v) {
-  for (char c : v) {
-    if (c == '\\' || c == '"') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-}
-
 void append_double(std::string& out, double v) {
   char buf[32];
   // Shortest round-trip, in %g style: "0.0005", not "5e-04".
@@ -162,6 +149,61 @@ void append_double(std::string& out, double v) {
 }
 
 }  // namespace
+
+void append_label_value(std::string& out, std::string_view v) {
+  // The text format escapes only \\, \" and \n; a scraper rejects a whole
+  // scrape for one invalid UTF-8 byte, and control bytes in a label are
+  // trouble downstream. So: the three escapes, every other control byte and
+  // every byte that does not start or continue a valid UTF-8 sequence
+  // becomes U+FFFD, one per byte.
+  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+  const auto* p = reinterpret_cast<const unsigned char*>(v.data());
+  const std::size_t n = v.size();
+  std::size_t i = 0;
+  while (i < n) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      if (c == '\\' || c == '"') {
+        out += '\\';
+        out += static_cast<char>(c);
+      } else if (c == '\n') {
+        out += "\\n";
+      } else if (c < 0x20 || c == 0x7f) {
+        out += kReplacement;
+      } else {
+        out += static_cast<char>(c);
+      }
+      ++i;
+      continue;
+    }
+    // Length and the valid range of the second byte (RFC 3629: no
+    // overlong forms, no surrogates, nothing past U+10FFFF).
+    std::size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    }
+    bool ok = len != 0 && i + len <= n && p[i + 1] >= lo && p[i + 1] <= hi;
+    for (std::size_t k = 2; ok && k < len; ++k) ok = p[i + k] >= 0x80 && p[i + k] <= 0xBF;
+    // C1 controls (U+0080..U+009F) are control bytes too.
+    if (ok && c == 0xC2 && p[i + 1] <= 0x9F) ok = false;
+    if (!ok) {
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    out.append(v.data() + i, len);
+    i += len;
+  }
+}
 
 std::string_view command_label(std::string_view name) noexcept {
   for (std::string_view k : kKnownCommands)
@@ -176,14 +218,71 @@ MetricsSink::MetricsSink(MetricsOptions options)
 
 std::string_view MetricsSink::database_label(const std::string& db) {
   if (options_.maxDatabases == 0) return {};
-  for (const auto& d : databases_)
-    if (d == db) return d;
-  if (databases_.size() < options_.maxDatabases) {
-    databases_.reserve(options_.maxDatabases);  // stable addresses for the views
-    databases_.push_back(db);
-    return databases_.back();
+  if (options_.rebalanceEvery != 0 && ++sinceRebalance_ >= options_.rebalanceEvery) {
+    sinceRebalance_ = 0;
+    rebalance();
   }
+  auto r = recent_.find(db);
+  if (r == recent_.end()) {
+    // Room for a new candidate: the quietest candidate without a slot goes.
+    const std::size_t cap = std::max<std::size_t>(options_.maxDatabases * 5, 64);
+    if (recent_.size() >= cap) {
+      auto quietest = recent_.end();
+      for (auto it = recent_.begin(); it != recent_.end(); ++it)
+        if (!slots_.contains(it->first) &&
+            (quietest == recent_.end() || it->second < quietest->second))
+          quietest = it;
+      if (quietest != recent_.end()) recent_.erase(quietest);
+    }
+    r = recent_.emplace(db, 0.0).first;
+  }
+  r->second += 1.0;
+  if (const auto s = slots_.find(db); s != slots_.end()) return *s;
+  if (slots_.size() < options_.maxDatabases) return *slots_.insert(db).first;
   return "other";
+}
+
+void MetricsSink::evict(const std::string& db) {
+  // Its series fold into "other": the counters stay monotonic in sum.
+  for (auto it = commands_.begin(); it != commands_.end();) {
+    const auto& [command, label, failed] = it->first;
+    if (label != db) {
+      ++it;
+      continue;
+    }
+    commands_[std::make_tuple(command, std::string("other"), failed)] += it->second;
+    it = commands_.erase(it);
+  }
+  slots_.erase(db);
+}
+
+void MetricsSink::rebalance() {
+  const auto count = [&](const std::string& db) {
+    const auto it = recent_.find(db);
+    return it == recent_.end() ? 0.0 : it->second;
+  };
+  for (;;) {
+    const std::string* weakest = nullptr;
+    for (const auto& s : slots_)
+      if (weakest == nullptr || count(s) < count(*weakest)) weakest = &s;
+    const std::string* strongest = nullptr;
+    for (const auto& [db, n] : recent_)
+      if (!slots_.contains(db) && (strongest == nullptr || n > count(*strongest))) strongest = &db;
+    if (weakest == nullptr || strongest == nullptr) break;
+    const double challenger = count(*strongest);
+    if (challenger < 16.0 || challenger <= 2.0 * count(*weakest)) break;
+    const std::string winner = *strongest;
+    evict(std::string(*weakest));
+    slots_.insert(winner);
+  }
+  // Halve: "recent" means the last few rebalance intervals.
+  for (auto it = recent_.begin(); it != recent_.end();) {
+    it->second /= 2.0;
+    if (it->second < 0.5 && !slots_.contains(it->first))
+      it = recent_.erase(it);
+    else
+      ++it;
+  }
 }
 
 void MetricsSink::write_(const RenderedEvent& event) {

@@ -129,7 +129,7 @@ void TcpSink::disconnect(std::string_view why, int err) {
   state_ = State::down;
   // Lines not (completely) sent are lost; the connection they were meant
   // for is gone, and a fresh one must start on a line boundary.
-  if (sent_ < buffer_.size()) count_dropped(lines_in(std::string_view(buffer_).substr(sent_)));
+  if (sent_ < buffer_.size()) count_unwritten(lines_in(std::string_view(buffer_).substr(sent_)));
   buffer_.clear();
   sent_ = 0;
   nextAttempt_ = clock::now() + backoff_;
@@ -171,6 +171,9 @@ void TcpSink::send_buffered() {
 }
 
 void TcpSink::write_(const RenderedEvent& event) {
+  // Lines already buffered go first: should the connection fail now, they
+  // (counted written before) move to dropped, and this one is dropped alone.
+  if (state_ == State::connected && buffer_.size() - sent_ >= 64 * 1024) send_buffered();
   if (state_ == State::down) {
     count_dropped();
     return;
@@ -182,7 +185,6 @@ void TcpSink::write_(const RenderedEvent& event) {
   }
   buffer_.append(l.data(), l.size());
   buffer_ += '\n';
-  if (state_ == State::connected && buffer_.size() - sent_ >= 64 * 1024) send_buffered();
 }
 
 void TcpSink::flush_() {
@@ -207,7 +209,7 @@ void TcpSink::close_() {
     pollfd p{fd_, POLLOUT, 0};
     ::poll(&p, 1, 10);
   }
-  if (sent_ < buffer_.size()) count_dropped(lines_in(std::string_view(buffer_).substr(sent_)));
+  if (sent_ < buffer_.size()) count_unwritten(lines_in(std::string_view(buffer_).substr(sent_)));
   buffer_.clear();
   sent_ = 0;
   if (fd_ >= 0) {

@@ -738,9 +738,9 @@ void render_otlp_metrics(std::string& out, const std::vector<const OtlpSink*>& s
     family(out, f.name, f.type, f.help);
     for (const OtlpSink* s : sinks) {
       out += f.name;
-      out += "{sink=";
-      wire::append_json_string(out, s->name());
-      out += "} ";
+      out += "{sink=\"";
+      append_label_value(out, s->name());
+      out += "\"} ";
       out += std::to_string(f.get(*s));
       out += '\n';
     }

@@ -117,6 +117,8 @@ void Sink::flush() noexcept {
 
 void Sink::close() noexcept {
   if (closed_) return;
+  if (closeDeadline_ == std::chrono::steady_clock::time_point{})
+    closeDeadline_ = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   guarded("unknown exception in flush", [&] { flush_(); });
   guarded("unknown exception in close", [&] { close_(); });
   closed_ = true;
@@ -132,9 +134,9 @@ void Sink::failed(std::string_view what) noexcept {
   report(what);
 }
 
-void Sink::report(std::string_view what) noexcept {
+void Sink::report(std::string_view what, bool always) noexcept {
   const auto now = std::chrono::steady_clock::now();
-  if (lastReport_ != std::chrono::steady_clock::time_point{} &&
+  if (!always && lastReport_ != std::chrono::steady_clock::time_point{} &&
       now - lastReport_ < kReportInterval) {
     ++unreported_;
     return;

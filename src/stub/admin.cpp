@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "auth.hpp"
 #include "commands.hpp"
 
 namespace varanus::stub {
@@ -338,7 +339,15 @@ bool run_admin_command(CommandContext& ctx, const CommandInput& in, CommandResul
     }
     out.delay = std::chrono::milliseconds(std::max<std::int64_t>(0, ms));
     out.reply = ok_reply();
-  } else if (n == "saslStart" || n == "saslContinue" || n == "authenticate") {
+  } else if (n == "saslStart") {
+    out.reply = run_sasl_start(ctx, in);
+  } else if (n == "saslContinue") {
+    out.reply = run_sasl_continue(ctx, in);
+  } else if (n == "createUser" || n == "updateUser" || n == "dropUser") {
+    out.reply = run_user_command(ctx, in);
+  } else if (n == "stubScramSecrets") {
+    out.reply = run_scram_secrets(ctx);
+  } else if (n == "authenticate" || n == "copydbsaslstart" || n == "copydbgetnonce") {
     out.reply = error_reply(18, "AuthenticationFailed", "Authentication failed.");
   } else if (n == "serverStatus") {
     out.reply = run_server_status(ctx);

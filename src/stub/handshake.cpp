@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "auth.hpp"
+
 namespace varanus::stub {
 namespace {
 
@@ -101,6 +103,16 @@ Doc hello_reply(CommandContext& ctx, const CommandInput& in) {
   BSON_APPEND_INT32(r, "minWireVersion", 0);
   BSON_APPEND_INT32(r, "maxWireVersion", ctx.state.options.maxWireVersion);
   BSON_APPEND_BOOL(r, "readOnly", false);
+  // Authentication in the handshake: the user's mechanisms, and the first
+  // SCRAM step when the driver starts it speculatively.
+  if (const auto mechs = get_string(req.get(), "saslSupportedMechs")) {
+    if (auto arr = sasl_supported_mechs(ctx, *mechs))
+      BSON_APPEND_ARRAY(r, "saslSupportedMechs", arr->get());
+  }
+  if (const BsonView spec = get_document(req.get(), "speculativeAuthenticate"); spec.data) {
+    if (auto first = speculative_authenticate(ctx, spec))
+      BSON_APPEND_DOCUMENT(r, "speculativeAuthenticate", first->get());
+  }
   if (!ctx.session.compressors.empty()) {
     std::vector<std::string> names;
     for (auto c : ctx.session.compressors) names.emplace_back(wire::to_string(c));

@@ -6,11 +6,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "auth.hpp"
 #include "cursors.hpp"
 #include "options.hpp"
 #include "store.hpp"
@@ -51,6 +53,8 @@ struct ServerState {
   std::atomic<std::int64_t> connectionsCurrent{0};
   std::atomic<std::int64_t> connectionsTotal{0};
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  /// createUser's users and the SCRAM secrets seen (auth.hpp).
+  std::shared_ptr<Users> users = make_users();
 
   /// Counters shown in serverStatus.varanusStub, so tests can assert which
   /// paths a driver really took (compression, exhaust, streaming hello).
@@ -76,6 +80,9 @@ struct SessionInfo {
   /// closeAfter counted from when they were set.
   std::optional<FaultSettings> faults;
   std::int64_t messagesSinceFaults = 0;
+  /// The SCRAM conversation between saslStart (or a speculative one in
+  /// the handshake) and saslContinue.
+  std::shared_ptr<ScramConversation> scram;
 };
 
 }  // namespace varanus::stub

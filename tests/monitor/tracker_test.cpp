@@ -390,6 +390,68 @@ TEST_CASE("a frame that does not decode stops inspection and fails what is pendi
   CHECK(f.out.commands().size() == 2);
 }
 
+TEST_CASE("malformed BSON inside a frame is a decode error, not an event with command: {}") {
+  Fixture f;
+  f.client(msg(1, 0, R"({"ping": 1, "$db": "admin"})"));
+  SUBCASE("in a command") {
+    wire::Frame bad = msg(2, 0, R"({"find": "c", "filter": {"a": 1}, "$db": "x"})");
+    // 16 header + 4 flags + 1 kind + 4 length + "find" string element (12):
+    // the type byte of "filter" becomes one BSON does not have.
+    REQUIRE(bad[37] == 0x03);
+    bad[37] = 0x77;
+    f.client(bad);
+  }
+  SUBCASE("in a reply") {
+    wire::Frame bad = msg(50, 1, R"({"ok": 1.0, "x": {"a": 1}})");
+    // 16 + 4 + 1 + 4 + "ok" double element (12): the type byte of "x".
+    REQUIRE(bad[37] == 0x03);
+    bad[37] = 0x77;
+    f.server(bad);
+  }
+  CHECK(f.tracker.stop_cause() == monitor::StopCause::malformed);
+  CHECK(f.tracker.stats().decodeErrors == 1);
+  CHECK(f.tracker.stop_reason().find("not valid BSON") != std::string::npos);
+  const auto ev = f.out.commands();
+  REQUIRE(ev.size() == 2);  // the ping started, then failed: nothing for the bad frame
+  CHECK(ev[0].commandName == "ping");
+  CHECK(ev[1].type == EventType::commandFailed);
+  CHECK(ev[1].requestId == 1);
+  CHECK(ev[1].message.find("inspection stopped") == 0);
+}
+
+TEST_CASE("a decompression bomb stops inspection from its header, without inflating it") {
+  Fixture f;
+  f.client(msg(1, 0, R"({"ping": 1, "$db": "admin"})"));
+  // A real zstd bomb: an insert of 30 MB of one byte, a few kB compressed.
+  const std::string pad(30'000'000, 'z');
+  Doc body(std::string(R"({"insert": "c", "note": ")") + pad + R"(", "$db": "shop"})");
+  auto bomb =
+      wire::build_op_compressed(wire::build_op_msg(2, 0, 0, body.view()), wire::Compressor::zstd);
+  REQUIRE(bomb.ok());
+  REQUIRE(bomb->size() * 256 < pad.size());
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  f.client(*bomb);
+  const auto refused = clock::now() - t0;
+  // For the record: what inflating it (as before the guard) costs.
+  wire::DecodeOptions opts;
+  opts.validateBson = false;
+  const auto t1 = clock::now();
+  CHECK(wire::decode(*bomb, opts).ok());
+  const auto inflated = clock::now() - t1;
+  MESSAGE("a " << bomb->size() << "-byte zstd frame claiming " << pad.size()
+               << " bytes: refused in "
+               << std::chrono::duration_cast<std::chrono::microseconds>(refused).count()
+               << " us; inflating it takes "
+               << std::chrono::duration_cast<std::chrono::microseconds>(inflated).count() << " us");
+  CHECK(f.tracker.stop_cause() == monitor::StopCause::oversized);
+  CHECK(f.tracker.stop_reason().find("decompression bomb guard") != std::string::npos);
+  CHECK(f.tracker.stats().decodeErrors == 1);
+  const auto ev = f.out.commands();
+  REQUIRE(ev.size() == 2);  // the ping, failed by the stop: no event for the bomb
+  CHECK(ev[1].type == EventType::commandFailed);
+}
+
 TEST_CASE("legacy opcodes are reported as the commands drivers report") {
   Fixture f;
   SUBCASE("an exhaust OP_QUERY on a collection is a find, then getMores, until cursor 0") {

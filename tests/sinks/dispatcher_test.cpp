@@ -209,6 +209,26 @@ TEST_CASE("stop() drains and flushes everything to a file") {
   CHECK(n == 20000);
 }
 
+TEST_CASE("a second stop signal: emergency_flush writes what is queued, at once") {
+  TempDir dir;
+  const auto path = (dir.path / "events.log").string();
+  monitor::Stats stats;
+  sinks::Dispatcher d(stats);
+  d.add(std::make_shared<sinks::FileSink>(sinks::FileSinkOptions{path}));
+  // Not started: the 41 events wait in the ring, as events do that the
+  // sink thread has not taken yet when the second signal comes.
+  for (int i = 0; i < 41; ++i) d.publish(event_for(3, i));
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(d.emergency_flush(t0 + 200ms));
+  CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+  // In the file before any stop() (the process would _Exit now).
+  std::ifstream in(path);
+  int n = 0;
+  for (std::string l; std::getline(in, l); ++n) CHECK(json::parse(l)["requestId"] == n);
+  CHECK(n == 41);
+  d.stop();
+}
+
 TEST_CASE("several producers: nothing lost, per-connection order kept") {
   monitor::Stats stats;
   sinks::DispatcherOptions o;

@@ -221,6 +221,60 @@ class PrometheusScrape(unittest.TestCase):
         finally:
             rx.stop()
 
+    def test_hostile_database_names_keep_every_scrape_valid(self):
+        """`$db: "\\xff\\xfe"` and control bytes: promtool accepts the scrape and a
+        real Prometheus keeps scraping (up stays 1, later commands counted)."""
+        def raw_command(sock, request_id, db):
+            body = b"\x10ping\x00" + struct.pack("<i", 1) + b"\x02$db\x00" + \
+                struct.pack("<i", len(db) + 1) + db + b"\x00"
+            doc = struct.pack("<i", 4 + len(body) + 1) + body + b"\x00"
+            sock.sendall(struct.pack("<iiiiI", 21 + len(doc), request_id, 0, 2013, 0)
+                         + b"\x00" + doc)
+            sock.settimeout(5)
+            header = b""
+            while len(header) < 16:
+                chunk = sock.recv(16 - len(header))
+                self.assertTrue(chunk, "the connection closed before the reply")
+                header += chunk
+            rest = struct.unpack("<i", header[:4])[0] - 16
+            while rest > 0:
+                chunk = sock.recv(rest)
+                self.assertTrue(chunk)
+                rest -= len(chunk)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            with proxy(["--upstream", STUB_ADDR, "--admin", "127.0.0.1:0"]) as px:
+                admin = admin_of(px)
+                prom = Prometheus(tmp, admin)
+                try:
+                    wait_for(lambda: prom.query('up{job="varanus"}').get(
+                        (("__name__", "up"), ("instance", admin), ("job", "varanus"))) == 1.0
+                        or None, what="the target up")
+                    host, port = px.address.rsplit(":", 1)
+                    with socket.create_connection((host, int(port))) as raw:
+                        for i, db in enumerate([b"\xff\xfe", b"a\x01b\x7f\r", b'q"\\\n']):
+                            raw_command(raw, 10 + i, db)
+                    text = wait_for(lambda: (lambda t: t if "\ufffd\ufffd" in t else None)(
+                        urllib.request.urlopen(f"http://{admin}/metrics").read().decode(
+                            "utf-8")), what="the hostile label in /metrics")
+                    r = subprocess.run([PROMTOOL, "check", "metrics"], input=text,
+                                       capture_output=True, text=True)
+                    self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                    # Prometheus keeps scraping: a later ping is counted, the
+                    # replaced label is queryable.
+                    MongoClient(px.uri(directConnection="true")).admin.command("ping")
+                    wait_for(lambda: prom.query(
+                        'varanus_commands_total{command="ping",database="admin"}') or None,
+                        what="a later ping counted by Prometheus")
+                    # (PromQL's lexer refuses U+FFFD in a literal: filter here.)
+                    got = [v for k, v in prom.query("varanus_commands_total").items()
+                           if dict(k).get("database") == "\ufffd\ufffd"]
+                    self.assertEqual(got, [1.0])
+                    self.assertEqual(list(prom.query('up{job="varanus"}').values()), [1.0])
+                finally:
+                    prom_log = prom.stop()
+                self.assertNotIn("invalid", prom_log.lower(), prom_log[-2000:])
+
     def test_every_declared_metric_moves(self):
         """Scrapes before and after workloads meant to move each metric."""
         # Constant by nature: checked for presence and value instead.

@@ -79,6 +79,10 @@ struct DispatcherOptions {
   /// threads no syscall, and reach the sinks at most this late (plus the
   /// rendering). Zero: the sink thread waits to be woken at once.
   std::chrono::microseconds linger{4000};
+  /// stop(): how long the sinks may take to write out what they buffered
+  /// (a reader that stopped reading must not hold up shutdown); what is
+  /// not written by then is dropped, counted and reported.
+  std::chrono::milliseconds closeTimeout{10'000};
   /// False: no SCHED_IDLE sink thread, only the rescuer consumes (for tests
   /// of the rescuer: a sink thread that never gets a core).
   bool idleThread = true;
@@ -119,8 +123,16 @@ class Dispatcher final : public monitor::EventOutput {
   /// Drains every queued event into the sinks, flushes and closes them, and
   /// joins the sink thread. Call after the producers are done (the proxy
   /// has stopped); events published afterwards are dropped and counted.
-  /// Idempotent.
+  /// Idempotent. The sinks' final flush ends by now + closeTimeout.
   void stop();
+  /// stop(), the sinks' final flush ending by `flushDeadline` at the latest.
+  void stop(std::chrono::steady_clock::time_point flushDeadline);
+
+  /// For a second stop signal, just before the process exits: delivers what
+  /// the ring holds and flushes every sink (their writes never wait), all
+  /// by `deadline`. False when the consumer could not be had by then (a
+  /// sink thread stuck in a plugin). Any thread.
+  bool emergency_flush(std::chrono::steady_clock::time_point deadline);
 
   /// Asks every sink to reopen its files (SIGHUP). Async-signal-safe: only
   /// sets a flag that the sink thread acts on within one tick.
@@ -171,7 +183,7 @@ class Dispatcher final : public monitor::EventOutput {
   /// `yieldable`: stops early when the rescuer asks for the ring.
   std::size_t drain_batch(bool yieldable);
   /// After both threads are gone (stop()): everything left, then close.
-  void final_drain();
+  void final_drain(std::chrono::steady_clock::time_point flushDeadline);
   void deliver(const monitor::Event& event);
   void flush_all();
   void housekeeping(std::chrono::steady_clock::time_point now, bool force);
@@ -208,7 +220,7 @@ class Dispatcher final : public monitor::EventOutput {
 
   // Whoever holds consume_ (the sink thread, the rescuer, or stop() at the
   // end) is the consumer: it alone touches what follows and the sinks.
-  std::mutex consume_;
+  std::timed_mutex consume_;
   RenderCache cache_;
   // Lines::commands: started events waiting for their terminal event, by
   // (connectionId, requestId). Bounded: cleared when it reaches the cap.

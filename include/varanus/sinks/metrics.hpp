@@ -6,19 +6,24 @@
 // /stats, from a thread of its own (Boost.Beast). Loopback by default.
 //
 // Label cardinality is bounded by construction: command names outside a
-// fixed list of known MongoDB commands become "other", databases past the
-// first `maxDatabases` distinct names become "other", and there are no
-// collection or client-address labels.
+// fixed list of known MongoDB commands become "other", at most
+// `maxDatabases` databases (the busiest of late: see MetricsOptions) have
+// a label of their own and the rest are "other", and there are no
+// collection or client-address labels. Label values are valid UTF-8
+// whatever the traffic holds (append_label_value).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -34,13 +39,25 @@ class CommandStatsSink;
 /// (case-insensitive; returned in its canonical spelling), else "other".
 std::string_view command_label(std::string_view name) noexcept;
 
+/// Appends `v` as the inside of a Prometheus label value (text format
+/// 0.0.4): `\\`, `"` and newline escaped; control bytes and bytes that are
+/// not valid UTF-8 replaced by U+FFFD, one per byte. The result is always
+/// valid UTF-8, whatever a client put in `$db`. The one escaping function of
+/// every /metrics label.
+void append_label_value(std::string& out, std::string_view v);
+
 struct MetricsOptions {
   /// Histogram bucket upper bounds, seconds.
   std::vector<double> buckets{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                               0.05,   0.1,     0.25,   0.5,   1,      2.5,   10};
-  /// Distinct `database` label values kept; later databases count as "other".
-  /// 0 = no database label at all.
+  /// Distinct `database` label values kept; the databases without a slot
+  /// count as "other". 0 = no database label at all.
   std::size_t maxDatabases = 100;
+  /// Slots go by recent traffic, not by first arrival: every this many
+  /// commands the recent counts are halved and a database with more than
+  /// twice the recent commands of the quietest slot holder (and at least
+  /// 16) takes its slot; the evicted database's series fold into "other".
+  std::size_t rebalanceEvery = 4096;
 };
 
 /// Command metrics, fed by events:
@@ -70,10 +87,16 @@ class MetricsSink : public Sink {
     std::uint64_t count = 0;
   };
   std::string_view database_label(const std::string& db);
+  void rebalance();
+  void evict(const std::string& db);
 
   MetricsOptions options_;
   mutable std::mutex mutex_;
-  std::vector<std::string> databases_;  // label values kept
+  std::set<std::string, std::less<>> slots_;  // databases with a label of their own
+  // Recent command counts (halved every rebalance) of the slot holders and
+  // of up to 4 x maxDatabases candidates.
+  std::unordered_map<std::string, double> recent_;
+  std::size_t sinceRebalance_ = 0;
   // (command, database, failed) -> count
   std::map<std::tuple<std::string_view, std::string, bool>, std::uint64_t, std::less<>> commands_;
   std::map<std::string_view, Histogram> durations_;
@@ -83,7 +106,9 @@ class MetricsSink : public Sink {
 /// Appends a Prometheus metric family's "# HELP" and "# TYPE" lines.
 void family(std::string& out, std::string_view name, std::string_view type, std::string_view help);
 
-/// Upstream reachability for /healthz: ok and a short message.
+/// Upstream reachability for /healthz: ok and a short message. It may
+/// block (a connect with a timeout): the AdminServer runs it on a heartbeat
+/// thread of its own, never on the thread that answers requests.
 using HealthCheck = std::function<std::pair<bool, std::string>()>;
 
 /// Opens a TCP connection to host:port (a name or an address), waiting at
@@ -100,13 +125,27 @@ HealthCheck tcp_health_check(std::string host, std::uint16_t port,
 struct AdminOptions {
   std::string host = "127.0.0.1";  ///< loopback unless configured otherwise
   std::uint16_t port = 0;          ///< 0: a free port (start() returns it)
+  /// The health check runs this often, on its own thread; /healthz answers
+  /// at once with its last result.
+  std::chrono::milliseconds healthInterval{2000};
+  /// Admin connections open at once; one more is answered 503 and closed
+  /// (slow clients must not take the descriptors the proxy needs).
+  std::size_t maxConnections = 64;
+  /// Request header bytes; a request with more is answered 431 and closed.
+  std::size_t maxHeaderBytes = 8192;
+  /// A connection with no complete request for this long is closed.
+  std::chrono::milliseconds idleTimeout{30'000};
 };
 
 /// The admin HTTP endpoint (HTTP/1.1, keep-alive):
 ///   GET /metrics  Prometheus text format 0.0.4: the Stats table, the
 ///                 MetricsSink's metrics, per-sink written/dropped/errors
-///   GET /healthz  200 "ok ..." when the health check passes, else 503
+///   GET /healthz  200 "ok ..." when the last health check passed, else 503
+///                 (answered at once from the heartbeat's last result)
 ///   GET /stats    JSON: counters, sinks, queue
+/// Anything else: 404 (unknown path), 405 (a method but GET / HEAD), 400
+/// (a malformed request), 431 (headers over maxHeaderBytes), 503 (over
+/// maxConnections); the last three close the connection.
 /// Runs on a thread of its own; never touches the I/O threads.
 class AdminServer {
  public:
@@ -128,8 +167,16 @@ class AdminServer {
   // The bodies, for tests and embedding.
   std::string metrics_text() const;
   std::string stats_json() const;
+  /// /healthz: the last health check's result, with its age; {false,
+  /// "... not checked yet"} before the first one ends. Never blocks on the
+  /// check itself.
+  std::pair<bool, std::string> health_status() const;
   /// /stats/commands: the command statistics' JSON ("{}" without them).
   std::string command_stats_json() const;
+  /// Admin connections refused (over maxConnections) and requests answered
+  /// 400 / 431 since start. Any thread.
+  std::uint64_t refused_connections() const noexcept;
+  std::uint64_t bad_requests() const noexcept;
   /// Serves `stats` at /stats/commands. Before start().
   void set_command_stats(std::shared_ptr<const CommandStatsSink> stats) {
     commandStats_ = std::move(stats);

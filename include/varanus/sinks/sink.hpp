@@ -129,6 +129,10 @@ class Sink {
 
   /// The Dispatcher reports events lost before they reached this sink.
   void add_dropped(std::uint64_t n) noexcept { bump(dropped_, n); }
+  /// The latest time close() may spend flushing (a reader that stopped
+  /// must not hold up shutdown): what is not written by then is dropped and
+  /// counted. Default: 10 s after close() starts. Set by the Dispatcher.
+  void set_close_deadline(std::chrono::steady_clock::time_point t) noexcept { closeDeadline_ = t; }
 
  protected:
   /// One event that passed the filter. Throw on failure.
@@ -146,7 +150,18 @@ class Sink {
     droppedInWrite_ = true;
   }
   /// Reports a problem that is not an exception (rate limited like errors).
-  void report(std::string_view what) noexcept;
+  /// `always`: said even within the rate limit's interval (shutdown losses).
+  void report(std::string_view what, bool always = false) noexcept;
+  /// Events already counted as written that were lost afterwards (a buffer
+  /// whose write failed, lines still buffered at the close deadline): moved
+  /// from written() to dropped(). Called on the sink thread.
+  void count_unwritten(std::uint64_t n) noexcept {
+    const std::uint64_t w = written_.load(std::memory_order_relaxed);
+    written_.store(w > n ? w - n : 0, std::memory_order_relaxed);
+    bump(dropped_, n);
+  }
+  /// See set_close_deadline(); valid inside close_().
+  std::chrono::steady_clock::time_point close_deadline() const noexcept { return closeDeadline_; }
 
  private:
   static void bump(std::atomic<std::uint64_t>& c, std::uint64_t n) noexcept {
@@ -164,6 +179,7 @@ class Sink {
   SinkFilter filter_;
   ErrorHandler onError_;
   bool closed_ = false;
+  std::chrono::steady_clock::time_point closeDeadline_{};
   bool droppedInWrite_ = false;
   std::atomic<std::uint64_t> written_{0};
   std::atomic<std::uint64_t> filtered_{0};
