@@ -2,6 +2,8 @@
 // for what is accepted and why the rest is refused).
 #include "varanus/proxy/connection_string.hpp"
 
+#include "varanus/wire/host_port.hpp"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -133,9 +135,11 @@ ConnectionString ConnectionString::parse(std::string_view text) {
       fail("expected HOST:PORT or mongodb://..., got scheme '" +
            std::string(text.substr(0, text.find("://"))) + "://'");
     }
-    auto ep = Endpoint::parse(text);
-    if (!ep) fail("expected HOST:PORT or mongodb://HOST:PORT,..., got '" + std::string(text) + "'");
-    return single(*ep);
+    const wire::HostPort hp = wire::parse_host_port(text);
+    if (!hp.ok())
+      fail("expected HOST:PORT or mongodb://HOST:PORT,..., got '" + std::string(text) +
+           "': " + hp.error);
+    return single(Endpoint{std::string(hp.host), *hp.port});
   }
   ConnectionString cs;
   cs.uri = true;

@@ -213,6 +213,8 @@ class DiagnosisTest(unittest.TestCase):
                               "a connectionClosed naming TLS", timeout=5)
             self.assertTrue(closed)
             self.assertLess(time.monotonic() - started, 10)
+            self.assertGreaterEqual(
+                metric(px, "varanus_client_tls_at_plaintext_listener_total") or 0, 1)
 
     def test_plaintext_at_tls_listener(self):
         with start_stub(None) as stub, proxy(stub.address, *server_tls()) as px:
