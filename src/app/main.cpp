@@ -114,7 +114,6 @@ struct TlsContexts {
   }
 };
 
-
 int run_proxy(const std::vector<std::string>& args) {
   app::Cli cli = app::parse_cli(args, app::varanus_environment());
   switch (cli.action) {

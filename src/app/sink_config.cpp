@@ -70,7 +70,7 @@ std::vector<std::string> expect_event_names(const json& v, const std::string& pa
       std::string list;
       for (auto k : known) list += (list.empty() ? "" : ", ") + std::string(k);
       Json::fail(json_child(path, i),
-           "unknown event name \"" + names[i] + "\" (known: " + list + ")");
+                 "unknown event name \"" + names[i] + "\" (known: " + list + ")");
     }
   }
   return names;
@@ -373,8 +373,7 @@ SinkPlan plan_sinks(const json& section, const SinkFlags& flags, std::size_t max
           } else if (k == "maxDatabases") {
             plan.metrics.maxDatabases = static_cast<std::size_t>(Json::integer(v, q, 0, 10000));
           } else if (k == "maxCommandStats") {
-            plan.commandStats.maxEntries =
-                static_cast<std::size_t>(Json::integer(v, q, 1, 100000));
+            plan.commandStats.maxEntries = static_cast<std::size_t>(Json::integer(v, q, 1, 100000));
           } else if (k == "maxConnections") {
             a.maxConnections = static_cast<std::size_t>(Json::integer(v, q, 1, 100000));
           } else {

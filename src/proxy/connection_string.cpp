@@ -2,11 +2,11 @@
 // for what is accepted and why the rest is refused).
 #include "varanus/proxy/connection_string.hpp"
 
-#include "varanus/wire/host_port.hpp"
-
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+
+#include "varanus/wire/host_port.hpp"
 
 namespace varanus::proxy {
 

@@ -237,8 +237,7 @@ TEST_CASE("--upstream and the config key take a connection string") {
   Cli implied = parse({"--upstream", "mongodb://db/?tlsInsecure=true"});
   CHECK(implied.config.proxy.tls.upstream.enabled);  // tlsInsecure implies tls, as in drivers
   CHECK(implied.config.proxy.tls.upstream.insecure);
-  CHECK_FALSE(
-      parse({"--upstream", "mongodb://db/?tls=false"}).config.proxy.tls.upstream.enabled);
+  CHECK_FALSE(parse({"--upstream", "mongodb://db/?tls=false"}).config.proxy.tls.upstream.enabled);
 
   Cli bad = parse({"--upstream", "mongodb+srv://cluster0.example.net/"});
   CHECK(bad.action == Cli::Action::error);

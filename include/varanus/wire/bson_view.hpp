@@ -24,9 +24,7 @@ struct BsonView {
   /// Relaxed Extended JSON via libbson (slow path: CLI, tests). "" on failure.
   std::string to_relaxed_json() const;
 
-  static BsonView of(const bson_t* doc) noexcept {
-    return {bson_get_data(doc), doc->len};
-  }
+  static BsonView of(const bson_t* doc) noexcept { return {bson_get_data(doc), doc->len}; }
 };
 
 /// Full structural validation (element types, lengths, UTF-8 of keys and
