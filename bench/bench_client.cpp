@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,8 +14,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 
 #include "bench_proc.hpp"
+#include "varanus/proxy/tls.hpp"
 #include "varanus/wire/builder.hpp"
 
 namespace varanus::bench {
@@ -137,6 +140,96 @@ std::int64_t cursor_id(const Bytes& f, std::size_t len) {
   return -1;
 }
 
+// ---------------------------------------------------------------- TLS
+//
+// With use_tls(ctx), every connection the client opens speaks TLS: its
+// TlsConn sits in g_conns[fd]. The plaintext path tests one pointer.
+
+using proxy::TlsConn;
+std::shared_ptr<const proxy::TlsContext> g_tls;
+std::vector<std::unique_ptr<TlsConn>> g_conns;  // by descriptor; one client thread
+
+TlsConn* tls_of(int fd) {
+  if (!g_tls || fd < 0 || static_cast<std::size_t>(fd) >= g_conns.size()) return nullptr;
+  return g_conns[static_cast<std::size_t>(fd)].get();
+}
+
+/// Wraps a connected socket in a TlsConn (nothing when TLS is off).
+void attach_tls(int fd) {
+  if (!g_tls || fd < 0) return;
+  const auto i = static_cast<std::size_t>(fd);
+  if (g_conns.size() <= i) g_conns.resize(i + 1);
+  // The upstream's name as a driver would check it (the test certificate
+  // has IP:127.0.0.1 in its subjectAltName).
+  g_conns[i] = std::make_unique<TlsConn>(g_tls, fd, "127.0.0.1");
+}
+
+void close_fd(int fd) {
+  if (fd < 0) return;
+  if (TlsConn* t = tls_of(fd)) {
+    t->shutdown();  // close_notify, best effort (never waits)
+    g_conns[static_cast<std::size_t>(fd)].reset();
+  }
+  ::close(fd);
+}
+
+/// Waits (bounded) for the readiness a TLS operation asked for.
+bool wait_ready(int fd, TlsConn::Wait wait, std::chrono::milliseconds timeout) {
+  pollfd p{fd, static_cast<short>(wait == TlsConn::Wait::writable ? POLLOUT : POLLIN), 0};
+  int r;
+  do {
+    r = ::poll(&p, 1, static_cast<int>(timeout.count()));
+  } while (r < 0 && errno == EINTR);
+  return r > 0;
+}
+
+/// Drives the handshake of fd's TlsConn to its end (bounded by kIoTimeout
+/// per step). True when done (or no TLS).
+bool handshake_blocking(int fd) {
+  TlsConn* t = tls_of(fd);
+  if (!t) return true;
+  for (int steps = 0; steps < 100; ++steps) {
+    switch (t->handshake()) {
+      case TlsConn::Handshake::done:
+        return true;
+      case TlsConn::Handshake::want_read:
+        if (!wait_ready(fd, TlsConn::Wait::readable, kIoTimeout)) return false;
+        break;
+      case TlsConn::Handshake::want_write:
+        if (!wait_ready(fd, TlsConn::Wait::writable, kIoTimeout)) return false;
+        break;
+      case TlsConn::Handshake::failed:
+        return false;
+    }
+  }
+  return false;
+}
+
+/// send(2) or TLS write: bytes moved (> 0), or -1 with errno (EAGAIN: try
+/// again when writable).
+ssize_t io_send(int fd, const std::uint8_t* p, std::size_t n) {
+  if (TlsConn* t = tls_of(fd)) {
+    const auto r = t->write(reinterpret_cast<const std::byte*>(p), n);
+    if (r.bytes > 0) return static_cast<ssize_t>(r.bytes);
+    errno = r.status == TlsConn::Status::again ? EAGAIN : EPIPE;
+    return -1;
+  }
+  return ::send(fd, p, n, MSG_NOSIGNAL);
+}
+
+/// recv(2) or TLS read: bytes (> 0), 0 at EOF, or -1 with errno (EAGAIN:
+/// nothing now).
+ssize_t io_recv(int fd, std::uint8_t* p, std::size_t n) {
+  if (TlsConn* t = tls_of(fd)) {
+    const auto r = t->read(reinterpret_cast<std::byte*>(p), n);
+    if (r.bytes > 0) return static_cast<ssize_t>(r.bytes);
+    if (r.status == TlsConn::Status::eof) return 0;
+    errno = r.status == TlsConn::Status::again ? EAGAIN : ECONNRESET;
+    return -1;
+  }
+  return ::recv(fd, p, n, 0);
+}
+
 void set_timeouts(int fd) {
   timeval tv{};
   tv.tv_sec = kIoTimeout.count();
@@ -167,7 +260,12 @@ int connect_blocking(std::uint16_t port) {
   set_timeouts(fd);
   sockaddr_in a = loopback(port);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
+    close_fd(fd);
+    return -1;
+  }
+  attach_tls(fd);
+  if (!handshake_blocking(fd)) {
+    close_fd(fd);
     return -1;
   }
   return fd;
@@ -176,7 +274,7 @@ int connect_blocking(std::uint16_t port) {
 bool send_all(int fd, const std::uint8_t* p, std::size_t n) {
   // Bounded: each send either progresses or times out (SO_SNDTIMEO).
   while (n > 0) {
-    ssize_t k = ::send(fd, p, n, MSG_NOSIGNAL);
+    ssize_t k = io_send(fd, p, n);
     if (k < 0 && errno == EINTR) continue;
     if (k <= 0) return false;
     p += k;
@@ -190,7 +288,7 @@ std::size_t recv_frame(int fd, Bytes& buf) {
   if (buf.size() < 65536) buf.resize(65536);
   std::size_t have = 0, need = 16;
   while (have < need) {
-    ssize_t k = ::recv(fd, buf.data() + have, std::min(buf.size(), need) - have, 0);
+    ssize_t k = io_recv(fd, buf.data() + have, std::min(buf.size(), need) - have);
     if (k < 0 && errno == EINTR) continue;
     if (k <= 0) return 0;
     have += static_cast<std::size_t>(k);
@@ -221,7 +319,7 @@ bool command(std::uint16_t port, const Bytes& frame, std::string* error) {
   }
   Bytes req = frame, reply;
   std::size_t n = roundtrip(fd, req, 7, reply);
-  ::close(fd);
+  close_fd(fd);
   if (n == 0 || !reply_ok(reply, n)) {
     if (error) *error = n == 0 ? "no reply" : reply_error(reply, n);
     return false;
@@ -258,6 +356,15 @@ void note(Window& w, std::string msg) {
 }
 
 }  // namespace
+
+void use_tls(std::shared_ptr<const proxy::TlsContext> ctx) {
+  g_conns.clear();
+  g_tls = std::move(ctx);
+}
+
+bool tls_enabled() {
+  return g_tls != nullptr;
+}
 
 void set_request_id(Bytes& frame, std::int32_t id) {
   std::memcpy(frame.data() + 4, &id, 4);
@@ -387,7 +494,7 @@ std::vector<double> ping_latency(std::uint16_t port, std::size_t maxCount, Secon
   }
   w->seconds = Seconds(Clock::now() - t0).count();
   w->ops = w->commands = us.size();
-  ::close(fd);
+  close_fd(fd);
   return us;
 }
 
@@ -414,7 +521,7 @@ PingConnection::~PingConnection() {
 }
 
 void PingConnection::close() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) close_fd(fd_);
   fd_ = -1;
 }
 
@@ -469,7 +576,7 @@ namespace {
 /// One connection of the epoll workloads.
 struct EConn {
   int fd = -1;
-  int step = 0;  // churn/idle: 0 connecting, 1 isMaster sent, 2 ping sent
+  int step = 0;  // churn/idle: 0 connecting, 3 TLS handshake, 1 isMaster sent, 2 ping sent
   bool wantOut = false;
   Bytes out;
   std::size_t outOff = 0;
@@ -484,7 +591,7 @@ class Epoll {
  public:
   Epoll() : fd_(::epoll_create1(EPOLL_CLOEXEC)) {}
   ~Epoll() {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) close_fd(fd_);
   }
   Epoll(const Epoll&) = delete;
   Epoll& operator=(const Epoll&) = delete;
@@ -512,7 +619,7 @@ enum class Io { again, done, error };
 /// Sends what is left of c.out; arms EPOLLOUT when the socket is full.
 Io flush(Epoll& ep, EConn& c) {
   while (c.outOff < c.out.size()) {
-    ssize_t k = ::send(c.fd, c.out.data() + c.outOff, c.out.size() - c.outOff, MSG_NOSIGNAL);
+    ssize_t k = io_send(c.fd, c.out.data() + c.outOff, c.out.size() - c.outOff);
     if (k < 0 && errno == EINTR) continue;
     if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (!c.wantOut) {
@@ -554,7 +661,7 @@ Io read_frame(EConn& c, std::size_t* len) {
       return Io::done;
     }
     if (c.in.size() < need) c.in.resize(need);
-    ssize_t k = ::recv(c.fd, c.in.data() + c.have, need - c.have, 0);
+    ssize_t k = io_recv(c.fd, c.in.data() + c.have, need - c.have);
     if (k < 0 && errno == EINTR) continue;
     if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Io::again;
     if (k <= 0) return Io::error;
@@ -575,7 +682,7 @@ bool start_connect(Epoll& ep, EConn& c, std::uint16_t port) {
   sockaddr_in a = loopback(port);
   int r = ::connect(c.fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
   if (r != 0 && errno != EINPROGRESS) {
-    ::close(c.fd);
+    close_fd(c.fd);
     c.fd = -1;
     return false;
   }
@@ -588,7 +695,7 @@ bool start_connect(Epoll& ep, EConn& c, std::uint16_t port) {
 void close_conn(Epoll& ep, EConn& c) {
   if (c.fd < 0) return;
   ep.del(&c);
-  ::close(c.fd);
+  close_fd(c.fd);
   c.fd = -1;
 }
 
@@ -606,7 +713,7 @@ Window mix(std::uint16_t port, int conns, Seconds duration, std::uint64_t maxOps
     std::size_t n = c.fd < 0 ? 0 : roundtrip(c.fd, hello, 1, reply);
     if (n == 0 || !reply_ok(reply, n)) {
       note(w, "mix: connect/handshake failed");
-      if (c.fd >= 0) ::close(c.fd);
+      if (c.fd >= 0) close_fd(c.fd);
       c.fd = -1;
       continue;
     }
@@ -724,7 +831,7 @@ Window big_inserts(std::uint16_t port, std::size_t docBytes, Seconds duration,
   Bytes hello = Requests::make().isMaster, reply;
   if (fd < 0 || roundtrip(fd, hello, 1, reply) == 0) {
     note(w, "big: connect/handshake failed");
-    if (fd >= 0) ::close(fd);
+    if (fd >= 0) close_fd(fd);
     return w;
   }
   static std::int64_t nextId = 1;
@@ -746,7 +853,7 @@ Window big_inserts(std::uint16_t port, std::size_t docBytes, Seconds duration,
   const Cpu cpu1 = cpu_of(cpuPid);
   set_cpu(w, cpu0, cpu1);
   w.commands = w.ops;
-  ::close(fd);
+  close_fd(fd);
   drop(port, "big");
   return w;
 }
@@ -768,7 +875,7 @@ Window read_back(std::uint16_t port, Seconds duration, std::uint64_t maxScans, p
   Bytes hello = Requests::make().isMaster, reply;
   if (fd < 0 || roundtrip(fd, hello, 1, reply) == 0) {
     note(w, "read: connect/handshake failed");
-    if (fd >= 0) ::close(fd);
+    if (fd >= 0) close_fd(fd);
     return w;
   }
   std::int32_t id = 1;
@@ -807,7 +914,7 @@ Window read_back(std::uint16_t port, Seconds duration, std::uint64_t maxScans, p
   w.seconds = Seconds(Clock::now() - t0).count();
   const Cpu cpu1 = cpu_of(cpuPid);
   set_cpu(w, cpu0, cpu1);
-  ::close(fd);
+  close_fd(fd);
   return w;
 }
 
@@ -858,9 +965,32 @@ Window churn(std::uint16_t port, int concurrency, Seconds duration, std::uint64_
           fail(c, std::string("churn: connect: ") + std::strerror(err));
           continue;
         }
-        c.wantOut = true;  // flush() re-arms EPOLLIN only
-        c.step = 1;
-        if (send_frame(ep, c, req.isMaster) == Io::error) fail(c, "churn: send failed");
+        if (g_tls) {
+          // A full TLS handshake each time: no session is offered for resumption.
+          attach_tls(c.fd);
+          c.step = 3;
+        } else {
+          c.wantOut = true;  // flush() re-arms EPOLLIN only
+          c.step = 1;
+          if (send_frame(ep, c, req.isMaster) == Io::error) fail(c, "churn: send failed");
+          continue;
+        }
+      }
+      if (c.step == 3) {
+        const auto h = tls_of(c.fd)->handshake();
+        if (h == TlsConn::Handshake::failed) {
+          fail(c, "churn: TLS handshake: " + tls_of(c.fd)->error_reason());
+        } else if (h == TlsConn::Handshake::want_read) {
+          c.wantOut = false;
+          ep.mod(&c, EPOLLIN);
+        } else if (h == TlsConn::Handshake::want_write) {
+          c.wantOut = true;
+          ep.mod(&c, EPOLLIN | EPOLLOUT);
+        } else {
+          c.wantOut = true;  // flush() re-arms EPOLLIN only
+          c.step = 1;
+          if (send_frame(ep, c, req.isMaster) == Io::error) fail(c, "churn: send failed");
+        }
         continue;
       }
       if ((evs[i].events & EPOLLOUT) && c.outOff < c.out.size() && flush(ep, c) == Io::error) {
@@ -964,7 +1094,7 @@ std::vector<int> open_idle(std::uint16_t port, int n, Seconds timeout, std::stri
 }
 
 void close_all(std::vector<int>& fds) {
-  for (int fd : fds) ::close(fd);
+  for (int fd : fds) close_fd(fd);
   fds.clear();
 }
 
@@ -998,7 +1128,7 @@ std::size_t one_huge_insert(std::uint16_t port, std::size_t totalBytes, std::str
       sent = frame.size();
     }
   }
-  if (fd >= 0) ::close(fd);
+  if (fd >= 0) close_fd(fd);
   drop(port, "huge");
   return sent;
 }

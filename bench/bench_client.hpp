@@ -1,16 +1,21 @@
 // varanus-bench — the load generator: MongoDB wire messages built with the
 // project's builders (varanus::wire::build_op_msg / build_op_query), sent
-// over raw sockets on 127.0.0.1. No driver: a driver's own cost would hide
-// the proxies' differences. One client thread; an epoll loop drives the
-// many-connection workloads. Every loop is bounded in count and in time.
+// over raw sockets on 127.0.0.1 (or TLS over them: use_tls). No driver: a driver's own cost would
+// hide the proxies' differences. One client thread; an epoll loop drives the many-connection
+// workloads. Every loop is bounded in count and in time.
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+namespace varanus::proxy {
+class TlsContext;
+}
 
 namespace varanus::bench {
 
@@ -30,6 +35,13 @@ struct Requests {
 
   static Requests make();
 };
+
+/// From now on every connection the client opens speaks TLS with this
+/// client context (varanus::proxy::TlsConn, non-blocking OpenSSL; the peer's
+/// name 127.0.0.1 verified; no session resumption: a full handshake each).
+/// nullptr: plaintext again. (e) and the 48 MB message stay plaintext-only.
+void use_tls(std::shared_ptr<const proxy::TlsContext> ctx);
+bool tls_enabled();
 
 /// Patches the requestID of a frame.
 void set_request_id(Bytes& frame, std::int32_t id);

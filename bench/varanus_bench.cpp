@@ -44,12 +44,16 @@
 #include "bench_client.hpp"
 #include "bench_mongoc.hpp"
 #include "bench_proc.hpp"
+#include "varanus/proxy/tls.hpp"
 
 #ifndef VARANUS_BENCH_DEFAULT_VARANUS
 #define VARANUS_BENCH_DEFAULT_VARANUS ""
 #endif
 #ifndef VARANUS_BENCH_DEFAULT_STUB
 #define VARANUS_BENCH_DEFAULT_STUB ""
+#endif
+#ifndef VARANUS_BENCH_MAKE_CERTS
+#define VARANUS_BENCH_MAKE_CERTS "tests/support/make_certs.sh"
 #endif
 
 namespace vb = varanus::bench;
@@ -89,6 +93,11 @@ struct Options {
   std::optional<std::string> nosinkArgs, fileArgs, promArgs;
   bool keepTmp = false;
   std::string workloads = "g,a,b16,b64,c,d,f,ma,mb,e";  // --workloads
+  bool workloadsGiven = false;
+  /// --tls: TLS on both legs of every target (issue 20); certificates made
+  /// at run time by make_certs.sh.
+  bool tls = false;
+  std::string makeCerts = VARANUS_BENCH_MAKE_CERTS;
   std::string only;          // --targets: comma-separated keys; empty = all
   bool noHaproxyOk = false;  // smoke: exit 77 (skip) when haproxy is missing
   std::string commandLine;
@@ -117,6 +126,14 @@ medians; prints a table and the issue's targets with PASS/FAIL.
                         ma, mb: libmongoc ping latency and find/insert mix)
   --targets LIST        only these, of direct,haproxy,nosink,file,prom (for profiling:
                         the proxies' pids are printed at start)
+  --tls                 TLS on both legs (issue 20's targets): the stub serves TLS,
+                        haproxy 'bind ... ssl crt' + 'server ... ssl ca-file verify
+                        required', varanus --tls-cert/--tls-key --upstream-tls
+                        --upstream-tls-ca, the client speaks TLS (a full handshake per
+                        connection). Targets direct, haproxy, nosink, file; workloads
+                        a,b16,b64,f by default (c, d allowed; e, g, ma, mb are not)
+  --make-certs PATH     the certificate script for --tls (default: the source tree's
+                        tests/support/make_certs.sh)
 )";
 
 std::vector<std::string> split_words(const std::string& s) {
@@ -146,12 +163,15 @@ std::optional<Options> parse(int argc, char** argv) {
       o.plan.mode = "smoke";
     } else if (a == "--keep-tmp") {
       o.keepTmp = true;
+    } else if (a == "--tls") {
+      o.tls = true;
     } else if (a == "-h" || a == "--help") {
       std::fputs(kUsage, stdout);
       std::exit(0);
     } else if ((a == "--rounds" || a == "--idle" || a == "--json" || a == "--varanus" ||
                 a == "--stub" || a == "--haproxy" || a == "--nosink-args" || a == "--file-args" ||
-                a == "--prom-args" || a == "--workloads" || a == "--targets") &&
+                a == "--prom-args" || a == "--workloads" || a == "--targets" ||
+                a == "--make-certs") &&
                (v = value(i))) {
       if (a == "--rounds") o.plan.rounds = std::max(1, std::atoi(v->c_str()));
       if (a == "--idle") o.plan.idleConns = std::max(10, std::atoi(v->c_str()));
@@ -162,7 +182,8 @@ std::optional<Options> parse(int argc, char** argv) {
       if (a == "--nosink-args") o.nosinkArgs = *v;
       if (a == "--file-args") o.fileArgs = *v;
       if (a == "--prom-args") o.promArgs = *v;
-      if (a == "--workloads") o.workloads = *v;
+      if (a == "--workloads") o.workloads = *v, o.workloadsGiven = true;
+      if (a == "--make-certs") o.makeCerts = *v;
       if (a == "--targets") o.only = *v;
     } else {
       std::fprintf(stderr, "varanus-bench: bad argument '%s'\n%s", a.c_str(), kUsage);
@@ -170,6 +191,31 @@ std::optional<Options> parse(int argc, char** argv) {
     }
   }
   return o;
+}
+
+/// The workloads a --tls run can measure: the client's TLS is in the
+/// blocking and the mix/churn paths, not in (e)'s idle opener, the 48 MB
+/// message or libmongoc's clients.
+constexpr const char* kTlsWorkloads = "a,b16,b64,c,d,f";
+
+/// --tls: workloads a,b16,b64,f unless --workloads says otherwise; those a
+/// TLS run cannot measure are refused. False (with a message) on refusal.
+bool apply_tls_workloads(Options& o) {
+  if (!o.tls) return true;
+  if (!o.workloadsGiven) {
+    o.workloads = "a,b16,b64,f";
+    return true;
+  }
+  std::istringstream in(o.workloads);
+  std::string w;
+  while (std::getline(in, w, ',')) {
+    if (("," + std::string(kTlsWorkloads) + ",").find("," + w + ",") == std::string::npos) {
+      std::fprintf(stderr, "varanus-bench: --tls measures only %s, not '%s'\n", kTlsWorkloads,
+                   w.c_str());
+      return false;
+    }
+  }
+  return true;
 }
 
 void apply_mode(Options& o, bool roundsGiven, bool idleGiven) {
@@ -357,8 +403,18 @@ bool start_varanus(const Options& o, Target& t, const std::string& dir, std::uin
   return true;
 }
 
+/// The certificates of a --tls run (make_certs.sh's names).
+struct TlsFiles {
+  std::string dir;  // empty: plaintext run
+  std::string cert() const { return dir + "/server.pem"; }
+  std::string key() const { return dir + "/server.key"; }
+  std::string bundle() const { return dir + "/server-bundle.pem"; }  // haproxy's crt
+  std::string ca() const { return dir + "/ca.pem"; }
+  bool on() const { return !dir.empty(); }
+};
+
 bool start_haproxy(const Options& o, Target& t, const std::string& dir, std::uint16_t stubPort,
-                   int maxconn) {
+                   int maxconn, const TlsFiles& tls) {
   const std::string cfg = dir + "/haproxy.cfg";
   for (int attempt = 0; attempt < 5; ++attempt) {
     t.port = vb::free_port();
@@ -376,16 +432,24 @@ bool start_haproxy(const Options& o, Target& t, const std::string& dir, std::uin
          "    timeout server 600s\n"
          "frontend bench\n"
          "    bind 127.0.0.1:"
-      << t.port << "\n    maxconn " << maxconn
+      << t.port;
+    // TLS: terminated here, a new TLS connection to the stub verified with
+    // the test CA. no-ssl-reuse: a full handshake on the upstream leg too,
+    // as varanus does (haproxy would otherwise resume its last session).
+    if (tls.on()) f << " ssl crt " << tls.bundle();
+    f << "\n    maxconn " << maxconn
       << "\n"
          "    default_backend stub\n"
          "backend stub\n"
          "    server stub 127.0.0.1:"
-      << stubPort << "\n";
+      << stubPort;
+    if (tls.on()) f << " ssl ca-file " << tls.ca() << " verify required no-ssl-reuse";
+    f << "\n";
     f.close();
     t.proc =
         vb::spawn("haproxy", {o.haproxy, "-db", "-f", cfg}, "/dev/null", dir + "/haproxy.stderr");
-    t.how = "haproxy -db -f " + cfg + " (nbthread 1, mode tcp)";
+    t.how =
+        "haproxy -db -f " + cfg + " (nbthread 1, mode tcp" + (tls.on() ? ", TLS both legs)" : ")");
     if (vb::wait_listening(t.port, std::chrono::seconds(5)) && vb::alive(t.proc)) return true;
     vb::stop(t.proc);
   }
@@ -540,6 +604,7 @@ class Bench {
   std::string limitNote_;
   double wallSeconds_ = 0, foreignCpu_ = -1, stealCpu_ = -1;
   VaranusFlags flags_;
+  TlsFiles tls_;  // --tls: the certificates; empty dir otherwise
 };
 
 void Bench::workload_error(Target& t, const std::string& what, const vb::Window& w) {
@@ -698,9 +763,32 @@ int Bench::run() {
   }
   dir_ = tmpl;
 
+  std::vector<std::string> stubArgv = {o_.stub, "--listen", "127.0.0.1:0", "--threads", "1"};
+  if (o_.tls) {
+    // The same certificates for every target, made now: the stub's, which
+    // haproxy and varanus also present, and the CA everyone verifies with.
+    tls_.dir = dir_ + "/certs";
+    const auto out =
+        vb::run_capture({"/bin/bash", o_.makeCerts, tls_.dir}, std::chrono::seconds(60));
+    if (!out || ::access(tls_.ca().c_str(), R_OK) != 0 ||
+        ::access(tls_.bundle().c_str(), R_OK) != 0) {
+      say("varanus-bench: --tls: %s did not make the certificates: %s\n", o_.makeCerts,
+          out.value_or("(could not run or timed out)"));
+      return 1;
+    }
+    try {
+      varanus::proxy::TlsClientSettings cs;
+      cs.enabled = true;
+      cs.caFile = tls_.ca();
+      vb::use_tls(varanus::proxy::TlsContext::client(cs));
+    } catch (const varanus::proxy::TlsError& e) {
+      say("varanus-bench: --tls: the client's TLS context: %s\n", e.what());
+      return 1;
+    }
+    stubArgv.insert(stubArgv.end(), {"--tls-cert", tls_.cert(), "--tls-key", tls_.key()});
+  }
   // The stub upstream: one thread, like the proxies.
-  stub_ = vb::spawn("stub", {o_.stub, "--listen", "127.0.0.1:0", "--threads", "1"},
-                    dir_ + "/stub.stdout", dir_ + "/stub.stderr");
+  stub_ = vb::spawn("stub", stubArgv, dir_ + "/stub.stdout", dir_ + "/stub.stderr");
   auto sp = vb::wait_for_line(
       stub_, stub_.outPath,
       [](const std::string& l) -> std::optional<std::string> {
@@ -719,7 +807,7 @@ int Bench::run() {
     return 1;
   }
 
-  targets_.resize(5);
+  targets_.resize(o_.tls ? 4 : 5);  // --tls: no file+Prometheus column
   targets_[0].key = "direct";
   targets_[0].label = "direct";
   targets_[0].how = "varanus-stub --threads 1 (no proxy)";
@@ -730,10 +818,18 @@ int Bench::run() {
   targets_[2].label = "varanus";
   targets_[3].key = "file";
   targets_[3].label = "v+file";
-  targets_[4].key = "prom";
-  targets_[4].label = "v+file+prom";
   targets_[3].logPath = dir_ + "/events-file.jsonl";
-  targets_[4].logPath = dir_ + "/events-prom.jsonl";
+  if (o_.tls) {
+    targets_[0].label = "direct-tls";
+    targets_[0].how = "varanus-stub --threads 1 --tls-cert --tls-key (no proxy)";
+    targets_[1].label = "haproxy-tls";
+    targets_[2].label = "varanus-tls";
+    targets_[3].label = "v+file-tls";
+  } else {
+    targets_[4].key = "prom";
+    targets_[4].label = "v+file+prom";
+    targets_[4].logPath = dir_ + "/events-prom.jsonl";
+  }
 
   if (::access(o_.haproxy.c_str(), X_OK) != 0) {
     say("varanus-bench: %s not found (scripts/install-deps.sh installs haproxy)\n", o_.haproxy);
@@ -743,7 +839,7 @@ int Bench::run() {
   // limit cannot be raised that far: ask only for what (e) needs.
   const int maxconn = idleUsed_ + 200;
   targets_[1].launch = [this, maxconn](Target& t) {
-    return start_haproxy(o_, t, dir_, stubPort_, maxconn);
+    return start_haproxy(o_, t, dir_, stubPort_, maxconn, tls_);
   };
   targets_[1].launch(targets_[1]);
 
@@ -758,6 +854,14 @@ int Bench::run() {
         "file sink: no --log-file in this varanus; the stdout JSON-lines sink is redirected to "
         "a file (same buffered line-sink code). ";
   }
+  if (tls_.on()) {
+    // Both legs: the stub's certificate to the client, the test CA (and the
+    // name 127.0.0.1) to verify the stub.
+    for (auto* v : {&flags_.nosink, &flags_.file, &flags_.prom}) {
+      v->insert(v->end(), {"--tls-cert", tls_.cert(), "--tls-key", tls_.key(), "--upstream-tls",
+                           "--upstream-tls-ca", tls_.ca()});
+    }
+  }
   const auto varanus = [this](std::vector<std::string> extra, bool stdoutIsLog) {
     return [this, extra, stdoutIsLog](Target& t) {
       return start_varanus(o_, t, dir_, stubPort_, extra, stdoutIsLog);
@@ -767,7 +871,9 @@ int Bench::run() {
   targets_[3].launch = varanus(flags_.file, !flags_.fileReal);
   targets_[2].launch(targets_[2]);
   targets_[3].launch(targets_[3]);
-  if (flags_.promReal) {
+  if (o_.tls) {
+    // No file+Prometheus column in a TLS run.
+  } else if (flags_.promReal) {
     targets_[4].launch = varanus(flags_.prom, false);
     targets_[4].launch(targets_[4]);
     if (targets_[4].ok && targets_[4].adminPort == 0) {
@@ -1114,8 +1220,24 @@ std::vector<Check> Bench::checks() const {
     out.push_back(c);
   };
 
-  // varanus with every command logged to a file.
   const std::string f = "file";
+  if (o_.tls) {
+    // Issue 20: TLS on both legs, varanus with every command logged to a
+    // file against haproxy with TLS on both legs, in the same run.
+    ratio_check(f, "TLS, file sink: (b) 16 conns throughput >= 95% of haproxy", "b16_ops_s", 0.95,
+                true);
+    ratio_check(f, "TLS, file sink: (b) 64 conns throughput >= 95% of haproxy", "b64_ops_s", 0.95,
+                true);
+    ratio_check(f, "TLS, file sink: CPU/command at (b) 16 <= 1.2x haproxy", "b16_cpu_us_per_cmd",
+                1.2, false);
+    ratio_check(f, "TLS, file sink: CPU/command at (b) 64 <= 1.2x haproxy", "b64_cpu_us_per_cmd",
+                1.2, false);
+    latency_check(f, "TLS, file sink: (a) added p50 <= haproxy's + 5 us", 5.0);
+    ratio_check(f, "TLS, file sink: (f) churn, full handshakes >= 90% of haproxy", "f_conn_s", 0.90,
+                true);
+    return out;
+  }
+  // varanus with every command logged to a file.
   ratio_check(f, "file sink: (b) 16 conns throughput >= 95% of haproxy", "b16_ops_s", 0.95, true);
   ratio_check(f, "file sink: (b) 64 conns throughput >= 95% of haproxy", "b64_ops_s", 0.95, true);
   latency_check(f, "file sink: (a) added p50 <= haproxy's + 5 us", 5.0);
@@ -1199,6 +1321,11 @@ void Bench::print_table(const std::vector<Check>& cs) const {
       "hypervisor steal: %.1f CPU-seconds (%.1f%% of the machine: time other guests of the host "
       "took; it makes rounds drift)\n",
       stealCpu_, 100.0 * stealCpu_ / std::max(1.0, wallSeconds_ * cores));
+  if (o_.tls) {
+    std::printf(
+        "TLS: both legs of every target (certificates by make_certs.sh: EC P-256, one CA); the "
+        "client verifies 127.0.0.1 and resumes no session; haproxy no-ssl-reuse\n");
+  }
   std::printf(
       "clients: the project's wire builders over raw sockets (no driver), one client thread "
       "(epoll for many connections); (a') and (b') use libmongoc %s\n"
@@ -1211,7 +1338,12 @@ void Bench::print_table(const std::vector<Check>& cs) const {
   std::printf("\n%-34s", "metric");
   for (const auto& t : targets_) std::printf(" %12s", t.label.c_str());
   std::printf("\n");
+  // A --tls run measures a few workloads: the others' rows would be empty.
+  const auto shown = [this](const Metric& m) {
+    return !o_.tls || wanted(m.key.substr(0, m.key.find('_')));
+  };
   for (const auto& m : metrics()) {
+    if (!shown(m)) continue;
     // Pad by code points, not bytes ("µ" is two bytes).
     std::size_t cps = 0;
     for (unsigned char ch : m.label) cps += (ch & 0xC0) != 0x80;
@@ -1229,7 +1361,9 @@ void Bench::print_table(const std::vector<Check>& cs) const {
   }
   std::printf("\n");
   for (const auto& m : metrics()) {
-    if (m.key.find("added") != std::string::npos || m.key == "b64_events_dropped") continue;
+    if (m.key.find("added") != std::string::npos || m.key == "b64_events_dropped" || !shown(m)) {
+      continue;
+    }
     std::size_t cps = 0;
     for (unsigned char ch : m.label) cps += (ch & 0xC0) != 0x80;
     std::printf("%s%*s", m.label.c_str(), static_cast<int>(34 - std::min<std::size_t>(cps, 34)),
@@ -1247,7 +1381,7 @@ void Bench::print_table(const std::vector<Check>& cs) const {
     }
     std::printf("\n");
   }
-  std::printf("\ntargets (issue 6)\n");
+  std::printf(o_.tls ? "\ntargets (issue 20: TLS on both legs)\n" : "\ntargets (issue 6)\n");
   int pass = 0, fail = 0, unknown = 0;
   for (const auto& c : cs) {
     const char* verdict = !c.known ? "N/A " : (c.pass ? "PASS" : "FAIL");
@@ -1270,6 +1404,7 @@ json Bench::to_json(const std::vector<Check>& cs) const {
   j["date"] = started_;
   j["command"] = o_.commandLine;
   j["mode"] = o_.plan.mode;
+  j["tls"] = o_.tls;
   j["rounds"] = o_.plan.rounds;
   j["machine"] = {{"kernel", std::string(u.sysname) + " " + u.release},
                   {"cores", std::thread::hardware_concurrency()},
@@ -1318,6 +1453,7 @@ int main(int argc, char** argv) {
     idleGiven = idleGiven || std::string(argv[i]) == "--idle";
   }
   apply_mode(*o, roundsGiven, idleGiven);
+  if (!apply_tls_workloads(*o)) return 2;
   o->varanus = sibling_binary(o->varanus, "src/app/varanus");
   o->stub = sibling_binary(o->stub, "src/stub/varanus-stub");
   try {

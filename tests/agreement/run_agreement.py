@@ -2,7 +2,7 @@
 """One agreement run: stub upstream + varanus + a real driver, then compare.
 
     run_agreement.py --driver pymongo|node|mongoc --variant VARIANT \
-        --varanus BIN --stub BIN --work-dir DIR [--node-dir DIR] [--mongoc-apm BIN]
+        --varanus BIN --stub BIN --work-dir DIR [--node-dir DIR] [--mongoc-apm BIN] [--tls]
 
 Starts the stub and varanus on port 0 (varanus --upstream = the stub), runs
 the variant's workload through varanus while the driver's own command
@@ -10,6 +10,12 @@ monitoring records its events, waits for varanus to report every connection
 closed, stops varanus with SIGTERM (exit status 0 required), then compares
 the two recordings with agree.py and checks what the variant is about
 (compression negotiated, exhaust streamed, w:0 unacknowledged, ...).
+
+--tls: TLS on both legs. Certificates are made by tests/support/make_certs.sh
+(tests/integration/tls_certs.py, a temporary directory); the stub serves TLS
+(--tls-cert/--tls-key), varanus terminates TLS for the driver and is a TLS
+client of the stub (--upstream-tls --upstream-tls-ca ca.pem), and the
+driver connects with tls=true and the test CA. The comparison is the same.
 
 Variants: plain, zlib, snappy, zstd, exhaust, w0, failed, dupkey, sasl.
 Artifacts (both recordings, varanus's stderr) stay in --work-dir.
@@ -23,12 +29,14 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import agree  # noqa: E402
 import harness  # noqa: E402  (tests/integration/harness.py: start a server, read its address)
+import tls_certs  # noqa: E402  (tests/integration/tls_certs.py: make_certs.sh into a temp dir)
 
 VARIANTS = ("plain", "zlib", "snappy", "zstd", "exhaust", "w0", "failed", "dupkey", "sasl")
 COMPRESSORS = ("zlib", "snappy", "zstd")
@@ -47,14 +55,26 @@ class Failure(Exception):
 # Processes
 # --------------------------------------------------------------------------
 
-def start_stub(stub_bin: str) -> "harness.Server":
-    return harness.start_stub(stub_bin)
+def stub_tls_args() -> list[str]:
+    return ["--tls-cert", tls_certs.cert("server.pem"), "--tls-key", tls_certs.cert("server.key")]
 
 
-def start_varanus(varanus_bin: str, upstream: str, notes: list[str]) -> "harness.Server":
+def varanus_tls_args() -> list[str]:
+    """Both legs: the server certificate for the driver, the test CA for the stub."""
+    return stub_tls_args() + ["--upstream-tls", "--upstream-tls-ca", tls_certs.cert("ca.pem")]
+
+
+def start_stub(stub_bin: str, tls: bool = False) -> "harness.Server":
+    return harness.start_stub(stub_bin, *(stub_tls_args() if tls else []))
+
+
+def start_varanus(varanus_bin: str, upstream: str, notes: list[str],
+                  tls: bool = False) -> "harness.Server":
     """varanus on port 0 in front of `upstream`; its events are its stdout
     lines, kept by the harness (Server.stdout_lines())."""
     base = [varanus_bin, "--listen", "127.0.0.1:0", "--upstream", upstream]
+    if tls:
+        base += varanus_tls_args()
 
     def start(argv):
         server = harness.Server(argv, name="varanus", address_from="stderr",
@@ -118,7 +138,15 @@ def connections_balanced(server) -> bool:
 # PyMongo (in process)
 # --------------------------------------------------------------------------
 
-def run_pymongo(variant: str, address: str, out_path: str) -> list[dict]:
+def driver_uri(address: str, tls: bool) -> str:
+    """The URI for Node and libmongoc: tls=true and the test CA when --tls."""
+    if not tls:
+        return f"mongodb://{address}/"
+    ca = urllib.parse.quote(tls_certs.cert("ca.pem"), safe="")
+    return f"mongodb://{address}/?tls=true&tlsCAFile={ca}"
+
+
+def run_pymongo(variant: str, address: str, out_path: str, tls: bool = False) -> list[dict]:
     import pymongo
     from bson import json_util
     from pymongo import monitoring
@@ -168,6 +196,8 @@ def run_pymongo(variant: str, address: str, out_path: str) -> list[dict]:
               directConnection=True)
     if variant in COMPRESSORS:
         kw["compressors"] = variant
+    if tls:
+        kw.update(tls=True, tlsCAFile=tls_certs.cert("ca.pem"))
     client = pymongo.MongoClient(host, int(port), **kw)
     try:
         db = client.agree
@@ -239,17 +269,19 @@ def run_child(argv: list[str], out_path: str, env: dict | None = None) -> list[d
     return agree.load_jsonl(out_path)
 
 
-def run_node(variant: str, address: str, out_path: str, node_dir: str) -> list[dict]:
+def run_node(variant: str, address: str, out_path: str, node_dir: str,
+             tls: bool = False) -> list[dict]:
     modules = os.path.join(node_dir, "node_modules")
     if not os.path.isdir(os.path.join(modules, "mongodb")):
         raise Failure(f"{modules}/mongodb missing: run scripts/setup-node.sh")
     env = dict(os.environ, NODE_PATH=modules)
-    return run_child(["node", os.path.join(HERE, "node_workload.js"), f"mongodb://{address}/",
+    return run_child(["node", os.path.join(HERE, "node_workload.js"), driver_uri(address, tls),
                       variant, out_path], out_path, env)
 
 
-def run_mongoc(variant: str, address: str, out_path: str, apm_bin: str) -> list[dict]:
-    events = run_child([apm_bin, f"mongodb://{address}/", variant, out_path], out_path)
+def run_mongoc(variant: str, address: str, out_path: str, apm_bin: str,
+               tls: bool = False) -> list[dict]:
+    events = run_child([apm_bin, driver_uri(address, tls), variant, out_path], out_path)
     # libmongoc 1.23 takes one requestId for the APM events (++request_id in
     # _mongoc_cluster_run_command_monitored) and the next for the message
     # (++request_id again in mongoc_cluster_run_opmsg): every command it
@@ -342,25 +374,29 @@ def main(argv=None) -> int:
     ap.add_argument("--work-dir", required=True)
     ap.add_argument("--node-dir", default=os.path.join(HERE, "..", "integration", "node"))
     ap.add_argument("--mongoc-apm")
+    ap.add_argument("--tls", action="store_true",
+                    help="TLS on both legs (driver -> varanus -> stub), test certificates")
     a = ap.parse_args(argv)
-    label = f"{a.driver}/{a.variant}"
+    label = f"{a.driver}/{a.variant}" + ("/tls" if a.tls else "")
     os.makedirs(a.work_dir, exist_ok=True)
     driver_path = os.path.join(a.work_dir, "driver-events.jsonl")
     varanus_path = os.path.join(a.work_dir, "varanus-events.jsonl")
     notes: list[str] = []
     stub = varanus = None
     try:
-        stub = start_stub(a.stub)
-        varanus = start_varanus(a.varanus, stub.address, notes)
+        stub = start_stub(a.stub, a.tls)
+        varanus = start_varanus(a.varanus, stub.address, notes, a.tls)
         try:
             if a.driver == "pymongo":
-                driver_events = run_pymongo(a.variant, varanus.address, driver_path)
+                driver_events = run_pymongo(a.variant, varanus.address, driver_path, a.tls)
             elif a.driver == "node":
-                driver_events = run_node(a.variant, varanus.address, driver_path, a.node_dir)
+                driver_events = run_node(a.variant, varanus.address, driver_path, a.node_dir,
+                                         a.tls)
             else:
                 if not a.mongoc_apm:
                     raise Failure("--mongoc-apm is required for the libmongoc driver")
-                driver_events = run_mongoc(a.variant, varanus.address, driver_path, a.mongoc_apm)
+                driver_events = run_mongoc(a.variant, varanus.address, driver_path,
+                                           a.mongoc_apm, a.tls)
         except (Failure, harness.HarnessError):
             raise
         except Exception as exc:  # the driver raised: the workload did not run through
