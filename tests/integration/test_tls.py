@@ -126,14 +126,27 @@ class CombinationsTest(unittest.TestCase):
 
 
 class OtherDriversTest(unittest.TestCase):
-    """libmongoc and the Node driver, TLS on both legs."""
+    """libmongoc and the Node driver through varanus, each leg plaintext or
+    TLS: the four combinations, like PyMongo's above."""
+
+    COMBINATIONS = ((True, True), (False, True), (True, False), (False, False))
 
     def run_client(self, argv_of_uri):
-        with tls_stub() as stub, proxy(stub.address, *server_tls(), *upstream_tls()) as px:
-            uri = f"mongodb://{px.address}/?tls=true&tlsCAFile={cert('ca.pem')}"
-            r = subprocess.run(argv_of_uri(uri), capture_output=True, text=True, timeout=120, cwd=HERE)
-            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-            wait_for(lambda: events(px, "commandSucceeded"), "events", timeout=TIMEOUT)
+        for client_tls, upstream_is_tls in self.COMBINATIONS:
+            with self.subTest(client_tls=client_tls, upstream_tls=upstream_is_tls):
+                stub_cm = tls_stub() if upstream_is_tls else start_stub(None)
+                with stub_cm as stub:
+                    flags = ((server_tls() if client_tls else []) +
+                             (upstream_tls() if upstream_is_tls else []))
+                    with proxy(stub.address, *flags) as px:
+                        uri = f"mongodb://{px.address}/?directConnection=true"
+                        if client_tls:
+                            uri += f"&tls=true&tlsCAFile={cert('ca.pem')}"
+                        r = subprocess.run(argv_of_uri(uri), capture_output=True, text=True,
+                                           timeout=120, cwd=HERE)
+                        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                        wait_for(lambda: events(px, "commandSucceeded"), "events",
+                                 timeout=TIMEOUT)
 
     def test_libmongoc(self):
         binary = os.environ.get("VARANUS_MONGOC_CLIENT")
