@@ -31,7 +31,8 @@ TEST_CASE("HOST:PORT keeps its meaning: one server, not a URI") {
   CHECK(cs.single_server());
   CHECK(cs.to_string() == "Db.Example:27019");
   CHECK(ConnectionString::parse("[::1]:27017").seeds[0] == Endpoint{"::1", 27017});
-  CHECK(error_of("db") == "expected HOST:PORT or mongodb://HOST:PORT,..., got 'db'");
+  CHECK(error_of("db") ==
+        "expected HOST:PORT or mongodb://HOST:PORT,..., got 'db': no port in \"db\"");
 }
 
 TEST_CASE("a replica-set string: seeds, replicaSet, timeouts") {
