@@ -37,6 +37,7 @@
 #include <bit>
 #include <cerrno>
 #include <string>
+#include <thread>
 
 namespace varanus::sinks {
 
@@ -461,7 +462,13 @@ void Dispatcher::rescue_run() {
 bool Dispatcher::emergency_flush(std::chrono::steady_clock::time_point deadline) {
   if (!hasSinks_) return true;
   std::unique_lock lock(consume_, std::defer_lock);
-  if (!lock.try_lock_until(deadline)) return false;
+  // try_lock in a loop, not try_lock_until: that one is
+  // pthread_mutex_clocklock, which GCC 12's ThreadSanitizer does not
+  // intercept (it then reports the unlock as one of an unlocked mutex).
+  while (!lock.try_lock()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   while (std::chrono::steady_clock::now() < deadline && drain_batch(false) != 0) {
   }
   flush_all();
