@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "../support/certs.hpp"
 #include "../support/loopback.hpp"
 #include "varanus/proxy/server.hpp"
 #include "varanus/proxy/tls.hpp"
@@ -27,28 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const fs::path& certs() {
-  struct Dir {
-    fs::path path;
-    Dir() {
-      char tmpl[] = "/tmp/varanus-tls-relay-XXXXXX";
-      REQUIRE(::mkdtemp(tmpl) != nullptr);
-      path = tmpl;
-      const std::string cmd = "bash '" VARANUS_MAKE_CERTS "' '" + path.string() + "' >/dev/null";
-      REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "make_certs.sh failed");
-    }
-    ~Dir() {
-      std::error_code ec;
-      fs::remove_all(path, ec);
-    }
-  };
-  static Dir dir;
-  return dir.path;
-}
-
-std::string cert(const char* name) {
-  return (certs() / name).string();
-}
+using varanus::test::cert;
 
 std::shared_ptr<TlsContextHolder> server_holder() {
   TlsServerSettings s;

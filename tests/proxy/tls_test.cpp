@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/certs.hpp"
 #include "../support/loopback.hpp"
 
 using namespace varanus::proxy;
@@ -52,29 +53,8 @@ void counting_free(void* p, const char*, int) {
 const bool g_countingAllocations =
     CRYPTO_set_mem_functions(counting_malloc, counting_realloc, counting_free) == 1;
 
-/// The certificates, made once per test process in a fresh directory.
-const fs::path& certs() {
-  struct Dir {
-    fs::path path;
-    Dir() {
-      char tmpl[] = "/tmp/varanus-tls-test-XXXXXX";
-      REQUIRE(::mkdtemp(tmpl) != nullptr);
-      path = tmpl;
-      const std::string cmd = "bash '" VARANUS_MAKE_CERTS "' '" + path.string() + "'";
-      REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "make_certs.sh failed");
-    }
-    ~Dir() {
-      std::error_code ec;
-      fs::remove_all(path, ec);
-    }
-  };
-  static Dir dir;
-  return dir.path;
-}
-
-std::string cert(const char* name) {
-  return (certs() / name).string();
-}
+using varanus::test::cert;
+using varanus::test::certs;
 
 TlsServerSettings server_settings(const char* base = "server") {
   TlsServerSettings s;
