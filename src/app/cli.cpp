@@ -63,8 +63,13 @@ options:
   --upstream HOST:PORT      mongod/mongos to relay to (default 127.0.0.1:27017), or a
                             connection string mongodb://HOST:PORT/?OPTIONS (options
                             connectTimeoutMS, heartbeatFrequencyMS, replicaSet,
-                            directConnection, tls*); replica sets and several
-                            mongos (and TLS) are refused at start-up for now
+                            directConnection, tls*). Several hosts or replicaSet:
+                            a listener per member (the first at --listen, the
+                            others on the next ports), hello replies rewritten to
+                            name them, and the topology monitored (SDAM events)
+  --advertise-host NAME     the host drivers reach varanus at, named in rewritten
+                            hello replies (default: the --listen host; this
+                            machine's name when listening on 0.0.0.0 or ::)
   --config FILE             JSON config file (see config/varanus.example.json);
                             flags given on the command line override it
   --io-threads N            I/O threads (default: the number of cores)
@@ -199,6 +204,7 @@ struct OptionKey {
 constexpr OptionKey kOptions[] = {
     {"--listen", "listen"},
     {"--upstream", "upstream"},
+    {"--advertise-host", "advertiseHost"},
     {"--config", "config"},
     {"--io-threads", "ioThreads"},
     {"--grace-period", "gracePeriodSeconds"},
@@ -388,6 +394,10 @@ Cli parse_cli(const std::vector<std::string>& args, const Environment& env) {
       } catch (const proxy::ConnectionStringError& e) {
         return error(flag + ": " + e.what());
       }
+    } else if (o.flag == "--advertise-host") {
+      if (value.empty() || value.find_first_of(" /:[]") != std::string::npos)
+        return error(flag + ": expected a host name or IPv4 address, got '" + value + "'");
+      p.members.advertiseHost = value;
     } else if (o.flag == "--io-threads") {
       auto n = parse_number<unsigned>(value);
       if (!n || *n == 0 || *n > 1024)

@@ -47,6 +47,12 @@ std::chrono::milliseconds to_millis(double seconds) {
 
 void set_upstream(AppConfig& cfg, proxy::ConnectionString cs) {
   cfg.proxy.upstream = cs.seeds.front();
+  // A replica set or several mongos: a listener per member (the relay) and
+  // a topology monitor of varanus's own (the app).
+  auto& m = cfg.proxy.members;
+  m.enabled = !cs.single_server();
+  m.seeds = m.enabled ? cs.seeds : std::vector<proxy::Endpoint>{};
+  m.rewriteHello = cs.replicaSet.has_value();
   // The connection string's TLS options, as a driver reads them; the
   // upstreamTls* keys and flags given after it override them.
   auto& t = cfg.proxy.tls.upstream;
@@ -59,14 +65,8 @@ void set_upstream(AppConfig& cfg, proxy::ConnectionString cs) {
   cfg.upstream = std::move(cs);
 }
 
-std::string unsupported_upstream(const proxy::ConnectionString& cs) {
-  if (cs.single_server()) return {};
-  const std::string what = cs.replicaSet ? "a replica set (replicaSet=" + *cs.replicaSet + ")"
-                                         : "several hosts (mongos)";
-  return "upstream " + cs.to_string() + ": " + what +
-         " is not supported yet: varanus relays every connection to one server, and drivers "
-         "would follow the members' own addresses around it. Give one server as HOST:PORT and "
-         "connect the drivers with directConnection=true";
+std::string unsupported_upstream(const proxy::ConnectionString&) {
+  return {};  // every connection string that parses can be run in front of
 }
 
 void apply_config_json(const json& doc, AppConfig& cfg) {
@@ -87,6 +87,30 @@ void apply_config_json(const json& doc, AppConfig& cfg) {
       } else {
         apply_endpoint(value, path, p.upstream);
         set_upstream(cfg, proxy::ConnectionString::single(p.upstream));
+      }
+    } else if (key == "advertiseHost") {
+      p.members.advertiseHost = Json::string(value, path);
+      if (p.members.advertiseHost.empty() ||
+          p.members.advertiseHost.find_first_of(" /:[]") != std::string::npos)
+        Json::fail(path, "expected a host name or IPv4 address drivers can reach varanus at");
+    } else if (key == "members") {
+      p.members.listen.clear();
+      for (const auto& [member, at] : Json::object(value, path)) {
+        const std::string mpath = json_child(path, member);
+        auto ep = proxy::Endpoint::parse(member);
+        if (!ep) Json::fail(mpath, "a member address is HOST:PORT, got \"" + member + "\"");
+        std::string memberKey = ep->to_string();
+        for (char& c : memberKey)
+          c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        proxy::Endpoint listenAt;
+        if (at.is_string()) {
+          auto parsed = proxy::Endpoint::parse(at.get<std::string>());
+          if (!parsed) Json::fail(mpath, "expected \"HOST:PORT\" to listen at for this member");
+          listenAt = *parsed;
+        } else {
+          apply_endpoint(at, mpath, listenAt);
+        }
+        p.members.listen[memberKey] = listenAt;
       }
     } else if (key == "ioThreads") {
       p.ioThreads = static_cast<unsigned>(Json::integer(value, path, 1, 1024));

@@ -282,7 +282,7 @@ int run_proxy(const std::vector<std::string>& args) {
   std::thread signalThread([&] { signalContext.run(); });
 
   diag("varanus: listening on " + bound.to_string() + ", upstream " +
-       cfg.proxy.upstream.to_string());
+       (cfg.proxy.members.enabled ? cfg.upstream.to_string() : cfg.proxy.upstream.to_string()));
   if (!adminAddress.empty()) diag("varanus: admin endpoint on http://" + adminAddress);
   if (!limitWarning.empty()) diag(limitWarning);
 

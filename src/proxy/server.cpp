@@ -109,6 +109,8 @@
 #include <vector>
 
 #include "varanus/proxy/tls.hpp"
+#include "varanus/wire/hello_stream.hpp"
+#include "varanus/wire/host_port.hpp"
 #include "varanus/wire/sniff.hpp"
 
 namespace varanus::proxy {
@@ -228,10 +230,11 @@ class NullInspector final : public Inspector {
   std::string_view stop_reason() const noexcept override { return {}; }
 };
 
-// epoll user data: a Session pointer with the side in the low bit, or one of
-// these (pointers are never this small).
+// epoll user data: a Session pointer with the side in the low bit, a
+// Listener pointer with kListenBit set (both are 8-aligned), or the wake
+// tag (pointers are never this small).
 constexpr std::uint64_t kWakeTag = 0;
-constexpr std::uint64_t kListenTag = 2;
+constexpr std::uint64_t kListenBit = 4;
 // Connections accepted per listener event, at most.
 constexpr int kAcceptBatch = 8;
 
@@ -261,6 +264,30 @@ InspectorFactory null_inspector_factory() {
 
 class Session;
 struct Worker;
+
+/// Where one listener's connections go: the configured upstream, or one
+/// member of a replica set (or one mongos).
+struct Upstream {
+  Endpoint endpoint;
+  std::optional<SockAddr> address;  // when the host is an IP literal
+  std::string name;                 // "host:port" as configured
+  explicit Upstream(Endpoint ep)
+      : endpoint(std::move(ep)),
+        address(numeric_address(endpoint.host, endpoint.port)),
+        name(endpoint.to_string()) {}
+};
+using UpstreamPtr = std::shared_ptr<const Upstream>;
+
+/// One listening socket and the upstream its clients reach. Owned by
+/// ServerState; its epoll registration belongs to workers[0].
+struct Listener {
+  int fd = -1;
+  UpstreamPtr upstream;
+  std::string member;       // the member's address (lowercase), empty for the single upstream
+  std::string advertised;   // "host:port" drivers are told (member listeners)
+  bool registered = false;  // in workers[0]'s epoll set
+  std::uint64_t tag() const noexcept { return reinterpret_cast<std::uint64_t>(this) | kListenBit; }
+};
 
 /// Why a session ended: a cause to count and branch on, and the words
 /// Inspector::closed (and so the connectionClosed event) gets.
@@ -332,12 +359,32 @@ struct ServerState {
   Diagnostics diag;
   std::shared_ptr<TlsContextHolder> clientTls;    // null: the client leg is plaintext
   std::shared_ptr<TlsContextHolder> upstreamTls;  // null: the upstream leg is plaintext
-  std::optional<SockAddr> upstreamAddress;        // when the host is an IP literal
-  std::string upstreamName;                       // "host:port" as configured
 
   std::vector<std::unique_ptr<Worker>> workers;
-  int listenFd = -1;           // on workers[0]
+  // Every listener, in opening order; never shrinks while the server
+  // lives (a retired member's listener keeps its entry, fd -1), so the
+  // pointers in epoll tags stay valid. Guarded by membersMutex; accept
+  // and epoll registration happen on workers[0] only.
+  std::vector<std::unique_ptr<Listener>> listeners;
   std::size_t nextWorker = 0;  // workers[0]'s thread only
+
+  // Replica set / several mongos (config.members.enabled): a listener per
+  // member, opened at start for the seeds and later for every member a
+  // hello reply names (add_member), from any thread.
+  mutable std::mutex membersMutex;
+  wire::AddressMap memberAddresses;  // member -> advertised address
+  std::uint16_t nextMemberPort = 0;  // 0: free ports
+  std::string advertiseHost;
+  bool rewriteHello = false;
+  wire::HelloReplyStream::Addresses memberLookup;  // for the sessions' hello streams
+  std::string add_member(std::string_view member);
+  void remove_member(std::string_view member);
+  wire::AddressMap member_addresses() const;
+  /// Binds a listener for `upstream` at `at` (port 0: free), registers it
+  /// with workers[0] (at once when called there before run(), else posted).
+  Listener& open_listener(const Endpoint& at, UpstreamPtr upstream, std::string member);
+  void register_listener(Listener& l);
+  void close_listeners();
   // Set by workers[0] once the listener is closed: no connection will be
   // handed to another worker after that, so a stopping worker may end.
   std::atomic<bool> listenerClosed{false};
@@ -371,7 +418,9 @@ struct ServerState {
   ~ServerState();
 
   /// Accepts one connection; false when none was waiting (or accept failed).
-  bool accept_ready();
+  bool accept_ready(Listener& l);
+  /// Out of descriptors: every listener leaves epoll for a while.
+  void pause_listeners();
 };
 }  // namespace detail
 
@@ -527,6 +576,7 @@ struct Worker {
     int fd;
     SockAddr peer;
     ActiveConnection active;
+    UpstreamPtr upstream;
   };
   std::mutex tasksMutex;
   std::vector<Incoming> incoming;
@@ -539,13 +589,13 @@ struct Worker {
 
   /// Any thread: runs `task` on this worker's thread soon.
   void post(std::function<void()> task);
-  void post_connection(int fd, const SockAddr& peer, ActiveConnection active);
+  void post_connection(int fd, const SockAddr& peer, ActiveConnection active, UpstreamPtr upstream);
   void wake() noexcept;
   void run();
   /// epoll_wait, polling first for up to config.busyPoll when that has paid.
   int wait(epoll_event* events, int max, int timeout);
   void flush_busy_counts() noexcept;
-  void add_session(int fd, const SockAddr& peer, ActiveConnection active);
+  void add_session(int fd, const SockAddr& peer, ActiveConnection active, UpstreamPtr upstream);
   void begin_stop(std::chrono::milliseconds grace);
   void close_all(EndCause cause);
   /// Stopping: closes every connection with nothing in flight.
@@ -572,7 +622,7 @@ class Session {
   enum class State { connecting, handshaking, relaying, done };
 
   Session(Worker& worker, int clientFd, std::uint64_t id, std::string clientName,
-          ActiveConnection active);
+          ActiveConnection active, UpstreamPtr upstream);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -675,6 +725,9 @@ class Session {
 
   // The transitions of a direction (named after the events in the table).
   void received(Side from, std::uint8_t* at, std::size_t n);
+  /// Upstream bytes with a hello reply in them (members mode): forwards the
+  /// rewritten bytes itself and returns false; true: relay them as read.
+  bool rewrite_hello_replies(std::uint8_t* at, std::size_t n, bool inspect, monitor::Clock readAt);
   void source_ended(Side from);
   void delivered(Side from);
   void backlogged(Side from, std::span<const std::uint8_t> rest);
@@ -694,6 +747,9 @@ class Session {
   ActiveConnection active_;
   Socket sock_[2];
   Direction dir_[2];  // by source side
+  UpstreamPtr up_;
+  // In front of a replica set: finds the hello replies to rewrite.
+  std::unique_ptr<wire::HelloReplyStream> hello_;
   std::uint64_t id_;
   std::string clientName_;
   std::string upstreamName_;
@@ -714,8 +770,20 @@ detail::ServerState::ServerState(ProxyConfig c, monitor::EventOutput& o, monitor
   if (!inspectors) inspectors = null_inspector_factory();
   if (!diag) diag = [](std::string_view) {};
   if (config.bufferSize == 0) config.bufferSize = 64 * 1024;
-  upstreamAddress = numeric_address(config.upstream.host, config.upstream.port);
-  upstreamName = config.upstream.to_string();
+  if (config.members.enabled) {
+    rewriteHello = config.members.rewriteHello;
+    memberLookup = [this](const std::vector<std::string>& unknown) {
+      for (const std::string& m : unknown) {
+        try {
+          add_member(m);
+        } catch (const std::exception& e) {
+          diag("varanus: no listener for member " + m + ": " + e.what() +
+               " (its address is passed to drivers unchanged)");
+        }
+      }
+      return member_addresses();
+    };
+  }
   const unsigned n = config.ioThreads == 0 ? 1 : config.ioThreads;
   for (unsigned i = 0; i < n; ++i) workers.push_back(std::make_unique<Worker>(*this));
 }
@@ -730,7 +798,8 @@ detail::ServerState::~ServerState() {
   }
   // Workers close what is still open (their inspectors report it).
   for (auto it = workers.rbegin(); it != workers.rend(); ++it) it->reset();
-  if (listenFd >= 0) ::close(listenFd);
+  for (auto& l : listeners)
+    if (l->fd >= 0) ::close(l->fd);
 }
 
 void detail::ServerState::diag_limited(const std::string& line) {
@@ -756,10 +825,20 @@ void detail::ServerState::diag_limited(const std::string& line) {
   diag(line);
 }
 
-bool detail::ServerState::accept_ready() {
+void detail::ServerState::pause_listeners() {
+  Worker& w0 = *workers.front();
+  std::lock_guard lock(membersMutex);
+  for (auto& l : listeners) {
+    if (l->fd >= 0 && l->registered) ::epoll_ctl(w0.epfd, EPOLL_CTL_DEL, l->fd, nullptr);
+    l->registered = false;
+  }
+  w0.listenPausedUntil = steady::now() + std::chrono::milliseconds(100);
+}
+
+bool detail::ServerState::accept_ready(Listener& l) {
   SockAddr peer;
   peer.length = sizeof peer.storage;
-  const int fd = ::accept4(listenFd, reinterpret_cast<sockaddr*>(&peer.storage), &peer.length,
+  const int fd = ::accept4(l.fd, reinterpret_cast<sockaddr*>(&peer.storage), &peer.length,
                            SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
@@ -776,9 +855,7 @@ bool detail::ServerState::accept_ready() {
                                     : "") +
            "; accepting paused, new clients wait in the listen backlog");
     }
-    Worker& w0 = *workers.front();
-    ::epoll_ctl(w0.epfd, EPOLL_CTL_DEL, listenFd, nullptr);
-    w0.listenPausedUntil = steady::now() + std::chrono::milliseconds(100);
+    pause_listeners();
     return false;
   }
   if (acceptPausedSaid) {
@@ -797,9 +874,9 @@ bool detail::ServerState::accept_ready() {
   ActiveConnection counted(*this);
   Worker& w = *workers[nextWorker++ % workers.size()];
   if (&w == workers.front().get()) {
-    w.add_session(fd, peer, std::move(counted));
+    w.add_session(fd, peer, std::move(counted), l.upstream);
   } else {
-    w.post_connection(fd, peer, std::move(counted));
+    w.post_connection(fd, peer, std::move(counted), l.upstream);
   }
   return true;
 }
@@ -849,10 +926,11 @@ void Worker::post(std::function<void()> task) {
   wake();
 }
 
-void Worker::post_connection(int fd, const SockAddr& peer, ActiveConnection active) {
+void Worker::post_connection(int fd, const SockAddr& peer, ActiveConnection active,
+                             UpstreamPtr upstream) {
   {
     std::lock_guard lock(tasksMutex);
-    incoming.push_back({fd, peer, std::move(active)});
+    incoming.push_back({fd, peer, std::move(active), std::move(upstream)});
   }
   wake();
 }
@@ -867,7 +945,7 @@ void Worker::run_tasks() {
     arrived.swap(incoming);
     todo.swap(tasks);
   }
-  for (Incoming& c : arrived) add_session(c.fd, c.peer, std::move(c.active));
+  for (Incoming& c : arrived) add_session(c.fd, c.peer, std::move(c.active), std::move(c.upstream));
   for (auto& t : todo) t();
 }
 
@@ -918,9 +996,11 @@ void Worker::timer_remove(Session* s) {
   s->timerPrev = s->timerNext = nullptr;
 }
 
-void Worker::add_session(int fd, const SockAddr& peer, ActiveConnection active) {
+void Worker::add_session(int fd, const SockAddr& peer, ActiveConnection active,
+                         UpstreamPtr upstream) {
   const std::uint64_t id = server.nextConnectionId.fetch_add(1, std::memory_order_relaxed);
-  auto* s = new Session(*this, fd, id, address_string(peer.get()), std::move(active));
+  auto* s = new Session(*this, fd, id, address_string(peer.get()), std::move(active),
+                        std::move(upstream));
   link(s);
   if (server.stopRequested.load(std::memory_order_relaxed)) {
     // Accepted just as the server began to stop: nothing relayed yet.
@@ -998,12 +1078,8 @@ void Worker::expire(steady::time_point now) {
   }
   if (listenPausedUntil && *listenPausedUntil <= now) {
     listenPausedUntil.reset();
-    if (server.listenFd >= 0) {
-      epoll_event ev{};
-      ev.events = EPOLLIN;
-      ev.data.u64 = kListenTag;
-      ::epoll_ctl(epfd, EPOLL_CTL_ADD, server.listenFd, &ev);
-    }
+    std::lock_guard lock(server.membersMutex);
+    for (auto& l : server.listeners) server.register_listener(*l);
   }
 }
 
@@ -1069,9 +1145,12 @@ void Worker::run() {
       const std::uint64_t tag = events[i].data.u64;
       if (tag == kWakeTag) {
         wake = true;
-      } else if (tag == kListenTag) {
+      } else if (tag & kListenBit) {
         // Level-triggered: whatever is left past the batch is reported again.
-        for (int k = 0; k < kAcceptBatch && server.listenFd >= 0 && server.accept_ready(); ++k) {
+        // The Listener outlives its fd (a retired member's is -1).
+        auto* l = reinterpret_cast<Listener*>(tag & ~kListenBit);
+        for (int k = 0; k < kAcceptBatch && l->fd >= 0 && l->registered && server.accept_ready(*l);
+             ++k) {
         }
       } else {
         auto* s = reinterpret_cast<Session*>(tag & ~std::uint64_t{1});
@@ -1106,12 +1185,15 @@ void Worker::run() {
 // ---- Session ----------------------------------------------------------------------
 
 Session::Session(Worker& worker, int clientFd, std::uint64_t id, std::string clientName,
-                 ActiveConnection active)
+                 ActiveConnection active, UpstreamPtr target)
     : worker_(worker),
       server_(worker.server),
       active_(std::move(active)),
+      up_(std::move(target)),
       id_(id),
       clientName_(std::move(clientName)) {
+  if (server_.rewriteHello)
+    hello_ = std::make_unique<wire::HelloReplyStream>(wire::kDefaultMaxMessageSize);
   sock_[client].fd = clientFd;
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
@@ -1130,8 +1212,8 @@ void Session::start() {
   if (!begin_tls(client)) return;
   advance_handshakes();
   if (state == State::done) return;
-  if (server_.upstreamAddress) {
-    addresses_.push_back(*server_.upstreamAddress);
+  if (up_->address) {
+    addresses_.push_back(*up_->address);
     worker_.timer_add(worker_.connecting, this, steady::now() + server_.config.connectTimeout);
     connect_next();
     return;
@@ -1145,7 +1227,7 @@ void Session::start() {
   const std::uint64_t id = id_;
   auto resolver = std::make_shared<boost::asio::ip::tcp::resolver>(*server_.resolverContext);
   resolver->async_resolve(
-      server_.config.upstream.host, std::to_string(server_.config.upstream.port),
+      up_->endpoint.host, std::to_string(up_->endpoint.port),
       [resolver, w, id](const boost::system::error_code& ec,
                         boost::asio::ip::tcp::resolver::results_type results) {
         std::vector<SockAddr> found;
@@ -1234,8 +1316,8 @@ void Session::no_descriptors(int err) {
 void Session::connect_failed(const std::string& message) {
   server_.stats.add(server_.stats.upstreamConnectFailures);
   server_.stats.upstreamUp.store(0, std::memory_order_relaxed);
-  server_.diag_limited("varanus: upstream " + server_.upstreamName + " unreachable: " + message +
-                       " (client " + clientName_ + " closed)");
+  server_.diag_limited("varanus: upstream " + up_->name + " unreachable: " + message + " (client " +
+                       clientName_ + " closed)");
   end({EndCause::upstream_unreachable, false, message});  // never relayed: no inspector to tell
 }
 
@@ -1253,7 +1335,7 @@ bool Session::begin_tls(Side side) {
   try {
     sock_[side].tls = std::make_unique<TlsConn>(
         holder->get(), sock_[side].fd,
-        side == upstream ? std::string_view(server_.config.upstream.host) : std::string_view());
+        side == upstream ? std::string_view(up_->endpoint.host) : std::string_view());
   } catch (const std::exception& e) {
     server_.diag_limited("varanus: " + std::string(name(side)) + " TLS: " + e.what() + " (client " +
                          clientName_ + " closed)");
@@ -1294,7 +1376,7 @@ void Session::ensure_inspector() {
   auto info = std::make_shared<monitor::ConnectionInfo>();
   info->connectionId = id_;
   info->client = clientName_;
-  info->server = upstreamName_.empty() ? server_.upstreamName : upstreamName_;
+  info->server = upstreamName_.empty() ? up_->name : upstreamName_;
   inspector_ = server_.inspectors(InspectorContext{std::move(info), server_.out, server_.stats});
   if (!inspector_) inspector_ = std::make_unique<NullInspector>();
   inspector_->opened(monitor::Clock::now());
@@ -1502,9 +1584,33 @@ void Session::received(Side from, std::uint8_t* at, std::size_t n) {
   const monitor::Clock readAt = inspect ? monitor::Clock::now() : monitor::Clock{};
   server_.stats.add(from == client ? server_.stats.bytesFromClient : server_.stats.bytesFromServer,
                     static_cast<std::int64_t>(n));
+  if (hello_) {
+    if (from == client) {
+      hello_->client_bytes({at, n});
+    } else if (!rewrite_hello_replies(at, n, inspect, readAt)) {
+      return;
+    }
+  }
   dir_[from].flow = Flow::held;
   worker_.hold(this, at, n, from == client);
   if (inspect) worker_.defer(this, at, n, from == client, readAt);
+}
+
+bool Session::rewrite_hello_replies(std::uint8_t* at, std::size_t n, bool inspect,
+                                    monitor::Clock readAt) {
+  auto out = hello_->server_bytes({at, n}, server_.memberLookup);
+  if (out.unchanged) return true;  // the usual path: held and sent as read
+  // A hello reply (or part of one) is in these bytes: what is forwarded is
+  // the stream's output, sent now (nothing of this direction waits: it was
+  // read in state open); the inspector still sees what the server said.
+  if (out.rewritten)
+    server_.stats.add(server_.stats.helloRewrites, static_cast<std::int64_t>(out.rewritten));
+  if (inspect) worker_.defer(this, at, n, false, readAt);
+  if (!out.bytes.empty()) {
+    dir_[upstream].flow = Flow::held;
+    send_held(upstream, out.bytes);
+  }
+  return false;
 }
 
 void Session::source_ended(Side from) {
@@ -1514,6 +1620,11 @@ void Session::source_ended(Side from) {
   // Passed on as a half-close. When the other direction is closed too, the
   // session ends now and close() sends the FIN: a shutdown() would be one
   // syscall for nothing (a connection churn pays it every time).
+  if (from == upstream && hello_) {
+    // A reply cut short by the close: passed on as it came (best effort).
+    const auto held = hello_->take_held();
+    if (!held.empty()) send_to(client, held);
+  }
   if (dir_[other(from)].flow == Flow::closed) return;
   Socket& dst = sock_[other(from)];
   if (dst.tls) dst.tls->shutdown();  // close_notify first (best effort), then the FIN
@@ -1681,22 +1792,21 @@ void Server::use_tls(std::shared_ptr<TlsContextHolder> clientLeg,
   }
 }
 
-Endpoint Server::start() {
-  detail::ServerState& s = *impl_;
-  if (s.started) throw std::logic_error("varanus::proxy::Server::start called twice");
+namespace {
+
+/// Binds and listens at `at` (port 0: a free port). Returns the fd.
+int bind_listener(const Endpoint& at) {
   SockAddr addr;
-  if (auto literal = numeric_address(s.config.listen.host, s.config.listen.port)) {
+  if (auto literal = numeric_address(at.host, at.port)) {
     addr = *literal;
   } else {
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
     addrinfo* res = nullptr;
-    const std::string port = std::to_string(s.config.listen.port);
-    if (const int rc = ::getaddrinfo(s.config.listen.host.c_str(), port.c_str(), &hints, &res);
-        rc != 0) {
-      throw std::runtime_error("cannot resolve " + s.config.listen.host + ": " +
-                               ::gai_strerror(rc));
+    const std::string port = std::to_string(at.port);
+    if (const int rc = ::getaddrinfo(at.host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+      throw std::runtime_error("cannot resolve " + at.host + ": " + ::gai_strerror(rc));
     }
     std::memcpy(&addr.storage, res->ai_addr, res->ai_addrlen);
     addr.length = res->ai_addrlen;
@@ -1709,24 +1819,193 @@ Endpoint Server::start() {
   if (::bind(fd, addr.get(), addr.length) != 0 || ::listen(fd, SOMAXCONN) != 0) {
     const int err = errno;
     ::close(fd);
-    throw_errno(err, "bind");
+    const std::string what = "bind " + at.to_string();
+    throw_errno(err, what.c_str());
   }
+  return fd;
+}
+
+Endpoint bound_endpoint(int fd) {
   SockAddr bound;
   bound.length = sizeof bound.storage;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound.storage), &bound.length);
-  s.listenFd = fd;
+  auto [host, port] = host_and_port(bound.get());
+  return Endpoint{std::move(host), port};
+}
+
+bool wildcard_host(const std::string& host) {
+  return host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]";
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+}  // namespace
+
+void detail::ServerState::register_listener(Listener& l) {
+  // workers[0]'s thread (or before run()), membersMutex held.
+  if (l.fd < 0 || l.registered) return;
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.u64 = kListenTag;
-  ::epoll_ctl(s.workers.front()->epfd, EPOLL_CTL_ADD, fd, &ev);
-  if (!s.upstreamAddress) {
+  ev.data.u64 = l.tag();
+  ::epoll_ctl(workers.front()->epfd, EPOLL_CTL_ADD, l.fd, &ev);
+  l.registered = true;
+}
+
+Listener& detail::ServerState::open_listener(const Endpoint& at, UpstreamPtr upstream,
+                                             std::string member) {
+  // membersMutex held.
+  const int fd = bind_listener(at);
+  auto l = std::make_unique<Listener>();
+  l->fd = fd;
+  l->upstream = std::move(upstream);
+  l->member = std::move(member);
+  listeners.push_back(std::move(l));
+  Listener& added = *listeners.back();
+  if (!started) {
+    register_listener(added);  // before run(): no worker thread yet
+  } else {
+    Worker* w0 = workers.front().get();
+    w0->post([this, l = &added] {
+      std::lock_guard lock(membersMutex);
+      if (!stopRequested.load(std::memory_order_relaxed) && !workers.front()->listenPausedUntil)
+        register_listener(*l);
+    });
+  }
+  return added;
+}
+
+std::string detail::ServerState::add_member(std::string_view memberText) {
+  const std::string member = lower(memberText);
+  std::lock_guard lock(membersMutex);
+  if (auto it = memberAddresses.find(member); it != memberAddresses.end()) return it->second;
+  auto ep = Endpoint::parse(member);
+  if (!ep) throw std::invalid_argument("not a HOST:PORT address: " + member);
+  // Where it listens: fixed by the config, else the next port, else free.
+  Endpoint at{config.listen.host, 0};
+  bool fixed = false;
+  if (auto f = config.members.listen.find(member); f != config.members.listen.end()) {
+    at = f->second;
+    fixed = true;
+  }
+  auto upstream = std::make_shared<const Upstream>(*ep);
+  int fd = -1;
+  Listener* l = nullptr;
+  for (int attempt = 0; !l; ++attempt) {
+    if (!fixed && nextMemberPort != 0) at.port = nextMemberPort;
+    try {
+      l = &open_listener(at, upstream, member);
+    } catch (const std::system_error& e) {
+      // A taken port: the next one (scripts read the member line).
+      if (fixed || at.port == 0 || e.code().value() != EADDRINUSE || attempt >= 64) throw;
+      if (nextMemberPort != 0) ++nextMemberPort;
+    }
+  }
+  fd = l->fd;
+  const Endpoint bound = bound_endpoint(fd);
+  if (!fixed && nextMemberPort != 0) nextMemberPort = static_cast<std::uint16_t>(bound.port + 1);
+  const std::string host = !advertiseHost.empty()   ? advertiseHost
+                           : wildcard_host(at.host) ? advertiseHost
+                                                    : at.host;
+  l->advertised = wire::format_host_port(host.empty() ? bound.host : host, bound.port);
+  memberAddresses[member] = l->advertised;
+  diag("varanus: member " + member + " via " + l->advertised);
+  return l->advertised;
+}
+
+void detail::ServerState::remove_member(std::string_view memberText) {
+  const std::string member = lower(memberText);
+  std::lock_guard lock(membersMutex);
+  if (memberAddresses.erase(member) == 0) return;
+  for (auto& l : listeners) {
+    if (l->member != member || l->fd < 0) continue;
+    Listener* gone = l.get();
+    diag("varanus: member " + member + " left the set: its listener " + gone->advertised +
+         " stops accepting (open connections go on)");
+    workers.front()->post([this, gone] {
+      std::lock_guard held(membersMutex);
+      if (gone->fd < 0) return;
+      if (gone->registered) ::epoll_ctl(workers.front()->epfd, EPOLL_CTL_DEL, gone->fd, nullptr);
+      ::close(gone->fd);
+      gone->fd = -1;
+      gone->registered = false;
+    });
+  }
+}
+
+wire::AddressMap detail::ServerState::member_addresses() const {
+  std::lock_guard lock(membersMutex);
+  return memberAddresses;
+}
+
+void detail::ServerState::close_listeners() {
+  // workers[0]'s thread.
+  std::lock_guard lock(membersMutex);
+  for (auto& l : listeners) {
+    if (l->fd < 0) continue;
+    if (l->registered) ::epoll_ctl(workers.front()->epfd, EPOLL_CTL_DEL, l->fd, nullptr);
+    ::close(l->fd);
+    l->fd = -1;
+    l->registered = false;
+  }
+}
+
+Endpoint Server::start() {
+  detail::ServerState& s = *impl_;
+  if (s.started) throw std::logic_error("varanus::proxy::Server::start called twice");
+  const MemberConfig& m = s.config.members;
+  Endpoint first;
+  bool anyName = false;
+  {
+    std::lock_guard lock(s.membersMutex);
+    if (!m.enabled) {
+      auto up = std::make_shared<const Upstream>(s.config.upstream);
+      anyName = !up->address;
+      first = bound_endpoint(s.open_listener(s.config.listen, std::move(up), {}).fd);
+    }
+  }
+  if (m.enabled) {
+    if (m.seeds.empty()) throw std::invalid_argument("members: no seed given");
+    s.advertiseHost = m.advertiseHost;
+    if (s.advertiseHost.empty() && wildcard_host(s.config.listen.host)) {
+      char name[256] = {};
+      if (::gethostname(name, sizeof name - 1) == 0) s.advertiseHost = name;
+    }
+    // The first seed at --listen (its port fixed there unless the config
+    // fixes it), the others after it.
+    const std::string seed0 = lower(m.seeds.front().to_string());
+    if (!m.listen.contains(seed0)) s.config.members.listen.emplace(seed0, s.config.listen);
+    s.add_member(seed0);
+    {
+      std::lock_guard lock(s.membersMutex);
+      first = bound_endpoint(s.listeners.back()->fd);
+      if (s.config.listen.port != 0) s.nextMemberPort = static_cast<std::uint16_t>(first.port + 1);
+    }
+    for (std::size_t i = 1; i < m.seeds.size(); ++i) s.add_member(m.seeds[i].to_string());
+    anyName = true;  // members named in hello replies may be host names
+  }
+  if (anyName) {
     s.resolverContext = std::make_unique<boost::asio::io_context>(1);
     s.resolverGuard.emplace(s.resolverContext->get_executor());
     s.resolverThread = std::thread([ctx = s.resolverContext.get()] { ctx->run(); });
   }
   s.started = true;
-  auto [host, port] = host_and_port(bound.get());
-  return Endpoint{std::move(host), port};
+  return first;
+}
+
+std::string Server::add_member(std::string_view member) {
+  return impl_->add_member(member);
+}
+
+void Server::remove_member(std::string_view member) {
+  impl_->remove_member(member);
+}
+
+wire::AddressMap Server::member_addresses() const {
+  return impl_->member_addresses();
 }
 
 void Server::run() {
@@ -1744,11 +2023,7 @@ void Server::stop(std::chrono::milliseconds grace) {
   if (s.stopRequested.exchange(true)) return;
   Worker* w0 = s.workers.front().get();
   w0->post([&s, w0] {
-    if (s.listenFd >= 0) {
-      ::epoll_ctl(w0->epfd, EPOLL_CTL_DEL, s.listenFd, nullptr);
-      ::close(s.listenFd);
-      s.listenFd = -1;
-    }
+    s.close_listeners();
     w0->listenPausedUntil.reset();
     s.listenerClosed.store(true, std::memory_order_release);
     for (auto& w : s.workers) w->wake();  // a stopping worker may end now

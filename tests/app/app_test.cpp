@@ -218,9 +218,30 @@ TEST_CASE("--upstream and the config key take a connection string") {
   REQUIRE(rs.action == Cli::Action::run);
   CHECK(rs.config.upstream.replicaSet == "rs0");
   CHECK(rs.config.proxy.upstream == proxy::Endpoint{"a", 1});
-  CHECK(app::unsupported_upstream(rs.config.upstream)
-            .find("a replica set (replicaSet=rs0) is "
-                  "not supported yet") != std::string::npos);
+  CHECK(app::unsupported_upstream(rs.config.upstream).empty());
+  CHECK(rs.config.proxy.members.enabled);
+  CHECK(rs.config.proxy.members.rewriteHello);
+  CHECK(rs.config.proxy.members.seeds ==
+        std::vector<proxy::Endpoint>{proxy::Endpoint{"a", 1}, proxy::Endpoint{"b", 2}});
+  CHECK_FALSE(cli.config.proxy.members.enabled);  // one host: today's single upstream
+  Cli mongos = parse({"--upstream", "mongodb://m1:1,m2:2/", "--advertise-host", "proxy.example"});
+  REQUIRE(mongos.action == Cli::Action::run);
+  CHECK(mongos.config.proxy.members.enabled);
+  CHECK_FALSE(mongos.config.proxy.members.rewriteHello);  // several mongos: nothing to rewrite
+  CHECK(mongos.config.proxy.members.advertiseHost == "proxy.example");
+  CHECK(parse({"--advertise-host", "a:b"}).error.find("--advertise-host: expected a host name") !=
+        std::string::npos);
+  TempFile mf(
+      R"({"upstream": "mongodb://A:1,b:2/?replicaSet=rs0", "advertiseHost": "px",)"
+      R"( "members": {"A:1": "0.0.0.0:27100", "b:2": {"host": "0.0.0.0", "port": 27101}}})");
+  Cli mc = parse({"--config", mf.path});
+  REQUIRE(mc.action == Cli::Action::run);
+  CHECK(mc.config.proxy.members.advertiseHost == "px");
+  CHECK(mc.config.proxy.members.listen.at("a:1") == proxy::Endpoint{"0.0.0.0", 27100});
+  CHECK(mc.config.proxy.members.listen.at("b:2") == proxy::Endpoint{"0.0.0.0", 27101});
+  TempFile badm(R"({"members": {"nope": "0.0.0.0:1"}})");
+  CHECK(parse({"--config", badm.path}).error.find("/members/nope: a member address is HOST:PORT") !=
+        std::string::npos);
   TempFile hp(R"({"upstream": "db:27020"})");
   CHECK(parse({"--config", hp.path}).config.proxy.upstream == proxy::Endpoint{"db", 27020});
 
@@ -487,17 +508,16 @@ TEST_CASE("varanus --check-config validates and describes without listening") {
   CHECK(c2.errText.find("config: /sinks/outputs/0/type") != std::string::npos);
 }
 
-TEST_CASE("a replica-set upstream: --check-config shows it, start-up refuses it clearly") {
+TEST_CASE("a replica-set upstream: a listener per seed, each said on its own line") {
   const std::string rs = "mongodb://h1:27017,h2:27017/?replicaSet=rs0";
   Child check({"--check-config", "--upstream", rs});
-  CHECK(check.finish() == 2);
+  CHECK(check.finish() == 0);
   CHECK(check.outText.find("upstream " + rs + " (flag --upstream)\n") != std::string::npos);
-  CHECK(check.errText.find("varanus: upstream " + rs +
-                           ": a replica set (replicaSet=rs0) is not supported yet") == 0);
-  Child run({"--listen", "127.0.0.1:0", "--upstream", "mongodb://m1:27017,m2:27017/"});
-  CHECK(run.finish() == 2);
-  CHECK(run.errText.find("several hosts (mongos) is not supported yet") != std::string::npos);
-  CHECK(run.errText.find("listening on") == std::string::npos);
+  // The members are not reachable: the listeners open all the same.
+  Child run({"--listen", "127.0.0.1:0", "--upstream", "mongodb://m1:27017,M2:27018/"});
+  REQUIRE(run.wait_stderr("listening on"));
+  CHECK(run.errText.find("varanus: member m1:27017 via 127.0.0.1:") != std::string::npos);
+  CHECK(run.errText.find("varanus: member m2:27018 via 127.0.0.1:") != std::string::npos);
 }
 
 TEST_CASE("the real binary reads VARANUS_* variables; a bad one exits 2 naming it") {

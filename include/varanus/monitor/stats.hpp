@@ -31,6 +31,9 @@ namespace varanus::monitor {
     "Connections ended after idleTimeoutSeconds without a byte either way")                   \
   X(tlsAtPlaintextListener, "varanus_client_tls_at_plaintext_listener_total", counter,        \
     "Clients that began a TLS handshake at a plaintext listener (closed, with a diagnostic)") \
+  X(helloRewrites, "varanus_hello_rewrites_total", counter,                                   \
+    "Hello replies rewritten to name varanus's member listeners (in front of a replica set: " \
+    "the only bytes varanus changes)")                                                        \
   X(bytesFromClient, "varanus_client_bytes_total", counter, "Bytes read from clients")        \
   X(bytesFromServer, "varanus_server_bytes_total", counter, "Bytes read from the upstream")   \
   X(frames, "varanus_frames_total", counter, "Wire frames inspected (both directions)")       \

@@ -5,10 +5,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "varanus/proxy/tls_config.hpp"
 
@@ -31,6 +33,24 @@ inline unsigned default_io_threads() noexcept {
   unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : n;
 }
+
+/// In front of a replica set or several mongos: one listener per member
+/// (docs/proxy.md, "In front of a replica set"). `listen` serves the first
+/// seed; the others get the next ports (or free ports when the listen port
+/// is 0), unless `listen` below fixes them.
+struct MemberConfig {
+  bool enabled = false;
+  std::vector<Endpoint> seeds;  ///< the connection string's hosts, in order
+  /// A replica set: hello replies are rewritten to name the listeners.
+  /// Several mongos: nothing to rewrite.
+  bool rewriteHello = true;
+  /// The host drivers are told to reach varanus at (hello replies, the
+  /// member lines). Empty: the listen host, or this machine's host name
+  /// when listening on a wildcard address (0.0.0.0, ::).
+  std::string advertiseHost;
+  /// Member "host:port" (lowercase host) -> where its listener binds.
+  std::map<std::string, Endpoint, std::less<>> listen;
+};
 
 struct ProxyConfig {
   Endpoint listen{"127.0.0.1", 27018};        ///< port 0: a free port (Server::start returns it)
@@ -58,7 +78,8 @@ struct ProxyConfig {
   /// and a wakeup per batch under load; costs at most this much CPU per
   /// batch, and nothing on a quiet or lightly loaded proxy.
   std::chrono::microseconds busyPoll{50};
-  TlsConfig tls;  ///< TLS on the client leg and/or the upstream leg (tls_config.hpp)
+  TlsConfig tls;         ///< TLS on the client leg and/or the upstream leg (tls_config.hpp)
+  MemberConfig members;  ///< replica set / several mongos (disabled: one upstream)
 };
 
 }  // namespace varanus::proxy

@@ -22,6 +22,7 @@
 #include "varanus/monitor/stats.hpp"
 #include "varanus/proxy/config.hpp"
 #include "varanus/proxy/inspector.hpp"
+#include "varanus/wire/hello_rewrite.hpp"
 
 namespace varanus::proxy {
 
@@ -65,6 +66,18 @@ class Server {
   void stop(std::chrono::milliseconds grace);
   /// stop(config.gracePeriod).
   void stop();
+
+  /// Members (config.members.enabled), thread-safe, after start():
+  /// opens a listener for `member` ("host:port") unless it has one, and
+  /// returns the address drivers are told ("advertised host:port"). Says
+  /// "varanus: member HOST:PORT via LHOST:LPORT" on the diagnostics.
+  /// Throws std::system_error when no port can be bound.
+  std::string add_member(std::string_view member);
+  /// The member left the set: its listener stops accepting; connections
+  /// open through it go on.
+  void remove_member(std::string_view member);
+  /// Member -> advertised address, for every member with a listener.
+  wire::AddressMap member_addresses() const;
 
   /// Connections open now (all threads). For tests and diagnostics.
   std::size_t active_connections() const noexcept;
