@@ -217,7 +217,8 @@ struct Proxy {
   explicit Proxy(std::uint16_t upstreamPort, unsigned threads = 2, std::string stopWith = {},
                  monitor::EventOutput* out = nullptr, proxy::InspectorFactory factory = {},
                  std::string upstreamHost = "127.0.0.1",
-                 std::optional<std::chrono::microseconds> busyPoll = std::nullopt)
+                 std::optional<std::chrono::microseconds> busyPoll = std::nullopt,
+                 const std::function<void(proxy::ProxyConfig&)>& configure = {})
       : stopInspectionWith(std::move(stopWith)) {
     proxy::ProxyConfig cfg;
     cfg.listen = {"127.0.0.1", 0};
@@ -225,6 +226,7 @@ struct Proxy {
     cfg.ioThreads = threads;
     cfg.connectTimeout = 2s;
     if (busyPoll) cfg.busyPoll = *busyPoll;
+    if (configure) configure(cfg);
     if (!factory) {
       factory = [this](const proxy::InspectorContext& ctx) {
         auto s = std::make_shared<Seen>();
@@ -833,4 +835,159 @@ TEST_CASE("an upstream given by name is resolved and its addresses tried in turn
   auto c = proxy.connection(0);
   REQUIRE(c);
   CHECK(c->info.server == "127.0.0.1:" + std::to_string(upstream.port()));
+}
+
+// ---- in front of a replica set: a listener per member -------------------------
+
+namespace {
+
+std::string first_key_of(wire::BsonView doc) {
+  bson_t b;
+  bson_iter_t it;
+  if (!doc.init_static(&b) || !bson_iter_init(&it, &b) || !bson_iter_next(&it)) return {};
+  return bson_iter_key(&it);
+}
+
+std::string as_json(wire::BsonView doc) {
+  bson_t b;
+  if (!doc.init_static(&b)) return {};
+  char* json = bson_as_relaxed_extended_json(&b, nullptr);
+  std::string out = json;
+  bson_free(json);
+  return out;
+}
+
+/// A replica-set member: answers a hello with the set's hosts (and `me`),
+/// any other command with {ok: 1, hosts: [...]} (not a hello reply: must
+/// pass unchanged).
+struct Member {
+  std::vector<std::string>* hosts;  // the whole set, shared
+  std::string me;
+};
+
+FakeUpstream::Handler member_server(std::shared_ptr<Member> m) {
+  return [m](tcp::socket s) -> asio::awaitable<void> {
+    Bytes buf;
+    std::vector<std::uint8_t> chunk(64 * 1024);
+    std::int32_t nextId = 5000;
+    for (;;) {
+      auto [ec, n] = co_await s.async_read_some(asio::buffer(chunk), use_tuple);
+      buf.insert(buf.end(), chunk.begin(), chunk.begin() + static_cast<std::ptrdiff_t>(n));
+      while (buf.size() >= 16 && buf.size() >= static_cast<std::size_t>(le32(buf, 0))) {
+        const auto len = static_cast<std::size_t>(le32(buf, 0));
+        Bytes frame(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(len));
+        buf.erase(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(len));
+        auto msg = wire::decode(frame);
+        bool hello = false;
+        if (msg.ok()) {
+          if (const auto* op = std::get_if<wire::OpMsg>(&msg->body)) {
+            const std::string first = first_key_of(op->body);
+            hello = first == "hello" || first == "isMaster";
+          }
+        }
+        Doc reply;
+        if (hello) BSON_APPEND_BOOL(reply.b, "isWritablePrimary", m->me == m->hosts->front());
+        bson_t arr;
+        BSON_APPEND_ARRAY_BEGIN(reply.b, "hosts", &arr);
+        for (std::size_t i = 0; i < m->hosts->size(); ++i)
+          BSON_APPEND_UTF8(&arr, std::to_string(i).c_str(), (*m->hosts)[i].c_str());
+        bson_append_array_end(reply.b, &arr);
+        BSON_APPEND_UTF8(reply.b, "setName", "rs0");
+        BSON_APPEND_UTF8(reply.b, "me", m->me.c_str());
+        BSON_APPEND_DOUBLE(reply.b, "ok", 1.0);
+        auto out = wire::build_op_msg(nextId++, le32(frame, 4), 0, reply.view());
+        co_await asio::async_write(s, asio::buffer(out), use_tuple);
+      }
+      if (ec) co_return;
+    }
+  };
+}
+
+wire::Frame command_frame(std::int32_t requestId, const char* name) {
+  Doc cmd;
+  BSON_APPEND_INT32(cmd.b, name, 1);
+  BSON_APPEND_UTF8(cmd.b, "$db", "admin");
+  return wire::build_op_msg(requestId, 0, 0, cmd.view());
+}
+
+/// Reads one whole reply frame and decodes its body.
+std::string reply_json(Client& c) {
+  Bytes head = c.receive(16);
+  Bytes rest = c.receive(static_cast<std::size_t>(le32(head, 0)) - 16);
+  head.insert(head.end(), rest.begin(), rest.end());
+  auto m = wire::decode(head);
+  REQUIRE(m.ok());
+  return as_json(std::get<wire::OpMsg>(m->body).body);
+}
+
+}  // namespace
+
+TEST_CASE("members: hello replies name the listeners; a named member gets one first") {
+  std::vector<std::string> hosts(2);
+  auto a = std::make_shared<Member>(Member{&hosts, {}});
+  auto b = std::make_shared<Member>(Member{&hosts, {}});
+  FakeUpstream upA(member_server(a)), upB(member_server(b));
+  hosts[0] = a->me = "127.0.0.1:" + std::to_string(upA.port());
+  hosts[1] = b->me = "127.0.0.1:" + std::to_string(upB.port());
+  Proxy proxy(upA.port(), 2, {}, nullptr, {}, "127.0.0.1", std::nullopt,
+              [&](proxy::ProxyConfig& cfg) {
+                cfg.members.enabled = true;
+                cfg.members.seeds = {proxy::Endpoint{"127.0.0.1", upA.port()}};
+                cfg.members.rewriteHello = true;
+              });
+  // The seed's listener is the bound one, said on its line.
+  const std::string viaA = "127.0.0.1:" + std::to_string(proxy.bound.port);
+  CHECK(proxy.diags().at(0) == "varanus: member " + hosts[0] + " via " + viaA);
+  CHECK(proxy.server->member_addresses().size() == 1);
+
+  // Several clients at once on both I/O threads, the hello sent in pieces.
+  std::vector<std::thread> clients;
+  std::atomic<int> good{0};
+  for (int k = 0; k < 6; ++k) {
+    clients.emplace_back([&, k] {
+      Client c(proxy.bound.port);
+      const wire::Frame hello = command_frame(10 + k, "hello");
+      c.send(Bytes(hello.begin(), hello.begin() + 7));
+      c.send(Bytes(hello.begin() + 7, hello.end()));
+      const std::string r = reply_json(c);
+      // A non-hello reply naming members passes as the member sent it.
+      c.send(command_frame(20 + k, "ping"));
+      const std::string p = reply_json(c);
+      if (r.find(hosts[0]) == std::string::npos && r.find(hosts[1]) == std::string::npos &&
+          r.find("\"me\" : \"" + viaA + "\"") != std::string::npos &&
+          p.find(hosts[0]) != std::string::npos && p.find(hosts[1]) != std::string::npos)
+        ++good;
+    });
+  }
+  for (auto& t : clients) t.join();
+  CHECK(good == 6);
+  CHECK(proxy.stat("varanus_hello_rewrites_total") == 6);
+
+  // B got its listener before the first reply naming it was forwarded.
+  const auto map = proxy.server->member_addresses();
+  REQUIRE(map.size() == 2);
+  const std::string viaB = map.at(hosts[1]);
+  CHECK(viaB != viaA);
+  auto lines = proxy.diags();
+  CHECK(std::count(lines.begin(), lines.end(), "varanus: member " + hosts[1] + " via " + viaB) ==
+        1);
+  // ... and reaches B: its `me` comes back as B's listener.
+  const auto portB = static_cast<std::uint16_t>(std::stoi(viaB.substr(viaB.rfind(':') + 1)));
+  Client cb(portB);
+  cb.send(command_frame(1, "isMaster"));
+  const std::string rb = reply_json(cb);
+  CHECK(rb.find("\"me\" : \"" + viaB + "\"") != std::string::npos);
+  CHECK(upB.accepted() == 1);
+
+  // B leaves the set: its listener stops accepting; the open connection goes on.
+  proxy.server->remove_member(hosts[1]);
+  REQUIRE(eventually([&] {
+    asio::io_context ctx;
+    tcp::socket probe(ctx);
+    error_code ec;
+    probe.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), portB), ec);
+    return static_cast<bool>(ec);
+  }));
+  cb.send(command_frame(2, "ping"));
+  CHECK(reply_json(cb).find(hosts[1]) != std::string::npos);
 }
