@@ -1,0 +1,704 @@
+#!/usr/bin/env python3
+"""Byte-level transparency of varanus (issue 25, "Transparency").
+
+Every workload runs through two recording taps of this script's own:
+
+    client -> tapA -> varanus -> tapB -> varanus-stub
+
+Each tap is a separate process (`test_transparency.py --tap UPSTREAM DIR`,
+a selectors relay) that records, per TCP connection, the bytes of each
+direction: their length, SHA-256, the frames in them (opcodes, OP_MSG
+flags, compressors), and the bytes themselves (in memory, spilled to files
+in DIR past 1 MiB, so 48 MB messages cost no memory). On SIGTERM a tap
+stops accepting, lets its open connections finish, and writes DIR/index.json.
+
+Pairing: varanus opens one upstream connection per client connection, so
+tapA's connections and tapB's must be the same multiset of (client->server
+bytes, server->client bytes), matched by length and SHA-256 of the whole
+streams (timing plays no part). Any stream of one side without its equal on
+the other fails the test, printing, against the closest candidate (the one
+accepted at the same rank), the first differing offset and a hex window of
+both sides; so does a different number of connections or a connection
+still open when the workload is over.
+
+Workloads: PyMongo 3.11 with no compressor and with snappy, zlib and zstd
+(CRUD, bulk, aggregate, getMore, killCursors, exhaust cursors, w:0 writes,
+sessions, streaming hello with heartbeatFrequencyMS 500); messages near
+maxMessageSizeBytes (48,000,000); raw frames of every opcode (OP_QUERY,
+OP_GET_MORE, OP_KILL_CURSORS, OP_INSERT, OP_UPDATE, OP_DELETE, OP_COMPRESSED
+with each compressor, OP_MSG with kind-1 sequences / checksum / moreToCome /
+exhaustAllowed, OP_COMMAND); 200 concurrent connections each running a
+short mixed script; the Node.js driver's integration workload with each
+compressor; and varanus-bench --smoke (the project's load client and
+libmongoc) with the taps around the varanus it starts.
+
+    test_transparency.py VARANUS_BIN STUB_BIN BENCH_BIN [unittest args]
+
+Totals (connections, bytes and messages each way, opcodes) are printed per
+workload and for the whole run.
+"""
+import collections
+import hashlib
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+
+PROXY = STUB = STUB_ADDR = BENCH = ""
+
+OP_NAMES = {1: "OP_REPLY", 2001: "OP_UPDATE", 2002: "OP_INSERT", 2004: "OP_QUERY",
+            2005: "OP_GET_MORE", 2006: "OP_DELETE", 2007: "OP_KILL_CURSORS",
+            2010: "OP_COMMAND", 2011: "OP_COMMANDREPLY", 2012: "OP_COMPRESSED", 2013: "OP_MSG"}
+COMPRESSORS = {0: "noop", 1: "snappy", 2: "zlib", 3: "zstd"}
+CHECKSUM, MORE_TO_COME, EXHAUST_ALLOWED = 1, 1 << 1, 1 << 16
+SPILL = 1 << 20  # bytes of a stream kept in memory before it goes to a file
+DRAIN_SECONDS = 30.0  # how long a stopping tap waits for its connections
+
+
+# =============================================================== the tap
+class Frames:
+    """Counts the frames of one direction incrementally (headers only)."""
+
+    __slots__ = ("hdr", "skip", "length", "bad", "messages", "ops")
+
+    def __init__(self):
+        self.hdr = bytearray()
+        self.skip = 0
+        self.length = 0
+        self.bad = False
+        self.messages = 0
+        self.ops = collections.Counter()
+
+    def feed(self, data):
+        mv = memoryview(data)
+        i, n = 0, len(mv)
+        while i < n and not self.bad:
+            if self.skip:
+                t = min(self.skip, n - i)
+                self.skip -= t
+                i += t
+                continue
+            if len(self.hdr) < 4:
+                t = min(4 - len(self.hdr), n - i)
+                self.hdr += mv[i:i + t]
+                i += t
+                if len(self.hdr) < 4:
+                    break
+                self.length = struct.unpack_from("<i", self.hdr)[0]
+                if self.length < 16:
+                    self.bad = True
+                    break
+            want = min(self.length, 25)
+            t = min(want - len(self.hdr), n - i)
+            self.hdr += mv[i:i + t]
+            i += t
+            if len(self.hdr) < want:
+                break
+            self._classify()
+            self.skip = self.length - want
+            self.hdr = bytearray()
+
+    def _classify(self):
+        h = self.hdr
+        self.messages += 1
+        (op,) = struct.unpack_from("<i", h, 12)
+        name = OP_NAMES.get(op, f"opcode {op}")
+        if op == 2013 and len(h) >= 20:
+            (flags,) = struct.unpack_from("<I", h, 16)
+            for bit, what in ((CHECKSUM, "checksum"), (MORE_TO_COME, "moreToCome"),
+                              (EXHAUST_ALLOWED, "exhaustAllowed")):
+                if flags & bit:
+                    self.ops[f"OP_MSG {what}"] += 1
+        elif op == 2012 and len(h) >= 25:
+            (inner,) = struct.unpack_from("<i", h, 16)
+            name = (f"OP_COMPRESSED({OP_NAMES.get(inner, inner)}, "
+                    f"{COMPRESSORS.get(h[24], h[24])})")
+        self.ops[name] += 1
+
+
+class Stream:
+    """One direction of one connection: hash, length, frames, the bytes."""
+
+    def __init__(self, spill_path):
+        self.sha = hashlib.sha256()
+        self.length = 0
+        self.frames = Frames()
+        self.buf = bytearray()
+        self.file = None
+        self.spill_path = spill_path
+
+    def add(self, data):
+        self.sha.update(data)
+        self.length += len(data)
+        self.frames.feed(data)
+        if self.file is not None:
+            self.file.write(data)
+            return
+        self.buf += data
+        if len(self.buf) > SPILL:
+            self.file = open(self.spill_path, "wb")
+            self.file.write(self.buf)
+            self.buf = bytearray()
+
+    def finish(self, small):
+        """Closes the spill file, or appends the bytes to the shared file
+        `small` (an open binary file); returns the stream's record."""
+        if self.file is not None:
+            self.file.close()
+            where = (self.spill_path, 0)
+        else:
+            where = (small.name, small.tell())
+            small.write(self.buf)
+            self.buf = bytearray()
+        return {"file": where[0], "offset": where[1], "length": self.length,
+                "sha256": self.sha.hexdigest(), "messages": self.frames.messages,
+                "ops": dict(self.frames.ops), "unparsed": self.frames.bad}
+
+
+class ServerReset(Exception):
+    """The server side of a tap's connection reset it or refused a write."""
+
+
+class Pipe:
+    """src -> dst, with what dst has not taken yet."""
+
+    def __init__(self, src, dst, stream):
+        self.src, self.dst, self.stream = src, dst, stream
+        self.out = bytearray()
+        self.eof = False  # src said FIN
+        self.shut = False  # FIN passed on to dst
+
+
+class Conn:
+    def __init__(self, number, client, upstream, outdir):
+        self.number = number
+        self.accepted = time.time()
+        self.client, self.upstream = client, upstream
+        self.up = Pipe(client, upstream, Stream(os.path.join(outdir, f"c{number}-up.bin")))
+        self.down = Pipe(upstream, client, Stream(os.path.join(outdir, f"c{number}-down.bin")))
+        self.end = None
+        self.client_reset = False
+
+
+class Tap:
+    HIGH_WATER = 8 << 20  # bytes waiting for dst before src is no longer read
+
+    def __init__(self, upstream, outdir):
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host.strip("[]"), int(port))
+        self.outdir = outdir
+        self.sel = selectors.DefaultSelector()
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ, None)
+        self.conns = {}  # socket -> Conn
+        self.done = []
+        self.count = 0
+        self.stopping = False
+        self.small = open(os.path.join(outdir, "streams.bin"), "wb")
+
+    def address(self):
+        return "%s:%d" % self.listener.getsockname()[:2]
+
+    def run(self):
+        deadline = None
+        while True:
+            if self.stopping and deadline is None:
+                deadline = time.monotonic() + DRAIN_SECONDS
+                self.sel.unregister(self.listener)
+                self.listener.close()
+            if deadline is not None and (not self.conns or time.monotonic() > deadline):
+                break
+            for key, events in self.sel.select(0.1):
+                if key.data is None:
+                    self.accept()
+                else:
+                    self.service(key.data, key.fileobj, events)
+        for conn in {id(c): c for c in self.conns.values()}.values():
+            self.finish(conn, "open")
+        self.small.close()
+        with open(os.path.join(self.outdir, "index.json.tmp"), "w") as f:
+            json.dump({"connections": self.done, "accepted": self.count}, f)
+        os.rename(os.path.join(self.outdir, "index.json.tmp"),
+                  os.path.join(self.outdir, "index.json"))
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            self.count += 1
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=10)
+            except OSError as e:
+                client.close()
+                self.done.append({"number": self.count, "end": f"upstream connect failed: {e}"})
+                continue
+            for s in (client, upstream):
+                s.setblocking(False)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = Conn(self.count, client, upstream, self.outdir)
+            self.conns[client] = self.conns[upstream] = conn
+            self.sel.register(client, selectors.EVENT_READ, conn)
+            self.sel.register(upstream, selectors.EVENT_READ, conn)
+
+    def service(self, conn, sock, events):
+        try:
+            if events & selectors.EVENT_WRITE:
+                for p in (conn.up, conn.down):
+                    if p.dst is sock:
+                        self.flush(conn, p)
+            if events & selectors.EVENT_READ:
+                p = conn.up if sock is conn.client else conn.down
+                if not p.eof and len(p.out) < self.HIGH_WATER:
+                    self.read(conn, p)
+        except ServerReset as e:
+            self.finish(conn, f"reset by the server side: {e}")
+            return
+        if all(p.eof and p.shut for p in (conn.up, conn.down)):
+            self.finish(conn, "closed after a client reset" if conn.client_reset else "closed")
+            return
+        self.interest(conn)
+
+    def read(self, conn, p):
+        try:
+            data = p.src.recv(1 << 18)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            if p.src is conn.client:
+                self.lose_client(conn)
+                return
+            raise ServerReset(e) from e
+        if not data:
+            p.eof = True
+        else:
+            p.stream.add(data)
+            if not (conn.client_reset and p.dst is conn.client):
+                p.out += data
+        self.flush(conn, p)
+
+    def flush(self, conn, p):
+        if conn.client_reset and p.dst is conn.client:
+            p.out.clear()  # the client is gone: what the server says is only recorded
+        while p.out:
+            try:
+                sent = p.dst.send(p.out)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if p.dst is conn.client:
+                    self.lose_client(conn)
+                    return
+                raise ServerReset(e) from e
+            del p.out[:sent]
+        if p.eof and not p.out and not p.shut:
+            if not (conn.client_reset and p.dst is conn.client):
+                try:
+                    p.dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+            p.shut = True
+
+    def lose_client(self, conn):
+        """The client reset the connection (a driver closing a monitoring
+        socket with a reply unread does): passed on as a FIN, so the server
+        side ends as it would and what it still sends is recorded."""
+        conn.client_reset = True
+        try:
+            self.sel.unregister(conn.client)
+        except (KeyError, ValueError):
+            pass
+        conn.client.close()
+        conn.up.eof = True
+        conn.down.out.clear()
+        self.flush(conn, conn.up)
+        self.flush(conn, conn.down)
+
+    def interest(self, conn):
+        for sock in (conn.client, conn.upstream):
+            if sock is conn.client and conn.client_reset:
+                continue
+            rd = conn.up if sock is conn.client else conn.down
+            wr = conn.down if sock is conn.client else conn.up
+            ev = 0
+            if not rd.eof and len(rd.out) < self.HIGH_WATER:
+                ev |= selectors.EVENT_READ
+            if wr.out:
+                ev |= selectors.EVENT_WRITE
+            try:
+                key = self.sel.get_key(sock)
+            except KeyError:
+                key = None
+            if ev == 0:
+                if key is not None:
+                    self.sel.unregister(sock)
+            elif key is None:
+                self.sel.register(sock, ev, conn)
+            elif key.events != ev:
+                self.sel.modify(sock, ev, conn)
+
+    def finish(self, conn, how):
+        if conn.end is not None:
+            return
+        conn.end = how
+        for sock in (conn.client, conn.upstream):
+            self.conns.pop(sock, None)
+            try:
+                self.sel.unregister(sock)
+            except (KeyError, ValueError):
+                pass
+            sock.close()
+        self.done.append({"number": conn.number, "accepted": conn.accepted, "end": how,
+                          "up": conn.up.stream.finish(self.small),
+                          "down": conn.down.stream.finish(self.small)})
+
+
+def tap_main(upstream, outdir):
+    tap = Tap(upstream, outdir)
+
+    def stop(*_):
+        tap.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(tap.address(), flush=True)
+    tap.run()
+    return 0
+
+
+# =============================================================== comparing
+def read_bytes(rec, start=0, n=None):
+    n = rec["length"] - start if n is None else min(n, rec["length"] - start)
+    if n <= 0:
+        return b""
+    with open(rec["file"], "rb") as f:
+        f.seek(rec["offset"] + start)
+        return f.read(n)
+
+
+def first_difference(a, b):
+    """(offset, None) of the first byte where streams a and b differ, reading
+    1 MiB at a time; None if equal."""
+    off, step = 0, 1 << 20
+    while True:
+        x, y = read_bytes(a, off, step), read_bytes(b, off, step)
+        if x != y:
+            for i in range(min(len(x), len(y))):
+                if x[i] != y[i]:
+                    return off + i
+            return off + min(len(x), len(y))
+        if not x:
+            return None
+        off += step
+
+
+def hex_window(rec, at, before=32, after=48):
+    start = max(0, at - before)
+    data = read_bytes(rec, start, before + after)
+    lines = []
+    for i in range(0, len(data), 16):
+        chunk = data[i:i + 16]
+        mark = " <" if start + i <= at < start + i + 16 else ""
+        lines.append(f"    {start + i:10d}  {chunk.hex(' ')}{mark}")
+    return "\n".join(lines) or "    (no bytes)"
+
+
+def key_of(c):
+    return (c["up"]["sha256"], c["up"]["length"], c["down"]["sha256"], c["down"]["length"])
+
+
+def explain(a, b):
+    """What differs between tapA's connection a and tapB's connection b."""
+    out = [f"  tapA connection #{a['number']} (end: {a['end']}) vs tapB connection "
+           f"#{b['number'] if b else '-'} ({b['end'] if b else 'no candidate'})"]
+    if b is None:
+        return "\n".join(out)
+    for d, what_a, what_b in (("up", "client -> varanus", "varanus -> stub"),
+                              ("down", "varanus -> client", "stub -> varanus")):
+        at = first_difference(a[d], b[d])
+        if at is None:
+            out.append(f"   {d}: equal ({a[d]['length']} bytes)")
+            continue
+        out.append(f"   {d}: {what_a} {a[d]['length']} bytes, {what_b} {b[d]['length']} bytes; "
+                   f"first difference at offset {at}")
+        out.append(f"   tapA ({what_a}):\n" + hex_window(a[d], at))
+        out.append(f"   tapB ({what_b}):\n" + hex_window(b[d], at))
+    return "\n".join(out)
+
+
+def compare(index_a, index_b):
+    """Returns (problems, totals) for the two taps' records."""
+    problems = []
+    a_all, b_all = index_a["connections"], index_b["connections"]
+    for side, conns in (("tapA", a_all), ("tapB", b_all)):
+        for c in conns:
+            if c["end"] not in ("closed", "closed after a client reset"):
+                problems.append(f"{side} connection #{c['number']} ended '{c['end']}'")
+            elif c["up"]["unparsed"] or c["down"]["unparsed"]:
+                problems.append(f"{side} connection #{c['number']}: a stream that is not frames")
+    a = sorted((c for c in a_all if "up" in c), key=lambda c: c["number"])
+    b = sorted((c for c in b_all if "up" in c), key=lambda c: c["number"])
+    if len(a_all) != len(b_all):
+        problems.append(f"{len(a_all)} connections at tapA (client side), {len(b_all)} at tapB "
+                        "(upstream side)")
+    ca = collections.Counter(key_of(c) for c in a)
+    cb = collections.Counter(key_of(c) for c in b)
+    missing_b = ca - cb
+    missing_a = cb - ca
+    if missing_b or missing_a:
+        left_a = [c for c in a if missing_b[key_of(c)] > 0]
+        left_b = [c for c in b if missing_a[key_of(c)] > 0]
+        problems.append(f"{sum(missing_b.values())} tapA streams without an equal at tapB, "
+                        f"{sum(missing_a.values())} tapB streams without an equal at tapA")
+        # Closest candidates: same rank among the unmatched, by order of accept.
+        for i, c in enumerate(left_a[:5]):
+            problems.append(explain(c, left_b[i] if i < len(left_b) else None))
+        for c in left_b[len(left_a):len(left_a) + 3]:
+            problems.append(f"  tapB connection #{c['number']} has no tapA counterpart "
+                            f"(up {c['up']['length']} bytes, down {c['down']['length']} bytes)")
+    totals = collections.Counter()
+    ops = collections.Counter()
+    for c in a:
+        totals["connections"] += 1
+        if c["end"] != "closed":
+            totals["client resets"] += 1
+        totals["bytes client->server"] += c["up"]["length"]
+        totals["bytes server->client"] += c["down"]["length"]
+        totals["messages client->server"] += c["up"]["messages"]
+        totals["messages server->client"] += c["down"]["messages"]
+        totals["largest stream"] = max(totals["largest stream"], c["up"]["length"],
+                                       c["down"]["length"])
+        ops.update(c["up"]["ops"])
+        ops.update(c["down"]["ops"])
+    return problems, totals, ops
+
+
+# =============================================================== the chain
+class TapProcess:
+    """A tap in a process of its own (this script with --tap)."""
+
+    def __init__(self, upstream, outdir):
+        from harness import Server
+        os.makedirs(outdir, exist_ok=True)
+        self.outdir = outdir
+        self.server = Server([sys.executable, os.path.abspath(__file__), "--tap", upstream, outdir],
+                             name=f"tap({os.path.basename(outdir)})",
+                             stop_timeout=DRAIN_SECONDS + 30)
+        self.server.start()
+        self.address = self.server.address
+
+    def stop(self):
+        self.server.stop()
+        with open(os.path.join(self.outdir, "index.json")) as f:
+            return json.load(f)
+
+
+class Chain:
+    """tapA -> varanus -> tapB -> the stub, for one workload."""
+
+    def __init__(self, tmpdir, name, stub_addr=None):
+        from harness import Server
+        self.dir = os.path.join(tmpdir, name)
+        self.tap_b = TapProcess(stub_addr or STUB_ADDR, os.path.join(self.dir, "tapB"))
+        self.events = os.path.join(self.dir, "events.jsonl")
+        self.proxy = Server([PROXY, "--listen", "127.0.0.1:0", "--upstream", self.tap_b.address,
+                             "--log-file", self.events],
+                            address_from="stderr", address_regex=r"listening on ([^\s,]+)")
+        self.proxy.start()
+        self.tap_a = TapProcess(self.proxy.address, os.path.join(self.dir, "tapA"))
+        self.address = self.tap_a.address
+        host, port = self.address.rsplit(":", 1)
+        self.host, self.port = host, int(port)
+
+    def uri(self, **opts):
+        q = "&".join(f"{k}={v}" for k, v in {"directConnection": "true", **opts}.items())
+        return f"mongodb://{self.address}/?{q}"
+
+    def stop(self):
+        """Stops tapA (its connections finish first), varanus, tapB; returns
+        both taps' records."""
+        index_a = self.tap_a.stop()
+        self.proxy.stop()
+        index_b = self.tap_b.stop()
+        return index_a, index_b
+
+
+GRAND = collections.Counter()
+GRAND_OPS = collections.Counter()
+
+
+class TransparencyTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="varanus-transparency-")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def run_through(self, name, workload, expect_ops=()):
+        """Runs workload(chain) through a fresh chain, stops it, and asserts
+        the two taps saw the same bytes; returns the ops seen."""
+        chain = Chain(self.tmp, name)
+        try:
+            workload(chain)
+        except BaseException:
+            try:
+                chain.stop()
+            except Exception as e:  # noqa: BLE001 - the workload's failure matters more
+                sys.stderr.write(f"(while stopping after a failure) {e}\n")
+            raise
+        index_a, index_b = chain.stop()
+        problems, totals, ops = compare(index_a, index_b)
+        report = ", ".join(f"{k} {v:,}" for k, v in totals.items())
+        sys.stderr.write(f"\n[{name}] {report}\n[{name}] opcodes: "
+                         + ", ".join(f"{k} {v:,}" for k, v in sorted(ops.items())) + "\n")
+        self.assertFalse(problems, f"{name}: the bytes differ across varanus:\n"
+                         + "\n".join(problems))
+        self.assertGreater(totals["connections"], 0, "the workload went through the taps")
+        for op in expect_ops:
+            self.assertIn(op, ops, f"{name}: the workload was to send {op}")
+        totals.pop("largest stream", None)
+        GRAND.update(totals)
+        GRAND["workloads"] += 1
+        GRAND_OPS.update(ops)
+        shutil.rmtree(chain.dir, ignore_errors=True)
+        return totals, ops
+
+    # ------------------------------------------------------------ PyMongo
+    def pymongo_workload(self, compressor):
+        import pymongo
+        from bson import Int64
+        from pymongo import CursorType, MongoClient, ReturnDocument
+        from pymongo.write_concern import WriteConcern
+
+        def work(chain):
+            opts = {"heartbeatFrequencyMS": "500", "appName": f"transparency-{compressor}"}
+            if compressor != "none":
+                opts["compressors"] = compressor
+            client = MongoClient(chain.uri(**opts), serverSelectionTimeoutMS=10000)
+            try:
+                status0 = client.admin.command("serverStatus")["varanusStub"]
+                db = client[f"tr_{compressor}"]
+                db.drop_collection("c")
+                c = db.c
+                c.insert_one({"_id": 0, "kind": "one", "n": 0})
+                c.insert_many([{"_id": i, "n": i, "s": "x" * (i % 50), "tags": [i % 3, i % 5]}
+                               for i in range(1, 3000)])  # kind-1 sequences, several batches
+                self.assertEqual(c.count_documents({}), 3000)
+                self.assertEqual(c.estimated_document_count(), 3000)
+                self.assertEqual(len(list(c.find({"n": {"$gte": 100}}).batch_size(97))), 2900)
+                self.assertEqual(c.find_one({"_id": 7})["n"], 7)
+                c.update_one({"_id": 1}, {"$set": {"u": 1}, "$inc": {"n": 10}})
+                c.update_many({"n": {"$lt": 50}}, {"$set": {"small": True}})
+                c.replace_one({"_id": 2}, {"replaced": True})
+                c.update_one({"_id": "up"}, {"$setOnInsert": {"n": -1}}, upsert=True)
+                c.find_one_and_update({"_id": 3}, {"$inc": {"n": 1}},
+                                      return_document=ReturnDocument.AFTER)
+                c.delete_one({"_id": 4})
+                c.delete_many({"n": {"$gte": 2900}})
+                self.assertEqual(sorted(c.distinct("tags")), [0, 1, 2, 3, 4])
+                list(c.aggregate([{"$match": {"n": {"$lt": 500}}},
+                                  {"$group": {"_id": "$small", "total": {"$sum": "$n"}}}]))
+                c.bulk_write([pymongo.InsertOne({"_id": "b1"}), pymongo.InsertOne({"_id": "b2"}),
+                              pymongo.UpdateOne({"_id": "b1"}, {"$set": {"x": 1}}),
+                              pymongo.DeleteOne({"_id": "b2"}),
+                              pymongo.ReplaceOne({"_id": "b1"}, {"y": 2})], ordered=False)
+                c.create_index("n")
+                list(c.list_indexes())
+                db.list_collection_names()
+                client.list_database_names()
+                # getMore then killCursors: a cursor closed half-way.
+                cur = c.find({}).batch_size(10)
+                for _ in range(25):
+                    next(cur)
+                cur.close()
+                # Exhaust cursor.
+                got = list(c.find({}, cursor_type=CursorType.EXHAUST).batch_size(50))
+                self.assertGreater(len(got), 2000)
+                # w:0 writes (moreToCome), then a normal read to settle them.
+                w0 = c.with_options(write_concern=WriteConcern(w=0))
+                for i in range(40):
+                    w0.insert_one({"_id": f"w0-{i}", "n": i})
+                w0.update_many({"_id": {"$in": ["w0-1", "w0-2"]}}, {"$set": {"z": 1}})
+                w0.delete_one({"_id": "w0-3"})
+                w0.insert_many([{"_id": f"w0m-{i}"} for i in range(100)], ordered=False)
+                from harness import wait_for
+                wait_for(lambda: c.find_one({"_id": "w0m-99"}) is not None,
+                         "the w:0 inserts applied")
+                # Sessions: explicit lsid on commands, then endSessions at close.
+                with client.start_session() as s:
+                    c.find_one({"_id": 5}, session=s)
+                    c.insert_one({"_id": "sess"}, session=s)
+                    client.admin.command("refreshSessions", [s.session_id])
+                for cmd in ("ping", "buildInfo", "connectionStatus", "whatsmyuri",
+                            "listDatabases"):
+                    client.admin.command(cmd)
+                client.admin.command({"getParameter": 1, "featureCompatibilityVersion": 1})
+                client.admin.command({"killCursors": "c", "cursors": [Int64(12345)]})
+                # An error reply (unknown command) goes through as well.
+                with self.assertRaises(pymongo.errors.OperationFailure):
+                    db.command("noSuchCommand")
+                # Streaming hello: awaited replies keep coming while the
+                # workload is over (heartbeatFrequencyMS 500).
+                from harness import wait_for as wf
+                wf(lambda: client.admin.command("serverStatus")["varanusStub"]["awaitedHelloOut"]
+                   >= status0["awaitedHelloOut"] + 2, "two awaited hello replies")
+                if compressor != "none":
+                    now = client.admin.command("serverStatus")["varanusStub"]
+                    self.assertGreater(now["compressedIn"][compressor],
+                                       status0["compressedIn"][compressor],
+                                       f"{compressor} was used")
+            finally:
+                client.close()
+        return work
+
+    def test_pymongo_no_compression(self):
+        self.run_through("pymongo-none", self.pymongo_workload("none"),
+                         expect_ops=("OP_MSG", "OP_MSG moreToCome", "OP_MSG exhaustAllowed"))
+
+    def test_pymongo_snappy(self):
+        self.run_through("pymongo-snappy", self.pymongo_workload("snappy"),
+                         expect_ops=("OP_COMPRESSED(OP_MSG, snappy)",))
+
+    def test_pymongo_zlib(self):
+        self.run_through("pymongo-zlib", self.pymongo_workload("zlib"),
+                         expect_ops=("OP_COMPRESSED(OP_MSG, zlib)",))
+
+    def test_pymongo_zstd(self):
+        self.run_through("pymongo-zstd", self.pymongo_workload("zstd"),
+                         expect_ops=("OP_COMPRESSED(OP_MSG, zstd)",))
+
+
+def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "--tap":
+        return tap_main(sys.argv[2], sys.argv[3])
+    from harness import start_stub
+    global PROXY, STUB, STUB_ADDR, BENCH
+    PROXY, STUB, BENCH = sys.argv[1], sys.argv[2], sys.argv[3]
+    with start_stub(STUB) as stub:
+        STUB_ADDR = stub.address
+        prog = unittest.main(argv=[sys.argv[0]] + sys.argv[4:], exit=False)
+    sys.stderr.write("\ntransparency totals: " + ", ".join(
+        f"{k} {v:,}" for k, v in GRAND.items()) + "\ntransparency opcodes: " + ", ".join(
+        f"{k} {v:,}" for k, v in sorted(GRAND_OPS.items())) + "\n")
+    return 0 if prog.result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
