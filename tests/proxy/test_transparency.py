@@ -72,7 +72,7 @@ DRAIN_SECONDS = 30.0  # how long a stopping tap waits for its connections
 class Frames:
     """Counts the frames of one direction incrementally (headers only)."""
 
-    __slots__ = ("hdr", "skip", "length", "bad", "messages", "ops")
+    __slots__ = ("hdr", "skip", "length", "bad", "messages", "ops", "largest")
 
     def __init__(self):
         self.hdr = bytearray()
@@ -81,6 +81,7 @@ class Frames:
         self.bad = False
         self.messages = 0
         self.ops = collections.Counter()
+        self.largest = 0
 
     def feed(self, data):
         mv = memoryview(data)
@@ -114,6 +115,7 @@ class Frames:
     def _classify(self):
         h = self.hdr
         self.messages += 1
+        self.largest = max(self.largest, self.length)
         (op,) = struct.unpack_from("<i", h, 12)
         name = OP_NAMES.get(op, f"opcode {op}")
         if op == 2013 and len(h) >= 20:
@@ -165,6 +167,7 @@ class Stream:
             self.buf = bytearray()
         return {"file": where[0], "offset": where[1], "length": self.length,
                 "sha256": self.sha.hexdigest(), "messages": self.frames.messages,
+                "largest": self.frames.largest,
                 "ops": dict(self.frames.ops), "unparsed": self.frames.bad}
 
 
@@ -481,11 +484,146 @@ def compare(index_a, index_b):
         totals["bytes server->client"] += c["down"]["length"]
         totals["messages client->server"] += c["up"]["messages"]
         totals["messages server->client"] += c["down"]["messages"]
-        totals["largest stream"] = max(totals["largest stream"], c["up"]["length"],
-                                       c["down"]["length"])
+        totals["largest message"] = max(totals["largest message"], c["up"]["largest"],
+                                        c["down"]["largest"])
         ops.update(c["up"]["ops"])
         ops.update(c["down"]["ops"])
     return problems, totals, ops
+
+
+
+# =============================================================== raw frames
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+CRC32C = _crc32c_table()
+
+
+def crc32c(data):
+    c = 0xFFFFFFFF
+    for b in data:
+        c = CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def compress(compressor, data):
+    if compressor == 1:
+        import snappy
+        return snappy.compress(data)
+    if compressor == 2:
+        return zlib.compress(data)
+    import zstandard
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def decompress(compressor, data):
+    if compressor == 1:
+        import snappy
+        return snappy.uncompress(data)
+    if compressor == 2:
+        return zlib.decompress(data)
+    import zstandard
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
+class Raw:
+    """A client of raw frames: every opcode, built here byte by byte."""
+
+    def __init__(self, address, timeout=30.0):
+        import bson  # python3-pymongo's
+        self.bson = bson
+        host, port = address.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.next_id = 0
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, opcode, body, compressor=None):
+        self.next_id += 1
+        if compressor is not None:
+            body = struct.pack("<iiB", opcode, len(body), compressor) + compress(compressor, body)
+            opcode = 2012
+        self.sock.sendall(struct.pack("<iiii", 16 + len(body), self.next_id, 0, opcode) + body)
+        return self.next_id
+
+    def msg(self, doc, flags=0, sequences=(), checksum=False, compressor=None):
+        body = struct.pack("<I", flags | (CHECKSUM if checksum else 0)) + b"\x00"
+        body += self.bson.encode(doc)
+        for ident, docs in sequences:
+            payload = ident.encode() + b"\x00" + b"".join(self.bson.encode(d) for d in docs)
+            body += b"\x01" + struct.pack("<i", 4 + len(payload)) + payload
+        if checksum:
+            header = struct.pack("<iiii", 16 + len(body) + 4, self.next_id + 1, 0, 2013)
+            body += struct.pack("<I", crc32c(header + body))
+        return self.send(2013, body, compressor)
+
+    def query(self, ns, query, n_return=-1, flags=0, skip=0, compressor=None):
+        body = struct.pack("<i", flags) + ns.encode() + b"\x00" + struct.pack("<ii", skip, n_return)
+        return self.send(2004, body + self.bson.encode(query), compressor)
+
+    def get_more(self, ns, n_return, cursor_id):
+        body = struct.pack("<i", 0) + ns.encode() + b"\x00" + struct.pack("<iq", n_return, cursor_id)
+        return self.send(2005, body)
+
+    def kill_cursors(self, ids):
+        body = struct.pack("<ii", 0, len(ids)) + b"".join(struct.pack("<q", i) for i in ids)
+        return self.send(2007, body)
+
+    def legacy_write(self, opcode, ns, *docs):
+        """OP_INSERT (flags, ns, docs) or OP_UPDATE / OP_DELETE (ZERO, ns,
+        flags, selector[, update])."""
+        body = struct.pack("<i", 0) + ns.encode() + b"\x00"
+        if opcode != 2002:
+            body += struct.pack("<i", 0)
+        return self.send(opcode, body + b"".join(self.bson.encode(d) for d in docs))
+
+    def recv_exact(self, n):
+        chunks, got = [], 0
+        while got < n:
+            chunk = self.sock.recv(min(n - got, 1 << 20))
+            if not chunk:
+                raise EOFError(f"connection closed after {got} of {n} bytes")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def recv(self):
+        """(responseTo, opcode, flags, docs, cursor id) of the next reply."""
+        length, _, response_to, opcode = struct.unpack("<iiii", self.recv_exact(16))
+        rest = self.recv_exact(length - 16)
+        if opcode == 2012:
+            opcode, size, compressor = struct.unpack("<iiB", rest[:9])
+            rest = decompress(compressor, rest[9:])
+            assert len(rest) == size, "uncompressedSize"
+        if opcode == 2013:
+            (flags,) = struct.unpack("<I", rest[:4])
+            doc = self.bson.decode(rest[5:5 + struct.unpack("<i", rest[5:9])[0]])
+            return response_to, opcode, flags, [doc], None
+        assert opcode == 1, f"opcode {opcode}"
+        flags, cursor_id, _, n = struct.unpack("<iqii", rest[:20])
+        docs = self.bson.decode_all(rest[20:])
+        assert len(docs) == n
+        return response_to, opcode, flags, docs, cursor_id
+
+    def command(self, doc, **kw):
+        rid = self.msg(doc, **kw)
+        response_to, _, flags, docs, _ = self.recv()
+        assert response_to == rid and not flags & MORE_TO_COME
+        return docs[0]
+
+    def legacy_command(self, db, doc, compressor=None):
+        rid = self.query(db + ".$cmd", doc, compressor=compressor)
+        response_to, opcode, _, docs, _ = self.recv()
+        assert response_to == rid and opcode == 1
+        return docs[0]
 
 
 # =============================================================== the chain
@@ -573,8 +711,9 @@ class TransparencyTest(unittest.TestCase):
         self.assertGreater(totals["connections"], 0, "the workload went through the taps")
         for op in expect_ops:
             self.assertIn(op, ops, f"{name}: the workload was to send {op}")
-        totals.pop("largest stream", None)
-        GRAND.update(totals)
+        grand = collections.Counter(totals)
+        GRAND["largest message"] = max(GRAND["largest message"], grand.pop("largest message"))
+        GRAND.update(grand)
         GRAND["workloads"] += 1
         GRAND_OPS.update(ops)
         shutil.rmtree(chain.dir, ignore_errors=True)
@@ -683,6 +822,168 @@ class TransparencyTest(unittest.TestCase):
     def test_pymongo_zstd(self):
         self.run_through("pymongo-zstd", self.pymongo_workload("zstd"),
                          expect_ops=("OP_COMPRESSED(OP_MSG, zstd)",))
+
+    # ------------------------------------------------------------ raw frames
+    def raw_legacy(self, chain):
+        from bson import Int64
+        r = Raw(chain.address)
+        try:
+            hello = r.legacy_command("admin", {"isMaster": 1, "client": {"application": {
+                "name": "transparency-raw"}}, "compression": ["snappy", "zlib", "zstd"]})
+            self.assertEqual(hello["ok"], 1.0)
+            self.assertEqual(hello["compression"], ["snappy", "zlib", "zstd"])
+            r.command({"drop": "legacy", "$db": "raw"})
+            reply = r.command({"insert": "legacy", "$db": "raw"},
+                              sequences=[("documents", [{"_id": i, "v": "x" * (i % 30)}
+                                                        for i in range(500)])])
+            self.assertEqual(reply["n"], 500)
+            # OP_QUERY on a collection, OP_GET_MORE, OP_KILL_CURSORS.
+            rid = r.query("raw.legacy", {"$query": {}, "$orderby": {"_id": 1}}, n_return=50)
+            to, op, _, docs, cursor = r.recv()
+            self.assertEqual((to, op, len(docs)), (rid, 1, 50))
+            self.assertNotEqual(cursor, 0)
+            rid = r.get_more("raw.legacy", 100, cursor)
+            to, _, _, docs, cursor = r.recv()
+            self.assertEqual((to, len(docs)), (rid, 100))
+            r.kill_cursors([cursor])
+            # OP_QUERY with the Exhaust flag: OP_REPLYs until cursor id 0.
+            rid = r.query("raw.legacy", {}, n_return=60, flags=1 << 6)
+            seen = 0
+            while True:
+                to, _, _, docs, cursor = r.recv()
+                seen += len(docs)
+                if cursor == 0:
+                    break
+            self.assertEqual(seen, 500)
+            # OP_INSERT / OP_UPDATE / OP_DELETE: ignored by a 6.0 server.
+            r.legacy_write(2002, "raw.legacy", {"_id": "op_insert"}, {"_id": "op_insert2"})
+            r.legacy_write(2001, "raw.legacy", {"_id": 1}, {"$set": {"u": 1}})
+            r.legacy_write(2006, "raw.legacy", {"_id": 2})
+            self.assertEqual(r.command({"ping": 1, "$db": "admin"})["ok"], 1.0)
+            # OP_COMPRESSED with each compressor, around OP_MSG and OP_QUERY.
+            for comp in (1, 2, 3):
+                reply = r.command({"find": "legacy", "filter": {"_id": {"$lt": 40}},
+                                   "$db": "raw"}, compressor=comp)
+                self.assertEqual(len(reply["cursor"]["firstBatch"]), 40)
+                reply = r.legacy_command("admin", {"ping": 1}, compressor=comp)
+                self.assertEqual(reply["ok"], 1.0)
+            # OP_MSG with a checksum.
+            self.assertEqual(r.command({"ping": 1, "$db": "admin"}, checksum=True)["ok"], 1.0)
+            # moreToCome (w:0): applied, never answered.
+            for i in range(5):
+                r.msg({"insert": "legacy", "writeConcern": {"w": 0}, "$db": "raw"},
+                      flags=MORE_TO_COME, sequences=[("documents", [{"_id": f"w0-{i}"}])])
+            r.msg({"update": "legacy", "writeConcern": {"w": 0}, "$db": "raw",
+                   "updates": [{"q": {"_id": "w0-0"}, "u": {"$set": {"z": 1}}}]},
+                  flags=MORE_TO_COME, compressor=3)
+            reply = r.command({"count": "legacy", "query": {"_id": {"$in": [
+                f"w0-{i}" for i in range(5)]}}, "$db": "raw"})
+            self.assertEqual(reply["n"], 5)
+            # OP_MSG exhaust getMore: moreToCome replies until cursor id 0.
+            reply = r.command({"find": "legacy", "batchSize": 7, "$db": "raw"})
+            rid = r.msg({"getMore": Int64(reply["cursor"]["id"]), "collection": "legacy",
+                         "batchSize": 40, "$db": "raw"}, flags=EXHAUST_ALLOWED)
+            batches = 0
+            while True:
+                _, _, flags, docs, _ = r.recv()
+                batches += 1
+                if not flags & MORE_TO_COME:
+                    self.assertEqual(docs[0]["cursor"]["id"], 0)
+                    break
+            self.assertGreater(batches, 5)
+            # Sessions and transactions as far as the stub goes.
+            lsid = {"id": self.bson.Binary(os.urandom(16), 4)}
+            r.command({"find": "legacy", "filter": {"_id": 1}, "lsid": lsid, "$db": "raw"})
+            r.command({"commitTransaction": 1, "lsid": lsid, "txnNumber": Int64(1),
+                       "autocommit": False, "$db": "admin"})
+            r.command({"abortTransaction": 1, "lsid": lsid, "txnNumber": Int64(2),
+                       "autocommit": False, "$db": "admin"})
+            r.command({"endSessions": [lsid], "$db": "admin"})
+            # Errors shaped as mongod's.
+            self.assertEqual(r.command({"noSuchCommand": 1, "$db": "raw"})["code"], 59)
+            reply = r.command({"insert": "legacy", "documents": [{"_id": 1}], "$db": "raw"})
+            self.assertEqual(reply["writeErrors"][0]["code"], 11000)
+        finally:
+            r.close()
+        # A streaming hello with exhaustAllowed: three replies, then the
+        # client hangs up with the next one unread.
+        r = Raw(chain.address)
+        try:
+            hello = r.command({"hello": 1, "$db": "admin"})
+            r.msg({"hello": 1, "topologyVersion": hello["topologyVersion"],
+                   "maxAwaitTimeMS": 100, "$db": "admin"}, flags=EXHAUST_ALLOWED)
+            for _ in range(3):
+                _, _, flags, docs, _ = r.recv()
+                self.assertTrue(flags & MORE_TO_COME)
+        finally:
+            r.close()
+        # OP_COMMAND (3.2-era): the stub closes the connection on it.
+        r = Raw(chain.address)
+        try:
+            self.assertEqual(r.command({"ping": 1, "$db": "admin"})["ok"], 1.0)
+            body = (b"admin\x00ping\x00" + self.bson.encode({"ping": 1}) + self.bson.encode({}))
+            r.send(2010, body)
+            r.sock.settimeout(10)
+            self.assertEqual(r.sock.recv(100), b"", "the stub closes on OP_COMMAND")
+        finally:
+            r.close()
+
+    def test_raw_frames_of_every_opcode(self):
+        import bson
+        self.bson = bson
+        self.run_through("raw-opcodes", self.raw_legacy, expect_ops=(
+            "OP_QUERY", "OP_REPLY", "OP_GET_MORE", "OP_KILL_CURSORS", "OP_INSERT", "OP_UPDATE",
+            "OP_DELETE", "OP_COMMAND", "OP_MSG checksum", "OP_MSG moreToCome",
+            "OP_MSG exhaustAllowed", "OP_COMPRESSED(OP_MSG, snappy)",
+            "OP_COMPRESSED(OP_MSG, zlib)", "OP_COMPRESSED(OP_MSG, zstd)",
+            "OP_COMPRESSED(OP_QUERY, zstd)", "OP_COMPRESSED(OP_REPLY, snappy)"))
+
+    # ------------------------------------------------------------ 48 MB
+    def large_messages(self, chain):
+        from pymongo import MongoClient
+        limit = 48_000_000
+        # Raw: one OP_MSG insert of exactly maxMessageSizeBytes, 46 documents
+        # of random bytes in a kind-1 sequence.
+        r = Raw(chain.address, timeout=120)
+        try:
+            r.command({"drop": "big", "$db": "large"})
+            docs = [{"_id": i, "b": self.bson.Binary(os.urandom(1_000_000))} for i in range(46)]
+            head = struct.pack("<I", 0) + b"\x00" + self.bson.encode({"insert": "big",
+                                                                       "$db": "large"})
+            size = 16 + len(head) + 1 + 4 + len(b"documents\x00") + sum(
+                len(self.bson.encode(d)) for d in docs)
+            pad = limit - size
+            docs[-1]["pad"] = "p" * (pad - len(self.bson.encode({"pad": ""})) + 5)
+            r.msg({"insert": "big", "$db": "large"}, sequences=[("documents", docs)])
+            _, _, _, reply, _ = r.recv()
+            self.assertEqual(reply[0].get("n"), 46, reply[0])
+            self.assertEqual(reply[0]["n"], 46)
+        finally:
+            r.close()
+        # PyMongo: batches split at maxMessageSizeBytes, a 16 MiB document,
+        # and the reads back (replies of up to 16 MiB a batch); once plain,
+        # once with zstd on compressible bytes (47 MB inflating from ~50 kB).
+        for comp in ("none", "zstd"):
+            opts = {"compressors": comp} if comp != "none" else {}
+            client = MongoClient(chain.uri(**opts), serverSelectionTimeoutMS=10000,
+                                 socketTimeoutMS=120000)
+            try:
+                c = client.large[f"py_{comp}"]
+                c.drop()
+                filler = (lambda n: os.urandom(n)) if comp == "none" else (lambda n: b"z" * n)
+                c.insert_many([{"_id": i, "b": filler(1_000_000)} for i in range(60)])
+                c.insert_one({"_id": "max", "b": filler(16 * 1024 * 1024 - 100)})
+                got = sum(len(d["b"]) for d in c.find({}))
+                self.assertEqual(got, 60 * 1_000_000 + 16 * 1024 * 1024 - 100)
+            finally:
+                client.close()
+
+    def test_messages_up_to_48_mb(self):
+        import bson
+        self.bson = bson
+        totals, _ = self.run_through("large-messages", self.large_messages)
+        self.assertGreater(totals["bytes client->server"], 2 * 48_000_000)
+        self.assertEqual(totals["largest message"], 48_000_000)
 
 
 def main():
