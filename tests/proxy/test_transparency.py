@@ -689,10 +689,10 @@ class TransparencyTest(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp, ignore_errors=True)
 
-    def run_through(self, name, workload, expect_ops=()):
+    def run_through(self, name, workload, expect_ops=(), stub_addr=None):
         """Runs workload(chain) through a fresh chain, stops it, and asserts
-        the two taps saw the same bytes; returns the ops seen."""
-        chain = Chain(self.tmp, name)
+        the two taps saw the same bytes; returns the totals and ops seen."""
+        chain = Chain(self.tmp, name, stub_addr)
         try:
             workload(chain)
         except BaseException:
@@ -984,6 +984,90 @@ class TransparencyTest(unittest.TestCase):
         totals, _ = self.run_through("large-messages", self.large_messages)
         self.assertGreater(totals["bytes client->server"], 2 * 48_000_000)
         self.assertEqual(totals["largest message"], 48_000_000)
+
+    # ------------------------------------------------------------ 200 at once
+    def many_connections(self, chain, n=200):
+        """n sockets open at once (a barrier), each running a short mixed
+        script: handshake, insert, find + getMore, w:0, compressed ping,
+        legacy query, exhaust getMore."""
+        from bson import Int64
+        barrier = threading.Barrier(n, timeout=60)
+        errors = []
+
+        def one(i):
+            try:
+                r = Raw(chain.address, timeout=60)
+            except OSError as e:
+                errors.append(f"{i}: connect: {e}")
+                barrier.abort()
+                return
+            try:
+                barrier.wait()
+                r.legacy_command("admin", {"isMaster": 1, "compression": ["snappy", "zlib",
+                                                                          "zstd"]})
+                coll = f"c{i % 7}"
+                r.command({"insert": coll, "$db": "many"},
+                          sequences=[("documents", [{"i": i, "k": k} for k in range(20)])])
+                reply = r.command({"find": coll, "filter": {"i": i}, "batchSize": 5,
+                                   "$db": "many"})
+                cursor = reply["cursor"]["id"]
+                reply = r.command({"getMore": Int64(cursor), "collection": coll, "batchSize": 5,
+                                   "$db": "many"})
+                r.msg({"insert": coll, "writeConcern": {"w": 0}, "$db": "many"},
+                      flags=MORE_TO_COME, sequences=[("documents", [{"i": i, "w0": True}])])
+                comp = 1 + i % 3
+                r.command({"ping": 1, "$db": "admin"}, compressor=comp)
+                rid = r.query(f"many.{coll}", {"i": i}, n_return=4)
+                to, _, _, docs, cursor = r.recv()
+                if to != rid or len(docs) != 4:
+                    raise AssertionError(f"legacy query: {to} {rid} {len(docs)}")
+                r.kill_cursors([cursor])
+                reply = r.command({"find": coll, "filter": {"i": i}, "batchSize": 3,
+                                   "$db": "many"})
+                r.msg({"getMore": Int64(reply["cursor"]["id"]), "collection": coll,
+                       "batchSize": 3, "$db": "many"}, flags=EXHAUST_ALLOWED, compressor=comp)
+                while True:
+                    _, _, flags, docs, _ = r.recv()
+                    if not flags & MORE_TO_COME:
+                        break
+                if r.command({"count": coll, "query": {"i": i}, "$db": "many"})["n"] != 21:
+                    raise AssertionError("count")
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(f"{i}: {type(e).__name__}: {e}")
+                barrier.abort()
+            finally:
+                r.close()
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertFalse([t for t in threads if t.is_alive()], "clients finished")
+        self.assertFalse(errors, "\n".join(errors[:10]))
+
+    def test_200_connections_at_once(self):
+        totals, _ = self.run_through("200-connections", self.many_connections)
+        self.assertEqual(totals["connections"], 200)
+
+    # ------------------------------------------------------------ Node.js
+    def test_node_driver(self):
+        node = shutil.which("node")
+        self.assertIsNotNone(node, "node not found (scripts/install-deps.sh installs it)")
+        script = os.path.join(HERE, "..", "integration", "node", "workload.js")
+        self.assertTrue(os.path.isdir(os.path.join(os.path.dirname(script), "node_modules")),
+                        "the pinned Node driver is not installed: bash scripts/setup-node.sh")
+        for comp in ("none", "snappy", "zlib", "zstd"):
+            def work(chain, comp=comp):
+                run = subprocess.run([node, script, f"mongodb://{chain.address}/", comp],
+                                     capture_output=True, text=True, timeout=180)
+                self.assertEqual(run.returncode, 0,
+                                 f"workload.js {comp}:\n{run.stdout}\n{run.stderr}")
+            expect = () if comp == "none" else (f"OP_COMPRESSED(OP_MSG, {comp})",)
+            # A stub of its own: workload.js checks the stub's counters from zero.
+            from harness import start_stub
+            with start_stub(STUB) as stub:
+                self.run_through(f"node-{comp}", work, expect_ops=expect, stub_addr=stub.address)
 
 
 def main():
