@@ -372,6 +372,7 @@ class Tap:
 
 
 def tap_main(upstream, outdir):
+    os.makedirs(outdir, exist_ok=True)
     tap = Tap(upstream, outdir)
 
     def stop(*_):
@@ -382,6 +383,70 @@ def tap_main(upstream, outdir):
     print(tap.address(), flush=True)
     tap.run()
     return 0
+
+
+def wrap_main(real, record_dir, args):
+    """Stands in for varanus when varanus-bench starts it (--varanus is a
+    script calling this): the real varanus, with tapB before its upstream
+    and tapA before its listening port, which is the one announced. Each
+    start records in a directory RECORD_DIR/run-*/ of its own: tapA/,
+    tapB/, varanus.rc, and `done` once both taps have written their index.
+    The taps and varanus run in sessions of their own, so a SIGKILL from
+    the bench cannot lose the records."""
+    if "--listen" not in args or "--upstream" not in args:
+        os.execv(real, [real] + args)  # --help, --check-config
+    args = list(args)
+    run = tempfile.mkdtemp(prefix="run-", dir=record_dir)
+    if "--admin" in args or "--metrics" in args:
+        open(os.path.join(run, "admin"), "w").close()  # its health check connects upstream
+
+    def tap(upstream, name):
+        p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--tap", upstream,
+                              os.path.join(run, name)], stdout=subprocess.PIPE,
+                             start_new_session=True)
+        return p, p.stdout.readline().decode().strip()
+
+    tap_b, b_addr = tap(args[args.index("--upstream") + 1], "tapB")
+    args[args.index("--upstream") + 1] = b_addr
+    listen = args.index("--listen") + 1
+    args[listen] = "127.0.0.1:0"
+    proxy = subprocess.Popen([real] + args, stderr=subprocess.PIPE, start_new_session=True)
+    tap_a = None
+    for raw in proxy.stderr:
+        line = raw.decode("utf-8", "replace")
+        if tap_a is None and "listening on" in line:
+            v_addr = line.split("listening on", 1)[1].split()[0].rstrip(",")
+            tap_a, a_addr = tap(v_addr, "tapA")
+            line = line.replace(v_addr, a_addr)
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        if tap_a is not None:
+            break
+
+    def forward():
+        for raw in proxy.stderr:
+            sys.stderr.write(raw.decode("utf-8", "replace"))
+            sys.stderr.flush()
+
+    threading.Thread(target=forward, daemon=True).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.05) and proxy.poll() is None:
+        pass
+    if proxy.poll() is None:
+        proxy.send_signal(signal.SIGTERM)
+    rc = proxy.wait(60)
+    with open(os.path.join(run, "varanus.rc"), "w") as f:
+        f.write(str(rc))
+    for t in (tap_a, tap_b):
+        if t is not None:
+            t.send_signal(signal.SIGTERM)
+    for t in (tap_a, tap_b):
+        if t is not None:
+            t.wait(DRAIN_SECONDS + 10)
+    open(os.path.join(run, "done"), "w").close()
+    return rc
 
 
 # =============================================================== comparing
@@ -444,10 +509,24 @@ def explain(a, b):
     return "\n".join(out)
 
 
-def compare(index_a, index_b):
-    """Returns (problems, totals) for the two taps' records."""
+def is_empty(c):
+    return "up" in c and c["up"]["length"] == 0 and c["down"]["length"] == 0
+
+
+def compare(index_a, index_b, health_checks=False):
+    """Returns (problems, totals, ops) for the two taps' records.
+
+    health_checks: varanus ran with an admin endpoint, whose health check
+    connects to the upstream now and then and closes without a byte: that
+    many connections empty both ways at tapB beyond those at tapA are
+    varanus's own, counted apart, not a difference."""
     problems = []
-    a_all, b_all = index_a["connections"], index_b["connections"]
+    a_all, b_all = index_a["connections"], list(index_b["connections"])
+    checks = 0
+    if health_checks:
+        checks = max(0, sum(map(is_empty, b_all)) - sum(map(is_empty, a_all)))
+        for _ in range(checks):
+            b_all.remove(next(c for c in b_all if is_empty(c)))
     for side, conns in (("tapA", a_all), ("tapB", b_all)):
         for c in conns:
             if c["end"] not in ("closed", "closed after a client reset"):
@@ -475,6 +554,8 @@ def compare(index_a, index_b):
             problems.append(f"  tapB connection #{c['number']} has no tapA counterpart "
                             f"(up {c['up']['length']} bytes, down {c['down']['length']} bytes)")
     totals = collections.Counter()
+    if checks:
+        totals["health-check connections (tapB only, no bytes)"] = checks
     ops = collections.Counter()
     for c in a:
         totals["connections"] += 1
@@ -1069,10 +1150,60 @@ class TransparencyTest(unittest.TestCase):
             with start_stub(STUB) as stub:
                 self.run_through(f"node-{comp}", work, expect_ops=expect, stub_addr=stub.address)
 
+    # ------------------------------------------------------------ varanus-bench
+    def test_varanus_bench_smoke(self):
+        """varanus-bench --smoke (the project's load client: ping latency,
+        find/insert mix, 1 MB inserts, getMore, churn, the large message,
+        and libmongoc's ping and mix) against a varanus wrapped in taps."""
+        from harness import wait_for
+        rec = os.path.join(self.tmp, "bench")
+        os.makedirs(rec)
+        wrapper = os.path.join(self.tmp, "varanus-tapped")
+        with open(wrapper, "w") as f:
+            f.write(f'#!/bin/sh\nexec {sys.executable} {os.path.abspath(__file__)} '
+                    f'--wrap-varanus {PROXY} {rec} "$@"\n')
+        os.chmod(wrapper, 0o755)
+        run = subprocess.run([BENCH, "--smoke", "--varanus", wrapper, "--stub", STUB,
+                              ],
+                             capture_output=True, text=True, timeout=600)
+        self.assertEqual(run.returncode, 0, f"varanus-bench:\n{run.stdout}\n{run.stderr}")
+        runs = sorted(os.path.join(rec, d) for d in os.listdir(rec) if d.startswith("run-"))
+        self.assertTrue(runs, "varanus-bench started the wrapped varanus")
+        all_problems, grand, grand_ops = [], collections.Counter(), collections.Counter()
+        for r in runs:
+            wait_for(lambda: os.path.exists(os.path.join(r, "done")), f"{r} recorded", 90)
+            with open(os.path.join(r, "varanus.rc")) as f:
+                self.assertEqual(f.read(), "0", "varanus exited 0")
+            with open(os.path.join(r, "tapA", "index.json")) as fa, \
+                    open(os.path.join(r, "tapB", "index.json")) as fb:
+                problems, totals, ops = compare(json.load(fa), json.load(fb), health_checks=(
+                    os.path.exists(os.path.join(r, "admin"))))
+            all_problems += problems
+            grand["largest message"] = max(grand["largest message"],
+                                           totals.pop("largest message", 0))
+            grand.update(totals)
+            grand_ops.update(ops)
+        sys.stderr.write(f"\n[varanus-bench] {len(runs)} varanus run(s); "
+                         + ", ".join(f"{k} {v:,}" for k, v in grand.items())
+                         + "\n[varanus-bench] opcodes: "
+                         + ", ".join(f"{k} {v:,}" for k, v in sorted(grand_ops.items())) + "\n")
+        self.assertFalse(all_problems, "varanus-bench: the bytes differ across varanus:\n"
+                         + "\n".join(all_problems))
+        self.assertGreater(grand["connections"], 100, "the churn went through the taps")
+        self.assertGreater(grand["largest message"], 7_000_000, "the large message")
+        largest = grand.pop("largest message")
+        GRAND["largest message"] = max(GRAND["largest message"], largest)
+        GRAND.update(grand)
+        GRAND["workloads"] += 1
+        GRAND_OPS.update(grand_ops)
+        shutil.rmtree(rec, ignore_errors=True)
+
 
 def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "--tap":
         return tap_main(sys.argv[2], sys.argv[3])
+    if len(sys.argv) >= 2 and sys.argv[1] == "--wrap-varanus":
+        return wrap_main(sys.argv[2], sys.argv[3], sys.argv[4:])
     from harness import start_stub
     global PROXY, STUB, STUB_ADDR, BENCH
     PROXY, STUB, BENCH = sys.argv[1], sys.argv[2], sys.argv[3]
