@@ -1198,6 +1198,48 @@ class TransparencyTest(unittest.TestCase):
         GRAND_OPS.update(grand_ops)
         shutil.rmtree(rec, ignore_errors=True)
 
+    # ------------------------------------------------------------ the harness itself
+    def test_harness_reports_a_changed_byte_and_a_missing_connection(self):
+        """compare() on records that differ: one byte changed at offset
+        70,000 of a 100,000-byte stream, and one extra upstream connection."""
+        d = tempfile.mkdtemp(dir=self.tmp)
+        data = bytearray(os.urandom(100_000))
+        files = iter(range(1 << 30))
+
+        def record(number, up, down=b"reply"):
+            recs = {}
+            for name, b in (("up", up), ("down", down)):
+                path = os.path.join(d, f"stream-{next(files)}")
+                with open(path, "wb") as f:
+                    f.write(b)
+                recs[name] = {"file": path, "offset": 0, "length": len(b),
+                              "sha256": hashlib.sha256(b).hexdigest(), "messages": 1,
+                              "largest": len(b), "ops": {"OP_MSG": 1}, "unparsed": False}
+            return {"number": number, "end": "closed", **recs}
+
+        same = record(1, b"same bytes")
+        a = {"connections": [same, record(2, bytes(data))]}
+        changed = bytearray(data)
+        changed[70_000] ^= 0x20
+        b = {"connections": [record(1, b"same bytes"), record(2, bytes(changed)),
+                             record(3, b"")]}
+        problems, totals, _ = compare(a, b)
+        text = "\n".join(problems)
+        self.assertIn("2 connections at tapA (client side), 3 at tapB", text)
+        self.assertIn("first difference at offset 70000", text)
+        self.assertIn(f"{70_000 - 70_000 % 16:10d}", text)  # the hex window's row
+        self.assertIn("down: equal (5 bytes)", text)
+        self.assertIn("tapB connection #3 has no tapA counterpart", text)
+        self.assertEqual(totals["connections"], 2)
+        # Equal records: nothing to report; an empty extra one is a health
+        # check only when the run had an admin endpoint.
+        self.assertEqual(compare(a, {"connections": [record(1, b"same bytes"),
+                                                     record(2, bytes(data))]})[0], [])
+        extra = {"connections": [record(1, b"same bytes"), record(2, bytes(data)),
+                                 record(3, b"", b"")]}
+        self.assertTrue(compare(a, extra)[0])
+        self.assertEqual(compare(a, extra, health_checks=True)[0], [])
+
 
 def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "--tap":
