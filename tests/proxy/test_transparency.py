@@ -1240,6 +1240,114 @@ class TransparencyTest(unittest.TestCase):
         self.assertTrue(compare(a, extra)[0])
         self.assertEqual(compare(a, extra, health_checks=True)[0], [])
 
+    # ------------------------------------------------------------ long and mixed
+    def test_long_mixed_workload(self):
+        """Four PyMongo clients at once (none, snappy, zlib, zstd), four
+        threads each, a seeded random mix of reads, writes, w:0, exhaust and
+        aggregates for VARANUS_TRANSPARENCY_SECONDS (default 20)."""
+        import random
+        import pymongo
+        from pymongo import CursorType, MongoClient
+        from pymongo.write_concern import WriteConcern
+        seconds = float(os.environ.get("VARANUS_TRANSPARENCY_SECONDS", "20"))
+
+        def work(chain):
+            clients = []
+            for comp in ("none", "snappy", "zlib", "zstd"):
+                opts = {"heartbeatFrequencyMS": "500", "appName": f"long-{comp}",
+                        "maxPoolSize": "4"}
+                if comp != "none":
+                    opts["compressors"] = comp
+                clients.append(MongoClient(chain.uri(**opts), serverSelectionTimeoutMS=10000))
+            errors, ops = [], collections.Counter()
+            deadline = time.monotonic() + seconds
+
+            def worker(client, seed):
+                rnd = random.Random(seed)
+                c = client.long[f"c{seed % 3}"]
+                w0 = c.with_options(write_concern=WriteConcern(w=0))
+                n = 0
+                try:
+                    while time.monotonic() < deadline:
+                        n += 1
+                        k = rnd.randrange(12)
+                        key = f"{seed}-{n}"
+                        if k == 0:
+                            c.insert_many([{"s": seed, "n": n, "i": i, "pad": "p" * rnd.randrange(
+                                2000)} for i in range(rnd.randrange(1, 200))])
+                        elif k == 1:
+                            c.insert_one({"_id": key, "s": seed})
+                        elif k == 2:
+                            list(c.find({"s": seed}).batch_size(rnd.randrange(1, 50)).limit(300))
+                        elif k == 3:
+                            c.update_many({"s": seed, "n": {"$lt": n}}, {"$inc": {"u": 1}})
+                        elif k == 4:
+                            c.delete_many({"s": seed, "n": {"$lt": n - 50}})
+                        elif k == 5:
+                            w0.insert_one({"_id": "w0-" + key, "s": seed})
+                        elif k == 6:
+                            list(c.find({"s": seed, "n": {"$gt": n - 10}},
+                                        cursor_type=CursorType.EXHAUST)
+                                 .batch_size(rnd.randrange(1, 30)))
+                        elif k == 7:
+                            list(c.aggregate([{"$match": {"s": seed}},
+                                              {"$group": {"_id": "$n", "c": {"$sum": 1}}}]))
+                        elif k == 8:
+                            c.count_documents({"s": seed})
+                        elif k == 9:
+                            c.bulk_write([pymongo.InsertOne({"_id": "b-" + key}),
+                                          pymongo.UpdateOne({"_id": "b-" + key},
+                                                            {"$set": {"x": n}}),
+                                          pymongo.DeleteOne({"_id": "b-" + key})])
+                        elif k == 10:
+                            c.find_one_and_update({"s": seed}, {"$inc": {"f": 1}})
+                        else:
+                            client.admin.command("ping")
+                        ops[k] += 1
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(f"worker {seed}: {type(e).__name__}: {e}")
+
+            threads = [threading.Thread(target=worker, args=(cl, 4 * i + j))
+                       for i, cl in enumerate(clients) for j in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(seconds + 120)
+            for cl in clients:
+                cl.close()
+            self.assertFalse(errors, "\n".join(errors[:10]))
+            self.assertEqual(len(ops), 12, f"every kind of operation ran: {dict(ops)}")
+            sys.stderr.write(f"\n[long-mixed] {sum(ops.values()):,} operations in {seconds:g} s\n")
+
+        self.run_through("long-mixed", work, expect_ops=(
+            "OP_MSG", "OP_COMPRESSED(OP_MSG, snappy)", "OP_COMPRESSED(OP_MSG, zlib)",
+            "OP_COMPRESSED(OP_MSG, zstd)", "OP_QUERY", "OP_REPLY", "OP_MSG moreToCome"))
+
+    # ------------------------------------------------------------ a replica-set member
+    def test_replica_set_member_relayed_unchanged(self):
+        """A HOST:PORT upstream that is a replica-set member: varanus is not
+        in replica-set mode, so its hello replies (setName, hosts, primary,
+        me: the member's own address) reach the driver byte for byte.
+        (Rewriting them is replica-set mode's business, which varanus refuses
+        at start-up for now: README, "The upstream as a connection string".)"""
+        from harness import start_stub
+        from pymongo import MongoClient
+
+        with start_stub(STUB, "--replset", "rs0", "--members", "1") as member:
+            def work(chain):
+                client = MongoClient(chain.uri(heartbeatFrequencyMS="500"),
+                                     serverSelectionTimeoutMS=10000)
+                try:
+                    hello = client.admin.command("hello")
+                    self.assertEqual(hello["setName"], "rs0")
+                    self.assertEqual(hello["me"], member.address)
+                    self.assertEqual(hello["hosts"], [member.address])
+                    client.rs.c.insert_many([{"i": i} for i in range(100)])
+                    self.assertEqual(client.rs.c.count_documents({}), 100)
+                finally:
+                    client.close()
+            self.run_through("replica-set-member", work, stub_addr=member.address)
+
 
 def main():
     if len(sys.argv) >= 2 and sys.argv[1] == "--tap":
