@@ -17,20 +17,31 @@ tapA's connections and tapB's must be the same multiset of (client->server
 bytes, server->client bytes), matched by length and SHA-256 of the whole
 streams (timing plays no part). Any stream of one side without its equal on
 the other fails the test, printing, against the closest candidate (the one
-accepted at the same rank), the first differing offset and a hex window of
-both sides; so does a different number of connections or a connection
-still open when the workload is over.
+at the same rank by order of accept), the first differing offset and a hex
+window of both sides; so does a different number of connections, a
+connection still open when the workload is over, or one the server side
+reset. Two things are not differences: a client that resets its connection
+(PyMongo closing a monitoring socket with a streaming hello reply unread)
+is passed on by tapA as a FIN, and tapA keeps recording what varanus still
+sends, so the streams stay comparable; and with an admin endpoint
+(varanus-bench's Prometheus target) varanus's health check opens upstream
+connections of its own that carry no byte, counted apart.
 
 Workloads: PyMongo 3.11 with no compressor and with snappy, zlib and zstd
 (CRUD, bulk, aggregate, getMore, killCursors, exhaust cursors, w:0 writes,
-sessions, streaming hello with heartbeatFrequencyMS 500); messages near
-maxMessageSizeBytes (48,000,000); raw frames of every opcode (OP_QUERY,
-OP_GET_MORE, OP_KILL_CURSORS, OP_INSERT, OP_UPDATE, OP_DELETE, OP_COMPRESSED
-with each compressor, OP_MSG with kind-1 sequences / checksum / moreToCome /
-exhaustAllowed, OP_COMMAND); 200 concurrent connections each running a
-short mixed script; the Node.js driver's integration workload with each
-compressor; and varanus-bench --smoke (the project's load client and
-libmongoc) with the taps around the varanus it starts.
+sessions, streaming hello with heartbeatFrequencyMS 500); four PyMongo
+clients with four threads each on a random mix for
+VARANUS_TRANSPARENCY_SECONDS (default 20); messages of exactly
+maxMessageSizeBytes (48,000,000) and PyMongo batches split at it; raw
+frames of every opcode (OP_QUERY, OP_GET_MORE, OP_KILL_CURSORS, OP_INSERT,
+OP_UPDATE, OP_DELETE, OP_COMPRESSED with each compressor, OP_MSG with kind-1
+sequences / checksum / moreToCome / exhaustAllowed, OP_COMMAND); 200
+concurrent connections each running a short mixed script; a replica-set
+member behind a HOST:PORT upstream (hello replies unchanged); the Node.js
+driver's integration workload with each compressor; and varanus-bench
+--smoke (the project's load client and libmongoc) with the taps around every
+varanus it starts (`--wrap-varanus`). One more case checks the comparison
+itself on records that differ.
 
     test_transparency.py VARANUS_BIN STUB_BIN BENCH_BIN [unittest args]
 
@@ -56,6 +67,7 @@ import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+from harness import Server, start_stub, wait_for  # noqa: E402  (stdlib only: taps load it fast)
 
 PROXY = STUB = STUB_ADDR = BENCH = ""
 
@@ -651,7 +663,8 @@ class Raw:
         return self.send(2004, body + self.bson.encode(query), compressor)
 
     def get_more(self, ns, n_return, cursor_id):
-        body = struct.pack("<i", 0) + ns.encode() + b"\x00" + struct.pack("<iq", n_return, cursor_id)
+        body = struct.pack("<i", 0) + ns.encode() + b"\x00"
+        body += struct.pack("<iq", n_return, cursor_id)
         return self.send(2005, body)
 
     def kill_cursors(self, ids):
@@ -712,7 +725,6 @@ class TapProcess:
     """A tap in a process of its own (this script with --tap)."""
 
     def __init__(self, upstream, outdir):
-        from harness import Server
         os.makedirs(outdir, exist_ok=True)
         self.outdir = outdir
         self.server = Server([sys.executable, os.path.abspath(__file__), "--tap", upstream, outdir],
@@ -731,7 +743,6 @@ class Chain:
     """tapA -> varanus -> tapB -> the stub, for one workload."""
 
     def __init__(self, tmpdir, name, stub_addr=None):
-        from harness import Server
         self.dir = os.path.join(tmpdir, name)
         self.tap_b = TapProcess(stub_addr or STUB_ADDR, os.path.join(self.dir, "tapB"))
         self.events = os.path.join(self.dir, "events.jsonl")
@@ -764,6 +775,8 @@ GRAND_OPS = collections.Counter()
 class TransparencyTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
+        import bson  # python3-pymongo's
+        cls.bson = bson
         cls.tmp = tempfile.mkdtemp(prefix="varanus-transparency-")
 
     @classmethod
@@ -858,7 +871,6 @@ class TransparencyTest(unittest.TestCase):
                 w0.update_many({"_id": {"$in": ["w0-1", "w0-2"]}}, {"$set": {"z": 1}})
                 w0.delete_one({"_id": "w0-3"})
                 w0.insert_many([{"_id": f"w0m-{i}"} for i in range(100)], ordered=False)
-                from harness import wait_for
                 wait_for(lambda: c.find_one({"_id": "w0m-99"}) is not None,
                          "the w:0 inserts applied")
                 # Sessions: explicit lsid on commands, then endSessions at close.
@@ -876,9 +888,10 @@ class TransparencyTest(unittest.TestCase):
                     db.command("noSuchCommand")
                 # Streaming hello: awaited replies keep coming while the
                 # workload is over (heartbeatFrequencyMS 500).
-                from harness import wait_for as wf
-                wf(lambda: client.admin.command("serverStatus")["varanusStub"]["awaitedHelloOut"]
-                   >= status0["awaitedHelloOut"] + 2, "two awaited hello replies")
+                def awaited():
+                    return client.admin.command("serverStatus")["varanusStub"]["awaitedHelloOut"]
+                wait_for(lambda: awaited() >= status0["awaitedHelloOut"] + 2,
+                         "two awaited hello replies")
                 if compressor != "none":
                     now = client.admin.command("serverStatus")["varanusStub"]
                     self.assertGreater(now["compressedIn"][compressor],
@@ -1010,8 +1023,6 @@ class TransparencyTest(unittest.TestCase):
             r.close()
 
     def test_raw_frames_of_every_opcode(self):
-        import bson
-        self.bson = bson
         self.run_through("raw-opcodes", self.raw_legacy, expect_ops=(
             "OP_QUERY", "OP_REPLY", "OP_GET_MORE", "OP_KILL_CURSORS", "OP_INSERT", "OP_UPDATE",
             "OP_DELETE", "OP_COMMAND", "OP_MSG checksum", "OP_MSG moreToCome",
@@ -1060,8 +1071,6 @@ class TransparencyTest(unittest.TestCase):
                 client.close()
 
     def test_messages_up_to_48_mb(self):
-        import bson
-        self.bson = bson
         totals, _ = self.run_through("large-messages", self.large_messages)
         self.assertGreater(totals["bytes client->server"], 2 * 48_000_000)
         self.assertEqual(totals["largest message"], 48_000_000)
@@ -1146,7 +1155,6 @@ class TransparencyTest(unittest.TestCase):
                                  f"workload.js {comp}:\n{run.stdout}\n{run.stderr}")
             expect = () if comp == "none" else (f"OP_COMPRESSED(OP_MSG, {comp})",)
             # A stub of its own: workload.js checks the stub's counters from zero.
-            from harness import start_stub
             with start_stub(STUB) as stub:
                 self.run_through(f"node-{comp}", work, expect_ops=expect, stub_addr=stub.address)
 
@@ -1155,7 +1163,6 @@ class TransparencyTest(unittest.TestCase):
         """varanus-bench --smoke (the project's load client: ping latency,
         find/insert mix, 1 MB inserts, getMore, churn, the large message,
         and libmongoc's ping and mix) against a varanus wrapped in taps."""
-        from harness import wait_for
         rec = os.path.join(self.tmp, "bench")
         os.makedirs(rec)
         wrapper = os.path.join(self.tmp, "varanus-tapped")
@@ -1330,7 +1337,6 @@ class TransparencyTest(unittest.TestCase):
         me: the member's own address) reach the driver byte for byte.
         (Rewriting them is replica-set mode's business, which varanus refuses
         at start-up for now: README, "The upstream as a connection string".)"""
-        from harness import start_stub
         from pymongo import MongoClient
 
         with start_stub(STUB, "--replset", "rs0", "--members", "1") as member:
@@ -1354,7 +1360,6 @@ def main():
         return tap_main(sys.argv[2], sys.argv[3])
     if len(sys.argv) >= 2 and sys.argv[1] == "--wrap-varanus":
         return wrap_main(sys.argv[2], sys.argv[3], sys.argv[4:])
-    from harness import start_stub
     global PROXY, STUB, STUB_ADDR, BENCH
     PROXY, STUB, BENCH = sys.argv[1], sys.argv[2], sys.argv[3]
     with start_stub(STUB) as stub:
