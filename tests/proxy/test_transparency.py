@@ -272,6 +272,8 @@ class Tap:
             self.sel.register(upstream, selectors.EVENT_READ, conn)
 
     def service(self, conn, sock, events):
+        if conn.end is not None or (sock is conn.client and conn.client_reset):
+            return  # ended (or its client lost) by an earlier event of the same select
         try:
             if events & selectors.EVENT_WRITE:
                 for p in (conn.up, conn.down):
