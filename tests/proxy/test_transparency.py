@@ -306,8 +306,12 @@ class Tap:
         else:
             p.stream.add(data)
             if not (conn.client_reset and p.dst is conn.client):
-                p.out += data
+                p.out += self.alter(conn, p, data)
         self.flush(conn, p)
+
+    def alter(self, conn, p, data):
+        """What is passed on for `data` (a tap passes it on unchanged)."""
+        return data
 
     def flush(self, conn, p):
         if conn.client_reset and p.dst is conn.client:
@@ -383,6 +387,22 @@ class Tap:
         self.done.append({"number": conn.number, "accepted": conn.accepted, "end": how,
                           "up": conn.up.stream.finish(self.small),
                           "down": conn.down.stream.finish(self.small)})
+
+
+class CorruptingRelay(Tap):
+    """Not transparent on purpose (the harness's own check): flips bit 5 of
+    the client's byte at offset `at` of each connection."""
+
+    def __init__(self, upstream, outdir, at):
+        super().__init__(upstream, outdir)
+        self.at = at
+
+    def alter(self, conn, p, data):
+        start = p.stream.length - len(data)
+        if p is conn.up and start <= self.at < start + len(data):
+            data = bytearray(data)
+            data[self.at - start] ^= 0x20
+        return data
 
 
 def tap_main(upstream, outdir):
@@ -1355,6 +1375,39 @@ class TransparencyTest(unittest.TestCase):
                 finally:
                     client.close()
             self.run_through("replica-set-member", work, stub_addr=member.address)
+
+    def test_harness_catches_a_relay_that_changes_one_byte(self):
+        """tapA -> a relay that flips one bit of the client's bytes -> tapB ->
+        the stub: the taps and the pairing report it, with its offset."""
+        d = os.path.join(self.tmp, "corrupting")
+        tap_b = TapProcess(STUB_ADDR, os.path.join(d, "tapB"))
+        doc = {"ping": 1, "comment": "a" * 64, "$db": "admin"}
+        at = 16 + 5 + self.bson.encode(doc).index(b"a" * 64) + 10
+        os.makedirs(os.path.join(d, "relay"))
+        relay = CorruptingRelay(tap_b.address, os.path.join(d, "relay"), at)
+        thread = threading.Thread(target=relay.run, daemon=True)
+        thread.start()
+        tap_a = TapProcess(relay.address(), os.path.join(d, "tapA"))
+        try:
+            r = Raw(tap_a.address)
+            try:
+                self.assertEqual(r.command(doc)["ok"], 1.0)  # 'aaaAaa': still a ping
+            finally:
+                r.close()
+        finally:
+            index_a = tap_a.stop()
+            relay.stopping = True
+            thread.join(DRAIN_SECONDS + 10)
+            index_b = tap_b.stop()
+        problems, totals, _ = compare(index_a, index_b)
+        text = "\n".join(problems)
+        self.assertIn("1 tapA streams without an equal at tapB", text)
+        self.assertIn(f"up: client -> varanus {totals['bytes client->server']} bytes, "
+                      f"varanus -> stub {totals['bytes client->server']} bytes; "
+                      f"first difference at offset {at}", text)
+        self.assertIn("down: equal", text)
+        self.assertIn("61 61 61", text)  # the hex window: 'aaa' on one side ...
+        self.assertIn("41 61 61", text)  # ... and 'Aaa' on the other
 
 
 def main():
