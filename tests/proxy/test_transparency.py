@@ -40,8 +40,9 @@ concurrent connections each running a short mixed script; a replica-set
 member behind a HOST:PORT upstream (hello replies unchanged); the Node.js
 driver's integration workload with each compressor; and varanus-bench
 --smoke (the project's load client and libmongoc) with the taps around every
-varanus it starts (`--wrap-varanus`). One more case checks the comparison
-itself on records that differ.
+varanus it starts (`--wrap-varanus`). Two more cases check the harness
+itself: the comparison on records that differ, and a relay flipping one bit
+between the taps (in varanus's place) caught with its offset.
 
     test_transparency.py VARANUS_BIN STUB_BIN BENCH_BIN [unittest args]
 
