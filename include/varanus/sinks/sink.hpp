@@ -29,10 +29,15 @@ namespace varanus::sinks {
 /// Command filters apply to command events (started/succeeded/failed).
 /// Connection events (connectionOpened/Closed) pass when `connectionEvents`
 /// is set and neither `failedOnly` nor `minDurationMicros` asks for a
-/// selection of commands only.
+/// selection of commands only. Topology events (serverDescriptionChanged,
+/// serverHeartbeatSucceeded, ...) pass unless `failedOnly` or
+/// `minDurationMicros` is set; the event name filters select them by
+/// name. (A Lines::commands sink also leaves out the serverHeartbeat*
+/// events unless includeEvents names them: see Sink::write.)
 struct SinkFilter {
-  /// Event names (the `event` key: commandStarted, connectionClosed, ...)
-  /// to keep (case-insensitive); empty = all. Applied before the others.
+  /// Event names (the `event` key: commandStarted, connectionClosed,
+  /// serverHeartbeatStarted, ...) to keep (case-insensitive); empty = all.
+  /// Applied before the others.
   std::vector<std::string> includeEvents;
   /// Event names to drop (case-insensitive).
   std::vector<std::string> excludeEvents;
