@@ -165,7 +165,12 @@ TEST_CASE("varanus format: the SDAM name as `event`, the fields at the top level
         json::parse(R"({"t": "2026-11-24T19:15:24.123456Z", "event": "serverOpening",)"
                     R"( "address": "a:27017", "via": "127.0.0.1:27018"})"));
 
-  // The step-down, as the issue lists the fields.
+  // The step-down, as the issue lists the fields; the README's example line.
+  std::string exact;
+  sinks::render_line(exact, find(events, "serverDescriptionChanged", 2), RenderOptions{});
+  CHECK(
+      exact ==
+      R"({"t":"2026-11-24T19:15:24.123456Z","event":"serverDescriptionChanged","address":"b:27017","via":"127.0.0.1:27019","previousDescription":{"address":"b:27017","type":"RSSecondary","setName":"rs0","setVersion":1,"primary":"a:27017","hosts":["a:27017","b:27017"],"roundTripTimeMicros":250},"newDescription":{"address":"b:27017","type":"RSPrimary","setName":"rs0","setVersion":1,"electionId":{"$oid":"7fffffff0000000000000002"},"primary":"b:27017","hosts":["a:27017","b:27017"],"roundTripTimeMicros":400}})");
   const json b = render(find(events, "serverDescriptionChanged", 2));
   CHECK(b["address"] == "b:27017");
   CHECK(b["via"] == "127.0.0.1:27019");

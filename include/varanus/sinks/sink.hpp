@@ -140,7 +140,10 @@ class Sink {
   void set_close_deadline(std::chrono::steady_clock::time_point t) noexcept { closeDeadline_ = t; }
 
  protected:
-  /// One event that passed the filter. Throw on failure.
+  /// One event that passed the filter. Throw on failure. Besides command
+  /// and connection events it may be a topology event (EventType::topology:
+  /// the SDAM name in commandName, its fields in document) whose
+  /// `connection` is null.
   virtual void write_(const RenderedEvent& event) = 0;
   virtual void flush_() {}
   virtual void close_() {}
