@@ -169,10 +169,12 @@ bool Members::admit(int member, std::uint64_t generation, const std::shared_ptr<
 std::variant<std::string, CommandError> Members::add(std::optional<std::uint16_t> port) {
   std::lock_guard lock(mu_);
   Topology& topo = state_->topology;
-  if (static_cast<std::size_t>(topo.hosts().size()) >= Topology::kMaxMembers) {
+  if (std::size_t n = topo.hosts().size(); n >= Topology::kMaxMembers) {
+    // As mongod words its reconfig check.
     return CommandError{103, "NewReplicaSetConfigurationIncompatible",
-                        "Replica set configuration contains more than " +
-                            std::to_string(Topology::kMaxMembers) + " members"};
+                        "Replica set configuration contains " + std::to_string(n + 1) +
+                            " members, but must be less than or equal to " +
+                            std::to_string(Topology::kMaxMembers)};
   }
   std::uint16_t chosen = 0;
   if (port) {

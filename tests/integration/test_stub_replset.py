@@ -520,6 +520,22 @@ class ErrorsTest(StubReplSetCase):
         # Nothing changed by the failed commands.
         self.assertEqual(hello(a)["hosts"], self.hosts)
 
+    def test_at_most_50_members(self):
+        with start_stub(None, "--replset", "rs0", "--members", "2", members=2) as stub:
+            c = direct(stub.addresses[0])
+            try:
+                added = [c.admin.command("stubAddMember", 1)["host"] for _ in range(48)]
+                self.assertEqual(len(set(added)), 48)
+                with self.assertRaises(OperationFailure) as cm:
+                    c.admin.command("stubAddMember", 1)
+                self.assertEqual(cm.exception.code, 103)
+                self.assertIn("contains 51 members", str(cm.exception))
+                h = hello(added[-1])
+                self.assertEqual(len(h["hosts"]), 50)
+                self.assertEqual(h["setVersion"], 49)
+            finally:
+                c.close()
+
     def test_standalone_has_no_members_to_stop(self):
         with start_stub(None) as stub:
             c = direct(stub.address)
