@@ -357,7 +357,7 @@ asio::awaitable<bool> Session::handle_legacy_find(const wire::Message& m) {
   std::int64_t batch = ntoreturn == 0 ? 101 : std::abs(ntoreturn);
   if (single) spec.limit = batch;
 
-  if (state_.topology.replica_set() && !state_.topology.state(info_.member).primary &&
+  if (state_.topology.replica_set() && !state_.topology.is_primary(info_.member) &&
       (q.flags & wire::kQuerySecondaryOk) == 0) {
     CommandError e{13435, "NotPrimaryNoSecondaryOk", "not master and slaveOk=false"};
     co_return (co_await send(query_failure(m.header.requestId, e), c)).has_value();

@@ -61,6 +61,11 @@ Topology::MemberState Topology::state(int member) const {
   return s;
 }
 
+bool Topology::is_primary(int member) const {
+  std::lock_guard lock(mu_);
+  return primary_ == member;
+}
+
 std::int64_t Topology::counter(int member) const {
   std::lock_guard lock(mu_);
   return members_[static_cast<std::size_t>(member)].counter;

@@ -63,6 +63,8 @@ class Topology {
     std::int64_t setVersion = 1;
   };
   MemberState state(int member) const;
+  /// state(member).primary without copying the hosts (every CRUD request asks).
+  bool is_primary(int member) const;
   std::int64_t counter(int member) const;
   bool hung(int member) const;
 
