@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "../support/certs.hpp"
 #include "varanus/wire/builder.hpp"
 
 #ifndef VARANUS_STUB
@@ -542,4 +543,51 @@ TEST_CASE("streaming off: a plain hello every heartbeat, no awaited hello") {
   CHECK(count_after(es, mark, "serverDescriptionChanged") == 0);
   const json status = command(stub.addresses[0], R"({"serverStatus": 1, "$db": "admin"})");
   CHECK(status["varanusStub"]["awaitedHelloOut"].get<std::int64_t>() == 0);
+}
+
+TEST_CASE("TLS: a set over TLS with its CA; an untrusted one is Unknown naming the cause") {
+  namespace vt = varanus::test;
+  Stub stub({"--replset", "rs0", "--members", "3", "--listen", "127.0.0.1:0", "--tls-cert",
+             vt::cert("server.pem"), "--tls-key", vt::cert("server.key")},
+            3);
+  varanus::proxy::TlsClientSettings trusted;
+  trusted.enabled = true;
+  trusted.caFile = vt::cert("ca.pem");
+  TopologyMonitorConfig cfg = rs_config(stub);
+  cfg.tls = varanus::proxy::TlsContext::client(trusted);
+  {
+    Recorder rec;
+    TopologyMonitor monitor(cfg);
+    rec.attach(monitor);
+    monitor.start();
+    REQUIRE(wait_description(
+        monitor,
+        [](const sdam::TopologyDescription& td) {
+          return td.type == sdam::TopologyType::ReplicaSetWithPrimary && all_known(td, 3);
+        },
+        10s));
+    CHECK(monitor.description().primary() == stub.addresses[0]);
+  }
+  varanus::proxy::TlsClientSettings untrusted = trusted;
+  untrusted.caFile = vt::cert("unknown-ca.pem");
+  cfg.tls = varanus::proxy::TlsContext::client(untrusted);
+  Recorder rec;
+  TopologyMonitor monitor(cfg);
+  rec.attach(monitor);
+  monitor.start();
+  REQUIRE(rec.wait(
+      [](const auto& es) {
+        return std::any_of(es.begin(), es.end(),
+                           [](const auto& e) { return e.name == "serverHeartbeatFailed"; });
+      },
+      10s));
+  const auto es = rec.snapshot();
+  const auto failed = std::find_if(es.begin(), es.end(),
+                                   [](const auto& e) { return e.name == "serverHeartbeatFailed"; });
+  const std::string failure = failed->fields["failure"];
+  CHECK_MESSAGE(failure.find("TLS handshake with " + stub.addresses[0] + " failed") == 0, failure);
+  CHECK_MESSAGE(failure.find("certificate verify failed") != std::string::npos, failure);
+  const auto td = monitor.description();
+  CHECK(td.type == sdam::TopologyType::ReplicaSetNoPrimary);
+  CHECK(td.servers.size() == 1);
 }
