@@ -5,6 +5,8 @@
 #include "varanus/proxy/topology_monitor.hpp"
 
 #include <bson/bson.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
@@ -15,6 +17,8 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -27,6 +31,7 @@
 #include <thread>
 
 #include "varanus/monitor/server_check.hpp"
+#include "varanus/proxy/tls.hpp"
 #include "varanus/wire/builder.hpp"
 #include "varanus/wire/message.hpp"
 
@@ -130,13 +135,29 @@ struct Reply {
   bool moreToCome = false;
 };
 
+/// One monitoring connection: plain TCP, or TLS over it when the
+/// upstream is TLS. The TLS stream is replaced at each connect, never
+/// while an operation on it is pending (each Conn has one coroutine).
+struct Conn {
+  explicit Conn(asio::io_context& ioc) : plain(ioc) {}
+  tcp::socket plain;
+  std::unique_ptr<asio::ssl::stream<tcp::socket>> tls;
+
+  tcp::socket& lowest() { return tls ? tls->next_layer() : plain; }
+  bool is_open() { return lowest().is_open(); }
+  void close() {
+    boost::system::error_code ignored;
+    lowest().close(ignored);
+  }
+};
+
 /// What one monitored server needs between checks.
 struct ServerMonitor {
   ServerMonitor(asio::io_context& ioc, std::string addr, milliseconds heartbeat, bool streamingOn)
       : address(std::move(addr)),
         check(address, heartbeat, streamingOn),
-        sock(ioc),
-        rttSock(ioc),
+        conn(ioc),
+        rtt(ioc),
         resolver(ioc),
         rttResolver(ioc),
         wait(ioc),
@@ -144,22 +165,21 @@ struct ServerMonitor {
 
   std::string address;
   sdam::ServerCheck check;
-  tcp::socket sock;     // the checks' connection
-  tcp::socket rttSock;  // the RTT connection (while streaming)
+  Conn conn;  // the checks' connection
+  Conn rtt;   // the RTT connection (while streaming)
   tcp::resolver resolver;
   tcp::resolver rttResolver;
   asio::steady_timer wait;     // between checks
   asio::steady_timer rttWait;  // between RTT probes
   bool stopped = false;
   bool moreToCome = false;  // the server streams the next reply unasked
-  bool streaming = false;   // an awaitable hello is out on `sock`
+  bool streaming = false;   // an awaitable hello is out on `conn`
   std::int32_t nextRequestId = 1;
 
   void cancel() {
     stopped = true;
-    boost::system::error_code ignored;
-    sock.close(ignored);
-    rttSock.close(ignored);
+    conn.close();
+    rtt.close();
     resolver.cancel();
     rttResolver.cancel();
     wait.cancel();
@@ -176,7 +196,13 @@ std::string describe(const boost::system::error_code& ec) {
 
 struct TopologyMonitor::Impl {
   explicit Impl(TopologyMonitorConfig c)
-      : cfg(std::move(c)), topology(settings_of(cfg)), snapshot(topology.description()) {}
+      : cfg(std::move(c)), topology(settings_of(cfg)), snapshot(topology.description()) {
+    if (cfg.tls) {
+      SSL_CTX_up_ref(cfg.tls->native());  // asio::ssl::context frees the one it is given
+      sslCtx.emplace(cfg.tls->native());
+      tlsInsecure = cfg.tls->insecure();
+    }
+  }
 
   static sdam::Settings settings_of(const TopologyMonitorConfig& c) {
     sdam::Settings s;
@@ -187,6 +213,8 @@ struct TopologyMonitor::Impl {
   }
 
   TopologyMonitorConfig cfg;
+  std::optional<asio::ssl::context> sslCtx;  // over cfg.tls's SSL_CTX (a reference of its own)
+  bool tlsInsecure = false;
   std::function<void(const sdam::TopologyEvent&)> onEvent;
   std::function<void(const std::string&)> onOpened;
   std::function<void(const std::string&)> onClosed;
@@ -306,15 +334,21 @@ struct TopologyMonitor::Impl {
 
   // ---- I/O ----
 
-  /// Resolves and connects `sock` within connectTimeout; an error text or nullopt.
-  asio::awaitable<std::optional<std::string>> connect(ServerMonitor& m, tcp::socket& sock,
+  /// Resolves and connects `c` (and the TLS handshake, when the upstream
+  /// is TLS) within connectTimeout; an error text or nullopt.
+  asio::awaitable<std::optional<std::string>> connect(ServerMonitor& m, Conn& c,
                                                       tcp::resolver& resolver) {
     const std::optional<Endpoint> ep = Endpoint::parse(m.address);
     if (!ep) co_return "cannot connect to " + m.address + ": not a host:port address";
-    Watchdog wd(ioc.get_executor(), cfg.connectTimeout, [&sock, &resolver] {
-      boost::system::error_code ignored;
+    c.tls.reset();
+    if (sslCtx) {
+      c.tls = std::make_unique<asio::ssl::stream<tcp::socket>>(ioc, *sslCtx);
+      if (auto err = verify_host(c, ep->host)) co_return *err;
+    }
+    tcp::socket& sock = c.lowest();
+    Watchdog wd(ioc.get_executor(), cfg.connectTimeout, [&c, &resolver] {
       resolver.cancel();
-      sock.close(ignored);
+      c.close();
     });
     // No temporaries with destructors inside a co_await expression: GCC 12
     // destroys them twice (GCC bug 100611 and kin).
@@ -333,21 +367,53 @@ struct TopologyMonitor::Impl {
     if (cec) co_return "cannot connect to " + m.address + ": " + describe(cec);
     boost::system::error_code ignored;
     sock.set_option(tcp::no_delay(true), ignored);
+    if (c.tls) {
+      auto [hec] = co_await c.tls->async_handshake(asio::ssl::stream_base::client, kNoThrow);
+      if (wd.fired())
+        co_return "TLS handshake with " + m.address + " timed out after " +
+            std::to_string(cfg.connectTimeout.count()) + " ms";
+      if (hec) co_return "TLS handshake with " + m.address + " failed: " + describe(hec);
+    }
     co_return std::nullopt;
   }
 
+  /// SNI and host name (or IP address) verification, as the relay's
+  /// upstream leg does (TlsConn), unless the context is insecure.
+  std::optional<std::string> verify_host(Conn& c, const std::string& host) {
+    SSL* ssl = c.tls->native_handle();
+    boost::system::error_code ec;
+    const auto ip = asio::ip::make_address(host, ec);
+    const bool isIp = !ec;
+    (void)ip;
+    if (!isIp) SSL_set_tlsext_host_name(ssl, host.c_str());
+    if (tlsInsecure) return std::nullopt;
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    const int ok = isIp ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str())
+                        : SSL_set1_host(ssl, host.c_str());
+    if (ok != 1) return "TLS: cannot verify the host name " + host;
+    return std::nullopt;
+  }
+
+  asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> write_all(
+      Conn& c, asio::const_buffer b) {
+    if (c.tls) co_return co_await asio::async_write(*c.tls, b, kNoThrow);
+    co_return co_await asio::async_write(c.plain, b, kNoThrow);
+  }
+  asio::awaitable<std::tuple<boost::system::error_code, std::size_t>> read_exactly(
+      Conn& c, asio::mutable_buffer b) {
+    if (c.tls) co_return co_await asio::async_read(*c.tls, b, kNoThrow);
+    co_return co_await asio::async_read(c.plain, b, kNoThrow);
+  }
+
   /// Sends one OP_MSG; an error text or nullopt.
-  asio::awaitable<std::optional<std::string>> send(ServerMonitor& m, tcp::socket& sock,
+  asio::awaitable<std::optional<std::string>> send(ServerMonitor& m, Conn& c,
                                                    const wire::BsonBytes& body,
                                                    std::uint32_t flags) {
     const wire::Frame frame =
         wire::build_op_msg(m.nextRequestId++, 0, flags,
                            wire::BsonView{body.data(), static_cast<std::uint32_t>(body.size())});
-    Watchdog wd(ioc.get_executor(), cfg.connectTimeout, [&sock] {
-      boost::system::error_code ignored;
-      sock.close(ignored);
-    });
-    auto [ec, n] = co_await asio::async_write(sock, asio::buffer(frame), kNoThrow);
+    Watchdog wd(ioc.get_executor(), cfg.connectTimeout, [&c] { c.close(); });
+    auto [ec, n] = co_await write_all(c, asio::buffer(frame));
     (void)n;
     if (wd.fired())
       co_return "sending the hello timed out after " + std::to_string(cfg.connectTimeout.count()) +
@@ -357,17 +423,14 @@ struct TopologyMonitor::Impl {
   }
 
   /// Reads one OP_MSG reply within `timeout`.
-  asio::awaitable<Reply> receive(tcp::socket& sock, milliseconds timeout) {
+  asio::awaitable<Reply> receive(Conn& c, milliseconds timeout) {
     Reply r;
-    Watchdog wd(ioc.get_executor(), timeout, [&sock] {
-      boost::system::error_code ignored;
-      sock.close(ignored);
-    });
+    Watchdog wd(ioc.get_executor(), timeout, [&c] { c.close(); });
     auto timedOut = [&] {
       return "no reply within " + std::to_string(timeout.count()) + " ms (timed out)";
     };
     std::uint8_t header[16];
-    auto [hec, hn] = co_await asio::async_read(sock, asio::buffer(header), kNoThrow);
+    auto [hec, hn] = co_await read_exactly(c, asio::buffer(header));
     (void)hn;
     if (wd.fired()) {
       r.error = timedOut();
@@ -385,8 +448,8 @@ struct TopologyMonitor::Impl {
     }
     std::vector<std::uint8_t> frame(length);
     std::memcpy(frame.data(), header, sizeof header);
-    auto [bec, bn] = co_await asio::async_read(
-        sock, asio::buffer(frame.data() + sizeof header, length - sizeof header), kNoThrow);
+    auto [bec, bn] = co_await read_exactly(
+        c, asio::buffer(frame.data() + sizeof header, length - sizeof header));
     (void)bn;
     if (wd.fired()) {
       r.error = timedOut();
@@ -418,7 +481,7 @@ struct TopologyMonitor::Impl {
     bool retried = false;  // the one immediate retry after a known server failed
     const milliseconds heartbeat = cfg.heartbeatFrequency;
     while (!m.stopped && !stopping) {
-      const bool handshake = !m.sock.is_open();
+      const bool handshake = !m.conn.is_open();
       const bool awaited = !handshake && (m.moreToCome || m.check.awaited());
       publish(m.check.started(via()));
       const Clock::time_point t0 = Clock::now();
@@ -427,18 +490,18 @@ struct TopologyMonitor::Impl {
       if (handshake) {
         m.streaming = false;
         m.moreToCome = false;
-        error = co_await connect(m, m.sock, m.resolver);
+        error = co_await connect(m, m.conn, m.resolver);
         const wire::BsonBytes hello = handshake_hello(cfg.appName);
-        if (!error && !m.stopped) error = co_await send(m, m.sock, hello, 0);
-        if (!error && !m.stopped) reply = co_await receive(m.sock, cfg.connectTimeout);
+        if (!error && !m.stopped) error = co_await send(m, m.conn, hello, 0);
+        if (!error && !m.stopped) reply = co_await receive(m.conn, cfg.connectTimeout);
       } else if (m.moreToCome) {
-        reply = co_await receive(m.sock, cfg.connectTimeout + heartbeat);
+        reply = co_await receive(m.conn, cfg.connectTimeout + heartbeat);
       } else {
         const wire::BsonBytes hello = m.check.hello_command();
-        error = co_await send(m, m.sock, hello, awaited ? wire::kExhaustAllowed : 0);
+        error = co_await send(m, m.conn, hello, awaited ? wire::kExhaustAllowed : 0);
         if (!error && awaited) m.streaming = true;
         if (!error && !m.stopped)
-          reply = co_await receive(m.sock,
+          reply = co_await receive(m.conn,
                                    awaited ? cfg.connectTimeout + heartbeat : cfg.connectTimeout);
       }
       if (m.stopped || stopping) co_return;
@@ -457,8 +520,7 @@ struct TopologyMonitor::Impl {
       }
 
       // Failed: the connection is no good; Unknown with the error.
-      boost::system::error_code ignored;
-      m.sock.close(ignored);
+      m.conn.close();
       m.streaming = false;
       m.moreToCome = false;
       const auto it = topology.description().servers.find(m.address);
@@ -490,24 +552,22 @@ struct TopologyMonitor::Impl {
       co_await m.rttWait.async_wait(kNoThrow);
       if (m.stopped || stopping) co_return;
       if (!m.streaming) {
-        boost::system::error_code ignored;
-        m.rttSock.close(ignored);
+        m.rtt.close();
         continue;
       }
       std::optional<std::string> error;
-      const bool fresh = !m.rttSock.is_open();
-      if (fresh) error = co_await connect(m, m.rttSock, m.rttResolver);
+      const bool fresh = !m.rtt.is_open();
+      if (fresh) error = co_await connect(m, m.rtt, m.rttResolver);
       if (m.stopped || stopping) co_return;
       const Clock::time_point t0 = Clock::now();
       const wire::BsonBytes hello = fresh ? handshake_hello(cfg.appName) : plain_hello();
-      if (!error) error = co_await send(m, m.rttSock, hello, 0);
+      if (!error) error = co_await send(m, m.rtt, hello, 0);
       Reply reply;
-      if (!error && !m.stopped) reply = co_await receive(m.rttSock, cfg.connectTimeout);
+      if (!error && !m.stopped) reply = co_await receive(m.rtt, cfg.connectTimeout);
       if (m.stopped || stopping) co_return;
       if (!error) error = reply.error;
       if (error || !m.streaming) {
-        boost::system::error_code ignored;
-        m.rttSock.close(ignored);
+        m.rtt.close();
         continue;
       }
       m.check.add_rtt_sample(since(t0));

@@ -24,9 +24,9 @@
 // heartbeatFrequency. Read timeouts: connectTimeout for a plain check,
 // connectTimeout + heartbeatFrequency for an awaited one.
 //
-// Plaintext only for now (a TLS upstream is not monitored over TLS yet);
-// the handshake is an OP_MSG `hello`, which MongoDB 4.4.2 and later (and
-// varanus-stub) understand.
+// Plaintext, or TLS with the relay's upstream TlsContext (Asio's ssl::stream
+// over its SSL_CTX). The handshake is an OP_MSG `hello`, which MongoDB
+// 4.4.2 and later (and varanus-stub) understand.
 #pragma once
 
 #include <chrono>
@@ -39,6 +39,7 @@
 #include "varanus/monitor/sdam.hpp"
 #include "varanus/monitor/sdam_events.hpp"
 #include "varanus/proxy/config.hpp"
+#include "varanus/proxy/tls.hpp"
 
 namespace varanus::proxy {
 
@@ -55,6 +56,10 @@ struct TopologyMonitorConfig {
   bool streaming = true;
   /// client.application.name in the handshake (the server logs it).
   std::string appName = "varanus topology monitor";
+  /// TLS towards the servers (TlsContext::client: CA, client certificate,
+  /// insecure); null: plaintext. Host names (or IP addresses) are verified
+  /// per connection, with SNI, as on the relay's upstream leg.
+  std::shared_ptr<const TlsContext> tls;
 };
 
 class TopologyMonitor {
