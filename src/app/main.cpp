@@ -37,9 +37,11 @@
 #include "healthcheck.hpp"
 #include "sink_config.hpp"
 #include "top.hpp"
+#include "varanus/monitor/sdam_events.hpp"
 #include "varanus/monitor/stats.hpp"
 #include "varanus/proxy/server.hpp"
 #include "varanus/proxy/tls.hpp"
+#include "varanus/proxy/topology_monitor.hpp"
 
 #ifndef VARANUS_VERSION
 #error "VARANUS_VERSION is set by src/app/CMakeLists.txt from the project version"
@@ -208,12 +210,53 @@ int run_proxy(const std::vector<std::string>& args) {
   const std::string limitWarning = fit_open_files_limit(cfg.proxy.maxConnections);
 
   monitor::Stats stats;
+  // In front of a replica set or several mongos: varanus's own topology
+  // monitor (SDAM events, listeners for the members it discovers, health).
+  std::unique_ptr<proxy::TopologyMonitor> topology;
+  if (cfg.proxy.members.enabled) {
+    proxy::TopologyMonitorConfig tc;
+    tc.seeds = cfg.proxy.members.seeds;
+    tc.setName = cfg.upstream.replicaSet;
+    tc.heartbeatFrequency = cfg.upstream.heartbeatFrequency.value_or(std::chrono::seconds(10));
+    tc.connectTimeout = cfg.proxy.connectTimeout;
+    try {
+      topology = std::make_unique<proxy::TopologyMonitor>(std::move(tc));
+    } catch (const std::exception& e) {
+      diag(std::string("varanus: upstream ") + cfg.upstream.to_string() + ": " + e.what());
+      return 2;
+    }
+    if (cfg.proxy.tls.upstream.enabled) {
+      diag(
+          "varanus: warning: the topology monitor does not speak TLS yet: no topology events; "
+          "hello replies are still rewritten and every member a driver learns of gets a listener");
+      topology.reset();
+    }
+  }
+  sinks::HealthCheck health =
+      sinks::tcp_health_check(cfg.proxy.upstream.host, cfg.proxy.upstream.port);
+  if (topology) {
+    // Healthy while the deployment can take writes, as the monitor saw it
+    // last: no connection of its own.
+    health = [t = topology.get()]() -> std::pair<bool, std::string> {
+      const auto d = t->description();
+      const std::string type(monitor::sdam::to_string(d.type));
+      if (auto p = d.primary()) return {true, type + ", primary " + *p};
+      if (d.type == monitor::sdam::TopologyType::Sharded) {
+        for (const auto& [address, sd] : d.servers)
+          if (sd.type == monitor::sdam::ServerType::Mongos)
+            return {true, type + ", mongos " + address};
+        return {false, type + ": no mongos reachable"};
+      }
+      if (d.type == monitor::sdam::TopologyType::Single && !d.servers.empty() &&
+          d.servers.begin()->second.type != monitor::sdam::ServerType::Unknown)
+        return {true, type};
+      return {false, type + ": no primary"};
+    };
+  }
   std::optional<app::SinkRuntime> sinkRuntime;
   std::string adminAddress;
   try {
-    sinkRuntime.emplace(plan, stats,
-                        sinks::tcp_health_check(cfg.proxy.upstream.host, cfg.proxy.upstream.port),
-                        [](std::string_view line) { diag(line); });
+    sinkRuntime.emplace(plan, stats, std::move(health), [](std::string_view line) { diag(line); });
     adminAddress = sinkRuntime->start();
   } catch (const std::exception& e) {
     diag(std::string("varanus: ") + e.what());
@@ -283,6 +326,25 @@ int run_proxy(const std::vector<std::string>& args) {
 
   diag("varanus: listening on " + bound.to_string() + ", upstream " +
        (cfg.proxy.members.enabled ? cfg.upstream.to_string() : cfg.proxy.upstream.to_string()));
+  if (topology) {
+    topology->on_event([&events](const monitor::sdam::TopologyEvent& e) {
+      events.publish(monitor::topology_event(e, std::chrono::system_clock::now()));
+    });
+    topology->on_server_opened([&server](const std::string& member) {
+      try {
+        server.add_member(member);
+      } catch (const std::exception& e) {
+        diag("varanus: no listener for member " + member + ": " + e.what());
+      }
+    });
+    topology->on_server_closed(
+        [&server](const std::string& member) { server.remove_member(member); });
+    topology->via([&server] {
+      const auto m = server.member_addresses();
+      return monitor::sdam::ViaMap(m.begin(), m.end());
+    });
+    topology->start();
+  }
   if (!adminAddress.empty()) diag("varanus: admin endpoint on http://" + adminAddress);
   if (!limitWarning.empty()) diag(limitWarning);
 
@@ -293,6 +355,9 @@ int run_proxy(const std::vector<std::string>& args) {
     diag(std::string("varanus: fatal: ") + e.what());
     status = 1;
   }
+  // serverClosed per member, then topologyClosed: published before the
+  // sinks' last flush.
+  if (topology) topology->stop();
   // Every event published so far reaches its sinks, their writes ending
   // with the grace period (at least 0.5 s from now); what a stuck reader
   // has not taken by then is dropped, counted and said on stderr.

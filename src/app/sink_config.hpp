@@ -32,7 +32,8 @@
 //         "documents": "object" | "string",        command/reply as objects or JSON strings
 //         "extendedJson": "relaxed" | "canonical", canonical: numbers typed ($numberLong...)
 //         "filter": {
-//           "includeEvents": [], "excludeEvents": ["connectionOpened"],  (event names)
+//           "includeEvents": [], "excludeEvents": ["connectionOpened"],  (event names,
+//             topology events included: "serverHeartbeatSucceeded", ...)
 //           "includeCommands": ["find"], "excludeCommands": ["getMore"],
 //           "includeDatabases": ["shop"], "excludeDatabases": ["admin"],
 //           "minDurationMicros": 0, "failedOnly": false, "sampleRate": 1.0,

@@ -14,8 +14,15 @@ std::string_view to_string(EventType type) noexcept {
       return "connectionOpened";
     case EventType::connectionClosed:
       return "connectionClosed";
+    case EventType::topology:
+      return "topology";
   }
   return "unknown";
+}
+
+std::string_view event_name(const Event& event) noexcept {
+  return event.type == EventType::topology ? std::string_view(event.commandName)
+                                           : to_string(event.type);
 }
 
 std::string_view to_string(HelloKind kind) noexcept {

@@ -3,6 +3,10 @@
 
 #include <bson/bson.h>
 
+#include <algorithm>
+
+#include "varanus/wire/bson_walk.hpp"
+
 namespace varanus::monitor::sdam {
 
 namespace {
@@ -188,3 +192,73 @@ TopologyEvent heartbeat_failed(std::string_view address, const ViaMap& via, bool
 }
 
 }  // namespace varanus::monitor::sdam
+
+namespace varanus::monitor::sdam {
+
+bool is_topology_event_name(std::string_view name) noexcept {
+  return std::find(std::begin(kTopologyEventNames), std::end(kTopologyEventNames), name) !=
+         std::end(kTopologyEventNames);
+}
+
+}  // namespace varanus::monitor::sdam
+
+namespace varanus::monitor {
+
+namespace {
+
+wire::BsonView view_of(const wire::BsonBytes& b) {
+  return {b.data(), static_cast<std::uint32_t>(b.size())};
+}
+
+// The reply holds what a hello with speculativeAuthenticate answers (a
+// SASL payload) or the mechanisms of a user: redacted whole.
+bool secret_reply(const wire::BsonBytes& fields) {
+  wire::BsonElement reply;
+  if (!wire::BsonWalk::find(view_of(fields), "reply", reply) || !reply.is_document()) return false;
+  wire::BsonElement e;
+  return wire::BsonWalk::find(reply.as_document(), "speculativeAuthenticate", e) ||
+         wire::BsonWalk::find(reply.as_document(), "saslSupportedMechs", e);
+}
+
+wire::BsonBytes without_reply(const wire::BsonBytes& fields) {
+  bson_t in;
+  bson_t out;
+  bson_init(&out);
+  if (bson_init_static(&in, fields.data(), fields.size())) {
+    bson_iter_t it;
+    if (bson_iter_init(&it, &in)) {
+      while (bson_iter_next(&it)) {
+        if (std::string_view(bson_iter_key(&it)) == "reply") {
+          bson_t empty;
+          bson_init(&empty);
+          bson_append_document(&out, "reply", -1, &empty);
+          bson_destroy(&empty);
+        } else {
+          bson_append_iter(&out, nullptr, 0, &it);
+        }
+      }
+    }
+  }
+  const std::uint8_t* p = bson_get_data(&out);
+  wire::BsonBytes bytes(p, p + out.len);
+  bson_destroy(&out);
+  return bytes;
+}
+
+}  // namespace
+
+Event topology_event(const sdam::TopologyEvent& event, std::chrono::system_clock::time_point time) {
+  Event e;
+  e.type = EventType::topology;
+  e.time = time;
+  e.commandName = event.name;
+  if (event.name == "serverHeartbeatSucceeded" && secret_reply(event.fields)) {
+    e.document = without_reply(event.fields);
+    e.redacted = true;
+  } else {
+    e.document = event.fields;
+  }
+  return e;
+}
+
+}  // namespace varanus::monitor

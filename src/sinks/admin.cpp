@@ -321,7 +321,27 @@ std::string AdminServer::stats_json() const {
                   {"rescues", dispatcher_->rescues()}};
   }
   j["sinks"] = std::move(sinks);
-  return j.dump();
+  // The latest topologyDescriptionChanged of varanus's topology monitor;
+  // null when none runs.
+  nlohmann::json topology = nullptr;
+  if (metrics_) {
+    if (const auto t = metrics_->topology()) {
+      topology = {{"type", t->type}};
+      if (t->setName) topology["setName"] = *t->setName;
+      nlohmann::json servers = nlohmann::json::array();
+      for (const auto& s : t->servers) {
+        nlohmann::json server = {{"address", s.address}, {"type", s.type}};
+        if (!s.via.empty()) server["via"] = s.via;
+        if (s.roundTripTimeMicros) server["roundTripTimeMicros"] = *s.roundTripTimeMicros;
+        servers.push_back(std::move(server));
+      }
+      topology["servers"] = std::move(servers);
+    }
+  }
+  j["topology"] = std::move(topology);
+  // Member addresses come from servers' hello replies: never let a byte
+  // that is not UTF-8 make the dump throw.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 namespace {

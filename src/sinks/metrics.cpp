@@ -7,6 +7,8 @@
 #include <charconv>
 #include <cstdio>
 
+#include "varanus/wire/bson_walk.hpp"
+
 namespace varanus::sinks {
 
 namespace {
@@ -285,8 +287,207 @@ void MetricsSink::rebalance() {
   }
 }
 
+namespace {
+
+wire::BsonView view_of(const wire::BsonBytes& b) {
+  return {b.data(), static_cast<std::uint32_t>(b.size())};
+}
+
+std::optional<std::string_view> string_field(wire::BsonView doc, std::string_view key) {
+  wire::BsonElement e;
+  if (!wire::BsonWalk::find(doc, key, e) || e.type != wire::bson_type::kUtf8) return std::nullopt;
+  return e.as_string();
+}
+
+std::optional<std::int64_t> int_field(wire::BsonView doc, std::string_view key) {
+  wire::BsonElement e;
+  if (!wire::BsonWalk::find(doc, key, e)) return std::nullopt;
+  if (e.type == wire::bson_type::kInt64) return e.as_int64();
+  if (e.type == wire::bson_type::kInt32) return e.as_int32();
+  return std::nullopt;
+}
+
+std::optional<wire::BsonView> document_field(wire::BsonView doc, std::string_view key) {
+  wire::BsonElement e;
+  if (!wire::BsonWalk::find(doc, key, e) || !e.is_document() || !wire::bson_framed(e.as_document()))
+    return std::nullopt;
+  return e.as_document();
+}
+
+}  // namespace
+
+MetricsSink::Member* MetricsSink::member(std::string_view address) {
+  if (auto it = members_.find(address); it != members_.end()) return &it->second;
+  if (members_.size() >= kMaxMembers) {
+    // A closed member's series make room (its heartbeat failures go).
+    auto closed = std::find_if(members_.begin(), members_.end(),
+                               [](const auto& m) { return !m.second.open; });
+    if (closed == members_.end()) {
+      if (membersDropped_++ == 0)
+        report("more than " + std::to_string(kMaxMembers) +
+               " topology members: the others have no member series (counted in "
+               "varanus_topology_member_events_dropped_total)");
+      return nullptr;
+    }
+    members_.erase(closed);
+  }
+  return &members_.emplace(std::string(address), Member{}).first->second;
+}
+
+void MetricsSink::topology_event(const monitor::Event& e) {
+  topologySeen_ = true;
+  const std::string_view name = e.commandName;
+  const wire::BsonView fields = view_of(e.document);
+  if (name == "topologyDescriptionChanged") {
+    const auto now = document_field(fields, "newDescription");
+    if (!now) return;
+    TopologySnapshot snap;
+    snap.type = string_field(*now, "type").value_or("Unknown");
+    if (auto set = string_field(*now, "setName")) snap.setName = std::string(*set);
+    std::optional<std::string> primary;
+    if (const auto servers = document_field(*now, "servers")) {
+      wire::BsonWalk walk(*servers);
+      wire::BsonElement el;
+      while (walk.next(el)) {
+        if (!el.is_document() || !wire::bson_framed(el.as_document())) continue;
+        TopologyServer server;
+        server.address = string_field(el.as_document(), "address").value_or("");
+        server.type = string_field(el.as_document(), "type").value_or("Unknown");
+        if (server.type == "RSPrimary") primary = server.address;
+        if (auto it = members_.find(server.address); it != members_.end()) {
+          server.via = it->second.via;
+          server.roundTripTimeMicros = it->second.rttMicros;
+        }
+        snap.servers.push_back(std::move(server));
+      }
+    }
+    topology_ = std::move(snap);
+    // A failover: a primary other than the last one seen (a blip with no
+    // primary, then the same one back, is none; nor is the first primary).
+    if (primary) {
+      if (lastPrimary_ && *lastPrimary_ != *primary) ++primaryChanges_;
+      lastPrimary_ = primary;
+    }
+    return;
+  }
+  if (name == "topologyClosed") {
+    topology_.reset();
+    for (auto& [address, m] : members_) m.open = false;
+    return;
+  }
+  if (name == "topologyOpening") return;
+  const auto address = string_field(fields, "address");
+  if (!address) return;
+  Member* m = member(*address);
+  if (m == nullptr) return;
+  if (auto via = string_field(fields, "via")) m->via = std::string(*via);
+  if (name == "serverClosed") {
+    m->open = false;
+    m->type = "Unknown";
+    m->rttMicros.reset();
+    return;
+  }
+  m->open = true;
+  if (name == "serverDescriptionChanged") {
+    if (const auto now = document_field(fields, "newDescription")) {
+      m->type = std::string(string_field(*now, "type").value_or("Unknown"));
+      // Unknown has no round-trip time: its series goes until one is measured.
+      if (auto rtt = int_field(*now, "roundTripTimeMicros"))
+        m->rttMicros = *rtt;
+      else
+        m->rttMicros.reset();
+    }
+  } else if (name == "serverHeartbeatFailed") {
+    ++m->heartbeatFailures;
+  } else if (name == "serverHeartbeatSucceeded") {
+    // A polling (not awaited) check's duration is a round-trip sample.
+    wire::BsonElement awaited;
+    const bool isAwaited = wire::BsonWalk::find(fields, "awaited", awaited) &&
+                           awaited.type == wire::bson_type::kBool && awaited.as_bool();
+    if (!isAwaited)
+      if (auto d = int_field(fields, "durationMicros")) m->rttMicros = *d;
+  }
+  // Keep /stats's servers up to date with via and round-trip time.
+  if (topology_)
+    for (auto& server : topology_->servers)
+      if (server.address == *address) {
+        server.via = m->via;
+        server.roundTripTimeMicros = m->rttMicros;
+      }
+}
+
+std::optional<MetricsSink::TopologySnapshot> MetricsSink::topology() const {
+  std::lock_guard lock(mutex_);
+  return topology_;
+}
+
+std::uint64_t MetricsSink::primary_changes() const {
+  std::lock_guard lock(mutex_);
+  return primaryChanges_;
+}
+
+void MetricsSink::render_topology(std::string& out) const {
+  if (!topologySeen_) return;
+  out +=
+      "# HELP varanus_topology_primary_changes_total Times the replica set's primary became a "
+      "different member than the last one seen (the first primary is not a change)\n"
+      "# TYPE varanus_topology_primary_changes_total counter\n"
+      "varanus_topology_primary_changes_total ";
+  out += std::to_string(primaryChanges_);
+  out +=
+      "\n# HELP varanus_server_heartbeat_failures_total Heartbeats of varanus's topology "
+      "monitor that failed, per member\n"
+      "# TYPE varanus_server_heartbeat_failures_total counter\n";
+  for (const auto& [address, m] : members_) {
+    out += "varanus_server_heartbeat_failures_total{member=\"";
+    append_label_value(out, address);
+    out += "\"} ";
+    out += std::to_string(m.heartbeatFailures);
+    out += '\n';
+  }
+  out +=
+      "# HELP varanus_member_type The current server type of each monitored member (1; one "
+      "series per member, gone when the member is closed)\n"
+      "# TYPE varanus_member_type gauge\n";
+  for (const auto& [address, m] : members_) {
+    if (!m.open) continue;
+    out += "varanus_member_type{member=\"";
+    append_label_value(out, address);
+    out += "\",via=\"";
+    append_label_value(out, m.via);
+    out += "\",type=\"";
+    append_label_value(out, m.type);
+    out += "\"} 1\n";
+  }
+  out +=
+      "# HELP varanus_member_round_trip_seconds The latest round-trip time to each monitored "
+      "member\n"
+      "# TYPE varanus_member_round_trip_seconds gauge\n";
+  for (const auto& [address, m] : members_) {
+    if (!m.open || !m.rttMicros) continue;
+    out += "varanus_member_round_trip_seconds{member=\"";
+    append_label_value(out, address);
+    out += "\"} ";
+    append_double(out, static_cast<double>(*m.rttMicros) / 1e6);
+    out += '\n';
+  }
+  out +=
+      "# HELP varanus_topology_member_events_dropped_total Topology events of members past the "
+      "first "
+      "64, left out of the member series\n"
+      "# TYPE varanus_topology_member_events_dropped_total counter\n"
+      "varanus_topology_member_events_dropped_total ";
+  out += std::to_string(membersDropped_);
+  out += '\n';
+}
+
 void MetricsSink::write_(const RenderedEvent& event) {
   const monitor::Event& e = event.event();
+  if (e.isTopology()) {
+    std::lock_guard lock(mutex_);
+    topology_event(e);
+    return;
+  }
   if (e.type != monitor::EventType::commandSucceeded && e.type != monitor::EventType::commandFailed)
     return;
   const bool failed = e.type == monitor::EventType::commandFailed;
@@ -374,6 +575,7 @@ void MetricsSink::render(std::string& out) const {
     out += std::to_string(n);
     out += '\n';
   }
+  render_topology(out);
 }
 
 }  // namespace varanus::sinks

@@ -273,7 +273,7 @@ constexpr std::size_t string_budget(std::size_t max) noexcept {
 // The document as a JSON *string* (mongodb-log): relaxed JSON cut at
 // maxDocumentLength bytes (never inside a code point) plus "...".
 // Returns true when cut.
-bool append_document_string(std::string& out, const wire::BsonBytes& doc, const RenderOptions& o) {
+bool append_view_string(std::string& out, wire::BsonView doc, const RenderOptions& o) {
   std::string& s = scratch();
   s.clear();
   const std::size_t max = o.maxDocumentLength;
@@ -284,13 +284,13 @@ bool append_document_string(std::string& out, const wire::BsonBytes& doc, const 
   if (doc.empty()) {
     s = "{}";
   } else if (o.redaction == Redaction::values) {
-    append_type_json(s, view_of(doc), budget);
-  } else if (wire::append_relaxed_json(s, view_of(doc), jo).truncated && s.size() < max + 64) {
+    append_type_json(s, doc, budget);
+  } else if (wire::append_relaxed_json(s, doc, jo).truncated && s.size() < max + 64) {
     // The writer stopped early: its first `max` bytes may include the
     // brackets it added. Take the real text instead (rare).
     s.clear();
     jo.maxLength = 0;
-    wire::append_relaxed_json(s, view_of(doc), jo);
+    wire::append_relaxed_json(s, doc, jo);
   }
   bool cut = false;
   if (max != 0 && s.size() > max) {
@@ -300,6 +300,10 @@ bool append_document_string(std::string& out, const wire::BsonBytes& doc, const 
   }
   wire::append_json_string(out, s);
   return cut;
+}
+
+bool append_document_string(std::string& out, const wire::BsonBytes& doc, const RenderOptions& o) {
+  return append_view_string(out, doc.empty() ? wire::BsonView{} : view_of(doc), o);
 }
 
 // An event's document as the sink's options ask: an object, or a string.
@@ -484,8 +488,120 @@ void append_command_record(Chunk& w, const Event& e, const RenderOptions& o, con
   if (e.replyBytes != 0) w.num("replyBytes", e.replyBytes);
 }
 
+// Topology events (EventType::topology): the SDAM event's fields, each at
+// the top level of the line.
+
+// A field that is not a string, bool, integer or document (none of the
+// builders makes one; a user's event might): its relaxed JSON, read from a
+// one-element document.
+void append_other_value(std::string& out, const wire::BsonElement& el, const RenderOptions& o) {
+  wire::BsonBytes one;
+  const std::uint32_t total = 4 + 1 + 2 + el.size + 1;
+  one.reserve(total);
+  for (int i = 0; i < 4; ++i) one.push_back(static_cast<std::uint8_t>(total >> (8 * i)));
+  one.push_back(el.type);
+  one.push_back('v');
+  one.push_back(0);
+  one.insert(one.end(), el.value, el.value + el.size);
+  one.push_back(0);
+  std::string& s = scratch();
+  s.clear();
+  wire::JsonOptions jo;
+  jo.canonical = o.extendedJson == ExtendedJson::canonical;
+  wire::append_relaxed_json(s, view_of(one), jo);
+  // {"v":VALUE}
+  if (s.size() > 6 && s.compare(0, 5, "{\"v\":") == 0)
+    out.append(s, 5, s.size() - 6);
+  else
+    out += "null";
+}
+
+// A document field (newDescription, reply, ...) as the sink's documents
+// option asks; true when cut at maxDocumentLength. Redaction::values turns
+// the heartbeat reply's values into type names (it is a server reply, like
+// a command's); descriptions are varanus's own view of the topology.
+bool append_topology_document(std::string& out, const wire::BsonElement& el,
+                              const RenderOptions& o) {
+  RenderOptions local = o;
+  if (el.key != "reply") local.redaction = Redaction::none;
+  const wire::BsonView doc = el.as_document();
+  if (!wire::bson_framed(doc)) {
+    out += el.type == wire::bson_type::kArray ? "[]" : "{}";
+    return false;
+  }
+  if (local.documents == Documents::string) return append_view_string(out, doc, local);
+  if (local.redaction == Redaction::values)
+    return append_type_json(out, doc, local.maxDocumentLength);
+  wire::JsonOptions jo;
+  jo.maxLength = local.maxDocumentLength;
+  jo.canonical = local.extendedJson == ExtendedJson::canonical;
+  return wire::append_relaxed_json(out, doc, jo).truncated;
+}
+
+// `,"key":value` per field of a topology event; a document cut at
+// maxDocumentLength adds `"<key>Truncated":true`.
+void append_topology_fields(std::string& out, const Event& e, const RenderOptions& o) {
+  if (e.document.empty()) return;
+  wire::BsonWalk walk(view_of(e.document));
+  wire::BsonElement el;
+  while (walk.next(el)) {
+    out += ',';
+    wire::append_json_string(out, el.key);
+    out += ':';
+    bool cut = false;
+    switch (el.type) {
+      case wire::bson_type::kUtf8:
+        if (el.key == "failure") {
+          // A heartbeat's network failure, shaped like a command's (one
+          // type per key for log stores): {"message": ...}.
+          out += "{\"message\":";
+          wire::append_json_string(out, el.as_string());
+          out += '}';
+        } else {
+          wire::append_json_string(out, el.as_string());
+        }
+        break;
+      case wire::bson_type::kBool:
+        out += el.as_bool() ? "true" : "false";
+        break;
+      case wire::bson_type::kInt32:
+        append_int(out, el.as_int32());
+        break;
+      case wire::bson_type::kInt64:
+        append_int(out, el.as_int64());
+        break;
+      case wire::bson_type::kDocument:
+      case wire::bson_type::kArray:
+        cut = append_topology_document(out, el, o);
+        break;
+      default:
+        append_other_value(out, el, o);
+        break;
+    }
+    if (cut) {
+      out += ',';
+      wire::append_json_string(out, std::string(el.key) + "Truncated");
+      out += ":true";
+    }
+  }
+}
+
+void render_varanus_topology(std::string& out, const Event& e, const RenderOptions& o) {
+  out += "{\"t\":\"";
+  append_rfc3339(out, e.time);
+  out += "\",\"event\":";
+  wire::append_json_string(out, e.commandName);
+  append_topology_fields(out, e, o);
+  if (e.redacted) out += ",\"redacted\":true";
+  out += '}';
+}
+
 void render_varanus(std::string& out, const Event& e, const RenderOptions& o, RenderCache* cache,
                     const Event* started) {
+  if (e.isTopology()) {
+    render_varanus_topology(out, e, o);
+    return;
+  }
   const monitor::ConnectionInfo& c = info_of(e);
   Chunk w(out);
   w.raw("{\"t\":\"", 6);
@@ -539,6 +655,8 @@ void render_varanus(std::string& out, const Event& e, const RenderOptions& o, Re
       w.num("bytesFromServer", e.bytesFromServer);
       w.num("commands", e.commands);
       break;
+    case EventType::topology:  // rendered above
+      break;
   }
   w.raw('}');
 }
@@ -551,10 +669,108 @@ void split_host_port(std::string_view hp, std::string_view& host, std::uint32_t&
   port = parsed.ok() ? parsed.port.value_or(0) : 0;
 }
 
+// durationMS of the logging specs: milliseconds as a number with
+// microsecond precision (trailing zeros left out).
+void append_duration_ms(std::string& out, std::int64_t micros) {
+  key(out, "durationMS");
+  append_int(out, micros / 1000);
+  const std::int64_t frac = micros % 1000;
+  if (frac > 0) {
+    char buf[4] = {'.', '0', '0', '0'};
+    put_digits(buf + 1, static_cast<unsigned>(frac), 3);
+    int n = 4;
+    while (buf[n - 1] == '0') --n;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+// The SDAM logging spec's message for each event ("Server description
+// changed" has none there: named the same way).
+std::string_view topology_message(std::string_view name) noexcept {
+  static constexpr std::pair<std::string_view, std::string_view> kMessages[] = {
+      {"topologyOpening", "Starting topology monitoring"},
+      {"topologyClosed", "Stopped topology monitoring"},
+      {"topologyDescriptionChanged", "Topology description changed"},
+      {"serverOpening", "Starting server monitoring"},
+      {"serverClosed", "Stopped server monitoring"},
+      {"serverDescriptionChanged", "Server description changed"},
+      {"serverHeartbeatStarted", "Server heartbeat started"},
+      {"serverHeartbeatSucceeded", "Server heartbeat succeeded"},
+      {"serverHeartbeatFailed", "Server heartbeat failed"},
+  };
+  for (const auto& [n, m] : kMessages)
+    if (n == name) return m;
+  return name;
+}
+
+// The SDAM logging spec's structured message: address as serverHost /
+// serverPort, durationMicros as durationMS, documents (descriptions,
+// reply) as relaxed-JSON strings like a command log's.
+void render_mongodb_log_topology(std::string& out, const Event& e, const RenderOptions& o) {
+  out += "{\"t\":\"";
+  append_rfc3339(out, e.time);
+  out += "\",\"message\":";
+  wire::append_json_string(out, topology_message(e.commandName));
+  if (e.document.empty()) {
+    out += '}';
+    return;
+  }
+  wire::BsonWalk walk(view_of(e.document));
+  wire::BsonElement el;
+  while (walk.next(el)) {
+    if (el.key == "address" && el.type == wire::bson_type::kUtf8) {
+      std::string_view host;
+      std::uint32_t port = 0;
+      split_host_port(el.as_string(), host, port);
+      str(out, "serverHost", host);
+      if (port != 0) num(out, "serverPort", port);
+      continue;
+    }
+    if (el.key == "durationMicros" &&
+        (el.type == wire::bson_type::kInt64 || el.type == wire::bson_type::kInt32)) {
+      append_duration_ms(out, el.type == wire::bson_type::kInt64 ? el.as_int64() : el.as_int32());
+      continue;
+    }
+    out += ',';
+    wire::append_json_string(out, el.key);
+    out += ':';
+    switch (el.type) {
+      case wire::bson_type::kUtf8:
+        wire::append_json_string(out, el.as_string());
+        break;
+      case wire::bson_type::kBool:
+        out += el.as_bool() ? "true" : "false";
+        break;
+      case wire::bson_type::kInt32:
+        append_int(out, el.as_int32());
+        break;
+      case wire::bson_type::kInt64:
+        append_int(out, el.as_int64());
+        break;
+      case wire::bson_type::kDocument:
+      case wire::bson_type::kArray: {
+        RenderOptions local = o;
+        if (el.key != "reply") local.redaction = Redaction::none;
+        append_view_string(
+            out, wire::bson_framed(el.as_document()) ? el.as_document() : wire::BsonView{}, local);
+        break;
+      }
+      default:
+        append_other_value(out, el, o);
+        break;
+    }
+  }
+  out += '}';
+}
+
 // The command logging spec's structured message. durationMS is a double
 // (milliseconds with microsecond precision); documents are strings.
 void render_mongodb_log(std::string& out, const Event& e, const RenderOptions& o,
                         const Event* started) {
+  if (e.isTopology()) {
+    render_mongodb_log_topology(out, e, o);
+    return;
+  }
   const monitor::ConnectionInfo& c = info_of(e);
   out += "{\"t\":\"";
   append_rfc3339(out, e.time);
@@ -574,6 +790,8 @@ void render_mongodb_log(std::string& out, const Event& e, const RenderOptions& o
       break;
     case EventType::connectionClosed:
       out += "\"Connection closed\"";
+      break;
+    case EventType::topology:  // rendered above
       break;
   }
   if (e.isCommand()) {
@@ -597,16 +815,7 @@ void render_mongodb_log(std::string& out, const Event& e, const RenderOptions& o
       break;
     case EventType::commandSucceeded:
     case EventType::commandFailed: {
-      key(out, "durationMS");
-      append_int(out, e.durationMicros / 1000);
-      const std::int64_t frac = e.durationMicros % 1000;
-      if (frac > 0) {
-        char buf[4] = {'.', '0', '0', '0'};
-        put_digits(buf + 1, static_cast<unsigned>(frac), 3);
-        int n = 4;
-        while (buf[n - 1] == '0') --n;
-        out.append(buf, static_cast<std::size_t>(n));
-      }
+      append_duration_ms(out, e.durationMicros);
       if (o.lines == Lines::commands && started != nullptr) {
         key(out, "command");
         append_document_string(out, started->document, o);
@@ -624,6 +833,7 @@ void render_mongodb_log(std::string& out, const Event& e, const RenderOptions& o
       break;
     }
     case EventType::connectionOpened:
+    case EventType::topology:
       break;
     case EventType::connectionClosed:
       str(out, "reason", e.message);

@@ -47,10 +47,14 @@ void write_stderr(std::string_view line) noexcept {
 
 bool SinkFilter::accepts(const monitor::Event& e) const noexcept {
   if (!includeEvents.empty() || !excludeEvents.empty()) {
-    const std::string_view name = monitor::to_string(e.type);
+    const std::string_view name = monitor::event_name(e);
     if (!includeEvents.empty() && !contains_ci(includeEvents, name)) return false;
     if (contains_ci(excludeEvents, name)) return false;
   }
+  // Topology events are not commands: a selection of commands (failed
+  // only, slower than) leaves them out; command, database and sample
+  // filters do not apply to them.
+  if (e.isTopology()) return !failedOnly && minDurationMicros <= 0;
   if (!e.isCommand()) return connectionEvents && !failedOnly && minDurationMicros <= 0;
   if (failedOnly && e.type != monitor::EventType::commandFailed) return false;
   if (minDurationMicros > 0 &&
@@ -96,6 +100,15 @@ void Sink::write(const RenderedEvent& event) noexcept {
   if (e.isCommand() &&
       ((render_.lines == Lines::commands && e.type == monitor::EventType::commandStarted) ||
        (render_.format == Format::mongodbLog && e.hello != monitor::HelloKind::none))) {
+    bump(filtered_, 1);
+    return;
+  }
+  // A one-line-per-command sink keeps the topology's changes but not its
+  // heartbeats (a few lines per member every heartbeat interval), unless
+  // includeEvents names them.
+  if (e.isTopology() && render_.lines == Lines::commands &&
+      std::string_view(e.commandName).starts_with("serverHeartbeat") &&
+      !contains_ci(filter_.includeEvents, e.commandName)) {
     bump(filtered_, 1);
     return;
   }

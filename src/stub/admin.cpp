@@ -1,13 +1,18 @@
 // varanus-stub — administrative, catalog, session and test commands, and the
-// stub's own admin commands (stubFault, replSetStepDown / replSetStepUp).
+// stub's own admin commands (stubFault, replSetStepDown / replSetStepUp, and
+// the replica-set faults: stubStopMember, stubStartMember, stubHangMember,
+// stubAddMember, stubRemoveMember).
 #include <unistd.h>
 
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <variant>
 
 #include "auth.hpp"
 #include "commands.hpp"
+#include "members.hpp"
 
 namespace varanus::stub {
 namespace {
@@ -191,7 +196,7 @@ Doc run_server_status(CommandContext& ctx) {
   auto up = steady_clock::now() - ctx.state.started;
   Doc d;
   bson_t* r = d.get();
-  append_utf8(r, "host", ctx.state.topology.hosts()[static_cast<std::size_t>(ctx.session.member)]);
+  append_utf8(r, "host", ctx.state.topology.host(ctx.session.member));
   BSON_APPEND_UTF8(r, "version", "6.0.0");
   BSON_APPEND_UTF8(r, "process", ctx.state.options.mongos ? "mongos" : "mongod");
   BSON_APPEND_INT64(r, "pid", getpid());
@@ -258,27 +263,121 @@ Doc run_stub_fault(CommandContext& ctx, const bson_t* body) {
   return faults_reply(f);
 }
 
+Doc no_replication() {
+  return error_reply(76, "NoReplicationEnabled", "not running with --replSet");
+}
+
 Doc run_step_down(CommandContext& ctx) {
   Topology& t = ctx.state.topology;
-  if (!t.replica_set())
-    return error_reply(76, "NoReplicationEnabled", "not running with --replSet");
-  if (!t.step_down(ctx.session.member)) {
-    return error_reply(10107, "NotWritablePrimary", "not primary so can't step down");
-  }
+  if (!t.replica_set()) return no_replication();
+  if (auto e = t.step_down(ctx.session.member)) return error_reply(*e);
   return ok_reply();
 }
 
 Doc run_step_up(CommandContext& ctx) {
   Topology& t = ctx.state.topology;
-  if (!t.replica_set())
-    return error_reply(76, "NoReplicationEnabled", "not running with --replSet");
-  t.step_up(ctx.session.member);
+  if (!t.replica_set()) return no_replication();
+  if (auto e = t.step_up(ctx.session.member)) return error_reply(*e);
   return ok_reply();
+}
+
+Doc member_reply(const std::string& host) {
+  Doc d;
+  append_utf8(d.get(), "host", host);
+  BSON_APPEND_DOUBLE(d.get(), "ok", 1.0);
+  return d;
+}
+
+// The member a command names by its first value, "host:port" as hellos list
+// it (removed members too), or the error reply.
+std::variant<int, Doc> named_member(CommandContext& ctx, const bson_t* body,
+                                    const std::string& command) {
+  const Topology& t = ctx.state.topology;
+  if (!t.replica_set()) return no_replication();
+  bson_iter_t it;
+  bson_iter_init(&it, body);
+  bson_iter_next(&it);
+  auto host = as_string(it);
+  if (!host) {
+    return error_reply(14, "TypeMismatch",
+                       command + " takes a member's \"host:port\", as hellos list it");
+  }
+  if (auto m = t.find(*host)) return *m;
+  std::string known;
+  for (int i = 0; i < t.size(); ++i) known += (i ? ", " : "") + t.host(i);
+  return error_reply(74, "NodeNotFound",
+                     "no member " + std::string(*host) + " in replica set " + t.set_name() +
+                         " (members: " + known + ")");
+}
+
+// {stubStopMember: "host:port"}: that member dies as a killed mongod would.
+// Sent to the member itself, the connection closes unanswered (as shutdown's).
+Doc run_stop_member(CommandContext& ctx, const bson_t* body) {
+  auto m = named_member(ctx, body, "stubStopMember");
+  if (auto* err = std::get_if<Doc>(&m)) return std::move(*err);
+  int member = std::get<int>(m);
+  if (auto e = ctx.state.members->stop(member)) return error_reply(*e);
+  return member_reply(ctx.state.topology.host(member));
+}
+
+// {stubStartMember: "host:port"}: a stopped member restarts on its port.
+Doc run_start_member(CommandContext& ctx, const bson_t* body) {
+  auto m = named_member(ctx, body, "stubStartMember");
+  if (auto* err = std::get_if<Doc>(&m)) return std::move(*err);
+  int member = std::get<int>(m);
+  if (auto e = ctx.state.members->start(member)) return error_reply(*e);
+  return member_reply(ctx.state.topology.host(member));
+}
+
+// {stubHangMember: "host:port", hang: bool (default true)}.
+Doc run_hang_member(CommandContext& ctx, const bson_t* body) {
+  auto m = named_member(ctx, body, "stubHangMember");
+  if (auto* err = std::get_if<Doc>(&m)) return std::move(*err);
+  int member = std::get<int>(m);
+  bson_iter_t it;
+  bool hang = !find(body, "hang", &it) || as_bool(it);
+  if (auto e = ctx.state.topology.set_hung(member, hang)) return error_reply(*e);
+  std::fprintf(stderr, "varanus-stub: member %s %s\n", ctx.state.topology.host(member).c_str(),
+               hang ? "hung" : "answering again");
+  return member_reply(ctx.state.topology.host(member));
+}
+
+// {stubAddMember: 1, port: P}: a new secondary on port P (0 = a free port;
+// absent: the port after the highest member's when the set was started on
+// a fixed port, else a free one).
+Doc run_add_member(CommandContext& ctx, const bson_t* body) {
+  if (!ctx.state.topology.replica_set()) return no_replication();
+  std::optional<std::uint16_t> port;
+  bson_iter_t it;
+  if (find(body, "port", &it)) {
+    auto p = as_int64(it);
+    if (!p || *p < 0 || *p > 65535) {
+      return error_reply(2, "BadValue", "stubAddMember: port must be a number from 0 to 65535");
+    }
+    port = static_cast<std::uint16_t>(*p);
+  }
+  auto added = ctx.state.members->add(port);
+  if (auto* e = std::get_if<CommandError>(&added)) return error_reply(*e);
+  return member_reply(std::get<std::string>(added));
+}
+
+// {stubRemoveMember: "host:port"}: out of the config; it keeps running and
+// answers hellos as mongod's REMOVED member.
+Doc run_remove_member(CommandContext& ctx, const bson_t* body) {
+  auto m = named_member(ctx, body, "stubRemoveMember");
+  if (auto* err = std::get_if<Doc>(&m)) return std::move(*err);
+  int member = std::get<int>(m);
+  if (auto e = ctx.state.topology.remove(member)) return error_reply(*e);
+  std::fprintf(stderr, "varanus-stub: member %s removed from %s\n",
+               ctx.state.topology.host(member).c_str(), ctx.state.topology.set_name().c_str());
+  return member_reply(ctx.state.topology.host(member));
 }
 
 bool admin_only(std::string_view name) {
   return name == "listDatabases" || name == "getParameter" || name == "replSetStepDown" ||
-         name == "replSetStepUp" || name == "stubFault";
+         name == "replSetStepUp" || name == "stubFault" || name == "stubStopMember" ||
+         name == "stubStartMember" || name == "stubHangMember" || name == "stubAddMember" ||
+         name == "stubRemoveMember";
 }
 
 }  // namespace
@@ -372,6 +471,16 @@ bool run_admin_command(CommandContext& ctx, const CommandInput& in, CommandResul
     out.reply = run_step_down(ctx);
   } else if (n == "replSetStepUp") {
     out.reply = run_step_up(ctx);
+  } else if (n == "stubStopMember") {
+    out.reply = run_stop_member(ctx, b);
+  } else if (n == "stubStartMember") {
+    out.reply = run_start_member(ctx, b);
+  } else if (n == "stubHangMember") {
+    out.reply = run_hang_member(ctx, b);
+  } else if (n == "stubAddMember") {
+    out.reply = run_add_member(ctx, b);
+  } else if (n == "stubRemoveMember") {
+    out.reply = run_remove_member(ctx, b);
   } else {
     return false;
   }

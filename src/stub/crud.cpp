@@ -26,13 +26,13 @@ std::string ns_of(const CommandInput& in, const std::string& coll) {
 }
 
 std::optional<CommandError> check_writable(const CommandContext& ctx) {
-  if (ctx.state.topology.state(ctx.session.member).primary) return std::nullopt;
+  if (ctx.state.topology.is_primary(ctx.session.member)) return std::nullopt;
   return CommandError{10107, "NotWritablePrimary", "not primary"};
 }
 
 // A read on a secondary needs a read preference other than primary.
 std::optional<CommandError> check_readable(const CommandContext& ctx, const bson_t* body) {
-  if (!ctx.state.topology.replica_set() || ctx.state.topology.state(ctx.session.member).primary) {
+  if (!ctx.state.topology.replica_set() || ctx.state.topology.is_primary(ctx.session.member)) {
     return std::nullopt;
   }
   bson_iter_t rp;

@@ -111,15 +111,21 @@ Doc hello_reply(CommandContext& ctx, const CommandInput& in) {
   BSON_APPEND_OID(&tv, "processId", &st.processId);
   BSON_APPEND_INT64(&tv, "counter", st.counter);
   bson_append_document_end(r, &tv);
-  if (topo.replica_set()) {
-    const std::string& me = topo.hosts()[static_cast<std::size_t>(ctx.session.member)];
-    append_strings(r, "hosts", topo.hosts());
+  if (topo.replica_set() && st.removed) {
+    // mongod's REMOVED state (fillIsMasterForReplSet: markAsNoConfig): no
+    // setName, hosts or me; drivers see an RSGhost.
+    BSON_APPEND_BOOL(r, primaryField, false);
+    BSON_APPEND_BOOL(r, "secondary", false);
+    BSON_APPEND_UTF8(r, "info", "Does not have a valid replica set config");
+    BSON_APPEND_BOOL(r, "isreplicaset", true);
+  } else if (topo.replica_set()) {
+    append_strings(r, "hosts", st.hosts);
     append_utf8(r, "setName", topo.set_name());
-    BSON_APPEND_INT32(r, "setVersion", 1);
+    BSON_APPEND_INT32(r, "setVersion", static_cast<std::int32_t>(st.setVersion));
     BSON_APPEND_BOOL(r, primaryField, st.primary);
     BSON_APPEND_BOOL(r, "secondary", !st.primary);
     if (!st.primaryHost.empty()) append_utf8(r, "primary", st.primaryHost);
-    append_utf8(r, "me", me);
+    append_utf8(r, "me", st.me);
     if (st.primary) {
       bson_oid_t eid = election_id(st.term);
       BSON_APPEND_OID(r, "electionId", &eid);

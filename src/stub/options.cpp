@@ -34,10 +34,23 @@ then serves until SIGTERM or SIGINT.
   --verbose                log each request on stderr
   --help                   this text
 
-Admin commands (on the admin database):
+Admin commands (on the admin database; MEMBER is "host:port" as hellos list it):
   {stubFault: 1, closeAfter: N, delayMs: M, reset: bool, thisConnection: bool}
   {replSetStepDown: 1}     the primary steps down; the next member becomes primary
   {replSetStepUp: 1}       the member that receives it becomes primary
+  {stubStopMember: MEMBER} the member dies like a killed mongod: listener closed
+                           (connects refused), its connections closed; a primary
+                           hands over to the next running member (term + 1)
+  {stubStartMember: MEMBER}  it restarts on its port: new processId, counter 0,
+                           a secondary (primary if the set has none)
+  {stubHangMember: MEMBER, hang: bool}  accepts and reads, answers nothing
+                           until hang: false (default true)
+  {stubAddMember: 1, port: P}  a new secondary on port P (0: a free port;
+                           no port: the port after the highest member's when
+                           --listen had a fixed port, else a free port);
+                           setVersion + 1; answers {host: "HOST:PORT"}
+  {stubRemoveMember: MEMBER}  out of the config (setVersion + 1); it keeps
+                           running and answers hello as a removed mongod
 )";
 }
 

@@ -1,22 +1,17 @@
 #include "server.hpp"
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <cstdio>
-#include <exception>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
 
-#include "session.hpp"
+#include "members.hpp"
 #include "state.hpp"
 
 namespace varanus::stub {
@@ -25,51 +20,7 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 namespace {
-
-constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
-
-using Contexts = std::vector<std::unique_ptr<asio::io_context>>;
-
-std::string format_endpoint(const tcp::endpoint& ep) {
-  // Clients cannot connect to the unspecified address: name loopback instead.
-  asio::ip::address a = ep.address();
-  if (a.is_unspecified()) {
-    a = a.is_v6() ? asio::ip::address(asio::ip::address_v6::loopback())
-                  : asio::ip::address(asio::ip::address_v4::loopback());
-  }
-  std::string host = a.to_string();
-  if (a.is_v6()) host = "[" + host + "]";
-  return host + ":" + std::to_string(ep.port());
-}
-
-void log_exception(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    std::fprintf(stderr, "varanus-stub: session ended by exception: %s\n", x.what());
-  }
-}
-
-asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, Contexts& contexts, ServerState& state,
-                                  int member, asio::ssl::context* tls) {
-  std::size_t next = static_cast<std::size_t>(member);
-  for (;;) {
-    asio::io_context& target = *contexts[next++ % contexts.size()];
-    auto [ec, socket] = co_await acceptor.async_accept(target, nothrow);
-    if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-    if (ec) {
-      // Out of descriptors and the like: back off instead of spinning.
-      std::fprintf(stderr, "varanus-stub: accept: %s\n", ec.message().c_str());
-      asio::steady_timer t(acceptor.get_executor(), std::chrono::milliseconds(50));
-      co_await t.async_wait(nothrow);
-      continue;
-    }
-    auto session = std::make_shared<Session>(std::move(socket), state, member, tls);
-    asio::co_spawn(target, Session::run(std::move(session)), log_exception);
-  }
-}
-
+using Contexts = Members::Contexts;
 }  // namespace
 
 /// The TLS context of --tls-cert/--tls-key/--tls-ca; throws
@@ -122,24 +73,17 @@ int run_server(const Options& options) {
   }
 
   // Bind every member before announcing any, so a printed address always works.
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  auto members = std::make_unique<Members>(contexts, address, options.port != 0, tls.get());
   std::vector<std::string> hosts;
   for (int m = 0; m < options.members; ++m) {
-    int port = options.port == 0 ? 0 : options.port + m;
-    tcp::endpoint ep(address, static_cast<asio::ip::port_type>(port));
-    auto& ctx = *contexts[static_cast<std::size_t>(m) % contexts.size()];
-    auto acceptor = std::make_unique<tcp::acceptor>(ctx);
-    acceptor->open(ep.protocol(), ec);
-    if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-    if (!ec) acceptor->bind(ep, ec);
-    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
-    if (ec) {
-      std::fprintf(stderr, "varanus-stub: cannot listen on %s: %s\n", format_endpoint(ep).c_str(),
-                   ec.message().c_str());
+    auto port = static_cast<std::uint16_t>(options.port == 0 ? 0 : options.port + m);
+    std::string error;
+    auto bound = members->bind_initial(port, error);
+    if (!bound) {
+      std::fprintf(stderr, "varanus-stub: %s\n", error.c_str());
       return 1;
     }
-    hosts.push_back(format_endpoint(acceptor->local_endpoint()));
-    acceptors.push_back(std::move(acceptor));
+    hosts.push_back(*bound);
   }
 
   auto state = std::make_unique<ServerState>(options, hosts);
@@ -164,11 +108,7 @@ int run_server(const Options& options) {
 
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   for (auto& ctx : contexts) guards.push_back(asio::make_work_guard(*ctx));
-  for (std::size_t m = 0; m < acceptors.size(); ++m) {
-    asio::co_spawn(acceptors[m]->get_executor(),
-                   accept_loop(*acceptors[m], contexts, *state, static_cast<int>(m), tls.get()),
-                   log_exception);
-  }
+  members->serve(*state);
 
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < contexts.size(); ++i) {
@@ -183,15 +123,12 @@ int run_server(const Options& options) {
   // let their handlers finish (the accept loops return) before any context dies.
   guards.clear();
   signals.reset();
-  for (auto& a : acceptors) {
-    boost::system::error_code ignored;
-    a->close(ignored);
-  }
+  members->close_all();
   for (auto& ctx : contexts) {
     ctx->restart();
     ctx->poll();
   }
-  acceptors.clear();
+  members.reset();
   contexts.clear();
   std::fprintf(stderr, "varanus-stub: stopped\n");
   return 0;

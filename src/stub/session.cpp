@@ -1,5 +1,7 @@
 #include "session.hpp"
 
+#include <sys/socket.h>
+
 #include <array>
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
@@ -9,6 +11,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <cstdio>
+#include <mutex>
 
 #include "handshake.hpp"
 #include "varanus/wire/command.hpp"
@@ -102,9 +105,17 @@ std::int32_t Session::next_request_id() {
 }
 
 void Session::close(bool reset) {
+  std::lock_guard lock(closeMu_);
   boost::system::error_code ec;
   if (reset) socket_.set_option(tcp::socket::linger(true, 0), ec);
   socket_.close(ec);
+}
+
+void Session::kill() {
+  // Only a shutdown here: the socket object belongs to this session's thread
+  // (which closes it); the descriptor stays valid while closeMu_ is held.
+  std::lock_guard lock(closeMu_);
+  if (socket_.is_open()) ::shutdown(socket_.native_handle(), SHUT_RDWR);
 }
 
 asio::awaitable<void> Session::run(std::shared_ptr<Session> self) {
@@ -280,15 +291,29 @@ asio::awaitable<bool> Session::stream_hello(const wire::Message& m, const Comman
 
 asio::awaitable<Session::Wake> Session::await_topology(
     std::int64_t counter, std::chrono::steady_clock::time_point deadline) {
-  auto timer = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor);
-  timer->expires_at(deadline);
-  state_.topology.park(timer);
-  if (state_.topology.counter(info_.member) != counter) co_return Wake::topology;
-  auto result =
-      co_await (timer->async_wait(nothrow) || socket_.async_wait(tcp::socket::wait_read, nothrow));
-  if (result.index() == 1) co_return Wake::readable;
-  if (state_.topology.counter(info_.member) != counter) co_return Wake::topology;
-  co_return Wake::timeout;
+  // A wake-up without a change (a hang lifted elsewhere) waits again.
+  for (;;) {
+    auto timer = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor);
+    timer->expires_at(deadline);
+    state_.topology.park(timer);
+    if (state_.topology.counter(info_.member) != counter) co_return Wake::topology;
+    auto result = co_await (timer->async_wait(nothrow) ||
+                            socket_.async_wait(tcp::socket::wait_read, nothrow));
+    if (result.index() == 1) co_return Wake::readable;
+    if (state_.topology.counter(info_.member) != counter) co_return Wake::topology;
+    if (std::chrono::steady_clock::now() >= deadline) co_return Wake::timeout;
+  }
+}
+
+asio::awaitable<void> Session::wait_while_hung() {
+  while (state_.topology.hung(info_.member)) {
+    // Parked like a streaming hello: un-hanging (or stopping) the member wakes it.
+    auto timer = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor);
+    timer->expires_after(std::chrono::hours(24));
+    state_.topology.park(timer);
+    if (!state_.topology.hung(info_.member)) break;
+    co_await timer->async_wait(nothrow);
+  }
 }
 
 asio::awaitable<bool> Session::handle_op_query(const wire::Message& m) {
@@ -332,7 +357,7 @@ asio::awaitable<bool> Session::handle_legacy_find(const wire::Message& m) {
   std::int64_t batch = ntoreturn == 0 ? 101 : std::abs(ntoreturn);
   if (single) spec.limit = batch;
 
-  if (state_.topology.replica_set() && !state_.topology.state(info_.member).primary &&
+  if (state_.topology.replica_set() && !state_.topology.is_primary(info_.member) &&
       (q.flags & wire::kQuerySecondaryOk) == 0) {
     CommandError e{13435, "NotPrimaryNoSecondaryOk", "not master and slaveOk=false"};
     co_return (co_await send(query_failure(m.header.requestId, e), c)).has_value();
@@ -368,6 +393,8 @@ asio::awaitable<bool> Session::handle_op_get_more(const wire::Message& m) {
 
 asio::awaitable<std::optional<std::int32_t>> Session::send(wire::Frame frame,
                                                            std::optional<wire::Compressor> c) {
+  // A hung member reads requests but answers nothing until it is un-hung.
+  co_await wait_while_hung();
   if (auto delay = faults().delayMs; delay > 0)
     co_await sleep_for(std::chrono::milliseconds(delay));
   // Stamp our requestID (builders were given 0) before any compression.

@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 
@@ -48,6 +49,11 @@ class Session {
   /// Takes the session by value: the coroutine frame owns it from creation
   /// (a lazily started member coroutine would not keep `this` alive).
   static boost::asio::awaitable<void> run(std::shared_ptr<Session> self);
+
+  /// Its member was stopped: the connection ends as a killed mongod's would
+  /// (FIN now; a pending read sees end of file, a parked hello wakes, a
+  /// later write fails). Thread-safe: called from another member's thread.
+  void kill();
 
  private:
   boost::asio::awaitable<void> serve();
@@ -74,6 +80,9 @@ class Session {
   boost::asio::awaitable<Wake> await_topology(std::int64_t counter,
                                               std::chrono::steady_clock::time_point deadline);
 
+  /// While the member is hung ({stubHangMember}): waits until it is not.
+  boost::asio::awaitable<void> wait_while_hung();
+
   FaultSettings faults() const;
   void close(bool reset);
   std::int32_t next_request_id();
@@ -86,6 +95,8 @@ class Session {
   CommandContext ctx_;
   wire::FrameReader reader_;
   std::int64_t messages_ = 0;
+  /// Orders close() (this session's thread) against kill() (any thread).
+  std::mutex closeMu_;
 };
 
 }  // namespace varanus::stub

@@ -20,6 +20,8 @@
 
 namespace varanus::stub {
 
+class Members;
+
 /// Process-wide fault knobs, changed at run time by {stubFault: 1}.
 class Faults {
  public:
@@ -49,6 +51,9 @@ struct ServerState {
   Cursors cursors;
   Faults faults;
   Topology topology;
+  /// The members' listeners and connections (stubStopMember, ...); set by
+  /// Members::serve before the first connection.
+  Members* members = nullptr;
   std::atomic<std::int64_t> nextConnectionId{1};
   std::atomic<std::int64_t> connectionsCurrent{0};
   std::atomic<std::int64_t> connectionsTotal{0};

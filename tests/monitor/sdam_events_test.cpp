@@ -159,3 +159,46 @@ TEST_CASE("heartbeats and closing") {
     CHECK(std::find(std::begin(kTopologyEventNames), std::end(kTopologyEventNames), e.name) !=
           std::end(kTopologyEventNames));
 }
+
+TEST_CASE("topology_event: the Event that carries an SDAM event, secrets left out") {
+  using varanus::monitor::EventType;
+  const auto when = std::chrono::system_clock::time_point(std::chrono::seconds(1'800'000'000));
+  const auto opening = opening_events(Topology({{"a:27017"}, {}, false}).description(), kVia);
+  const auto e = varanus::monitor::topology_event(opening[2], when);
+  CHECK(e.type == EventType::topology);
+  CHECK(e.isTopology());
+  CHECK_FALSE(e.isCommand());
+  CHECK(e.commandName == "serverOpening");
+  CHECK(varanus::monitor::event_name(e) == "serverOpening");
+  CHECK(varanus::monitor::to_string(e.type) == "topology");
+  CHECK(e.connection == nullptr);
+  CHECK(e.time == when);
+  CHECK(e.document == opening[2].fields);
+  CHECK_FALSE(e.redacted);
+  CHECK(is_topology_event_name("serverOpening"));
+  CHECK_FALSE(is_topology_event_name("commandStarted"));
+
+  // A reply with a SASL payload or a user's mechanisms: emptied, the rest kept.
+  for (const char* secret : {R"({"ok": 1, "speculativeAuthenticate": {"payload": "c2VjcmV0"}})",
+                             R"({"ok": 1, "saslSupportedMechs": ["SCRAM-SHA-256"]})"}) {
+    bson_error_t err;
+    bson_t* reply = bson_new_from_json(reinterpret_cast<const std::uint8_t*>(secret), -1, &err);
+    REQUIRE(reply != nullptr);
+    const auto hb = heartbeat_succeeded("a:27017", kVia, true, std::chrono::microseconds(7),
+                                        varanus::wire::BsonView::of(reply));
+    bson_destroy(reply);
+    const auto r = varanus::monitor::topology_event(hb, when);
+    CHECK(r.redacted);
+    CHECK(to_json(r.document) ==
+          json::parse(R"({"address": "a:27017", "via": "127.0.0.1:27018", "awaited": true,)"
+                      R"( "durationMicros": 7, "reply": {}})"));
+  }
+  // An ordinary reply is kept whole.
+  bson_t* plain = BCON_NEW("ok", BCON_DOUBLE(1.0), "setName", BCON_UTF8("rs0"));
+  const auto hb = heartbeat_succeeded("a:27017", kVia, false, std::chrono::microseconds(7),
+                                      varanus::wire::BsonView::of(plain));
+  bson_destroy(plain);
+  const auto kept = varanus::monitor::topology_event(hb, when);
+  CHECK_FALSE(kept.redacted);
+  CHECK(kept.document == hb.fields);
+}

@@ -116,3 +116,13 @@ TEST_CASE("a failed check: Unknown with the error, RTT reset, back to plain hell
   CHECK_FALSE(down.description.roundTripTime);
   CHECK_FALSE(check.round_trip_time());
 }
+
+TEST_CASE("RTT samples from the RTT connection feed the awaited replies' descriptions") {
+  ServerCheck check("a:27017", 500ms);
+  Reply secondary(kSecondary);
+  check.succeeded(secondary.view(), 1000us, false, kVia);
+  check.add_rtt_sample(2000us);
+  CHECK(check.round_trip_time() == 1200us);
+  auto streamed = check.succeeded(secondary.view(), 400'000us, true, kVia);
+  CHECK(streamed.description.roundTripTime == 1200us);
+}

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "sink_test_util.hpp"
+#include "summary.hpp"
 
 using namespace varanus;
 using namespace sinks_test;
@@ -310,4 +311,27 @@ TEST_CASE("otlp sinks: config keys, --otlp-endpoint, errors naming the key") {
       plan(R"({"outputs": [{"type": "otlp", "endpoint": "http://c", "address": "h:1"}]})"),
       doctest::Contains("/sinks/outputs/0/address: unknown key for a otlp sink"),
       app::SinkConfigError);
+}
+
+TEST_CASE("the capture summary leaves topology events out; \"topology\" is no event name") {
+  // The summary (`varanus replay --summary`) counts commands only.
+  app::Summary summary;
+  monitor::Event topology;
+  topology.type = monitor::EventType::topology;
+  topology.time = fixed_time();
+  topology.commandName = "serverHeartbeatFailed";
+  topology.document = bson(R"({"address": "a:27017", "failure": "refused"})");
+  summary.add(topology);
+  summary.add(started());
+  summary.add(topology);
+  summary.add(succeeded());
+  CHECK(summary.by_command().size() == 1);
+  CHECK(summary.by_command().at("find").count == 1);
+  CHECK(summary.errors().empty());
+  CHECK(summary.slowest().size() == 1);
+
+  // Filters take the SDAM names (the sinks test above); "topology", the
+  // kind, is no line's `event`: a typo, refused.
+  CHECK(error_of(R"({"outputs": [{"type": "stdout", "filter": {"excludeEvents": ["topology"]}}]})")
+            .find("unknown event name \"topology\"") != std::string::npos);
 }

@@ -24,8 +24,14 @@ enum class EventType : std::uint8_t {
   commandFailed,
   connectionOpened,
   connectionClosed,
+  /// An SDAM monitoring event of varanus's own topology monitor
+  /// (sdam_events.hpp): `commandName` holds its name (topologyOpening,
+  /// serverDescriptionChanged, serverHeartbeatSucceeded, ...), `document`
+  /// its fields; `connection` is null (no client connection is involved).
+  topology,
 };
-/// "commandStarted", ... — the `event` key of an event line.
+/// "commandStarted", ..., "topology" (the kind; a topology event's line
+/// shows its own name: see event_name).
 std::string_view to_string(EventType type) noexcept;
 
 /// Hellos that drivers do not publish as commands, labelled so users can filter them.
@@ -122,7 +128,12 @@ struct Event {
   bool networkFailure() const noexcept {
     return type == EventType::commandFailed && document.empty();
   }
+  bool isTopology() const noexcept { return type == EventType::topology; }
 };
+
+/// The `event` key of the event's line and the name sink filters match:
+/// to_string(type), or a topology event's SDAM name (its commandName).
+std::string_view event_name(const Event& event) noexcept;
 
 /// Where the Tracker sends events. The sinks' Dispatcher implements it; it
 /// must never block (an I/O thread calls it) and may drop, counting drops.

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "varanus/monitor/event.hpp"
 #include "varanus/monitor/sdam.hpp"
 #include "varanus/wire/bson_view.hpp"
 
@@ -65,4 +66,19 @@ inline constexpr std::string_view kTopologyEventNames[] = {
     "serverHeartbeatStarted", "serverHeartbeatSucceeded",   "serverHeartbeatFailed",
 };
 
+/// True when `name` is one of kTopologyEventNames (exact spelling).
+bool is_topology_event_name(std::string_view name) noexcept;
+
 }  // namespace varanus::monitor::sdam
+
+namespace varanus::monitor {
+
+/// The Event that carries `event` to the sinks (EventType::topology:
+/// commandName = its name, document = its fields, no connection), stamped
+/// `time`. A heartbeat `reply` holding speculativeAuthenticate or
+/// saslSupportedMechs is emptied to {} and the event marked `redacted`
+/// (the command monitoring spec's rule for hello replies), so no sink ever
+/// receives an authentication secret.
+Event topology_event(const sdam::TopologyEvent& event, std::chrono::system_clock::time_point time);
+
+}  // namespace varanus::monitor

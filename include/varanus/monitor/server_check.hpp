@@ -69,6 +69,11 @@ class ServerCheck {
   Outcome failed(std::string_view error, std::chrono::microseconds elapsed, bool awaited,
                  const ViaMap& via);
 
+  /// A round-trip time measured outside the checks (the spec's RTT
+  /// monitor: a second connection sending a plain hello while the checks
+  /// stream). Feeds the average the next description carries.
+  void add_rtt_sample(std::chrono::microseconds sample) noexcept { rtt_.add(sample); }
+
   std::optional<std::chrono::microseconds> round_trip_time() const noexcept { return rtt_.value(); }
 
  private:

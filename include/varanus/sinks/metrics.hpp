@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -66,15 +67,51 @@ struct MetricsOptions {
 ///   varanus_hellos_total{kind,outcome}                 handshake/heartbeat hellos
 /// Hellos are counted apart and kept out of the latency histogram (awaited
 /// heartbeats wait ~10 s by design). Named "prometheus".
+///
+/// Topology events (varanus's own topology monitor), once the first one
+/// arrives:
+///   varanus_topology_primary_changes_total             the RSPrimary became a different
+///                                                      server than the last one seen (the
+///                                                      first primary is no change)
+///   varanus_server_heartbeat_failures_total{member}    serverHeartbeatFailed events
+///   varanus_member_type{member,via,type}               1, for the member's current type only;
+///                                                      gone when the member is closed
+///   varanus_member_round_trip_seconds{member}          latest round-trip time
+///   varanus_topology_member_events_dropped_total             members over kMaxMembers, not tracked
+/// The sink also keeps the latest topology description for /stats.
 class MetricsSink : public Sink {
  public:
+  /// Members with series of their own; later ones are counted in
+  /// varanus_topology_member_events_dropped_total (and said once).
+  static constexpr std::size_t kMaxMembers = 64;
+
+  struct TopologyServer {
+    std::string address;
+    std::string type;                                 ///< "RSPrimary", ...
+    std::string via;                                  ///< empty when unknown
+    std::optional<std::int64_t> roundTripTimeMicros;  ///< when known
+  };
+  /// The latest topologyDescriptionChanged's newDescription.
+  struct TopologySnapshot {
+    std::string type;  ///< "ReplicaSetWithPrimary", ...
+    std::optional<std::string> setName;
+    std::vector<TopologyServer> servers;
+  };
+
   explicit MetricsSink(MetricsOptions options = {});
   /// Appends the Prometheus text exposition of these metrics. Thread-safe.
   void render(std::string& out) const;
   /// Count of varanus_commands_total for these labels (tests). Thread-safe.
   std::uint64_t commands(std::string_view command, std::string_view database,
                          std::string_view outcome) const;
-  /// Counts and times; never renders a document.
+  /// The current topology; nullopt when no topology monitor runs (no
+  /// topologyDescriptionChanged yet, or topologyClosed). Thread-safe.
+  std::optional<TopologySnapshot> topology() const;
+  /// varanus_topology_primary_changes_total (tests). Thread-safe.
+  std::uint64_t primary_changes() const;
+  /// Counts and times; never renders a document. (It reads topology
+  /// events' fields, which the topology monitor publishes whole whatever
+  /// the sinks' needs: the need is about command documents.)
   DocumentNeed document_need() const noexcept override { return DocumentNeed::none; }
 
  protected:
@@ -101,6 +138,25 @@ class MetricsSink : public Sink {
   std::map<std::tuple<std::string_view, std::string, bool>, std::uint64_t, std::less<>> commands_;
   std::map<std::string_view, Histogram> durations_;
   std::map<std::pair<std::string_view, bool>, std::uint64_t> hellos_;
+
+  // Topology events (mutex_ held).
+  void topology_event(const monitor::Event& e);
+  struct Member;
+  Member* member(std::string_view address);
+  void render_topology(std::string& out) const;
+  struct Member {
+    bool open = false;  // between serverOpening (or any event) and serverClosed
+    std::string type = "Unknown";
+    std::string via;
+    std::optional<std::int64_t> rttMicros;
+    std::uint64_t heartbeatFailures = 0;
+  };
+  bool topologySeen_ = false;
+  std::map<std::string, Member, std::less<>> members_;
+  std::uint64_t membersDropped_ = 0;
+  std::optional<std::string> lastPrimary_;
+  std::uint64_t primaryChanges_ = 0;
+  std::optional<TopologySnapshot> topology_;
 };
 
 /// Appends a Prometheus metric family's "# HELP" and "# TYPE" lines.
@@ -142,7 +198,8 @@ struct AdminOptions {
 ///                 MetricsSink's metrics, per-sink written/dropped/errors
 ///   GET /healthz  200 "ok ..." when the last health check passed, else 503
 ///                 (answered at once from the heartbeat's last result)
-///   GET /stats    JSON: counters, sinks, queue
+///   GET /stats    JSON: counters, sinks, queue, topology (the topology
+///                 monitor's latest description; null when none runs)
 /// Anything else: 404 (unknown path), 405 (a method but GET / HEAD), 400
 /// (a malformed request), 431 (headers over maxHeaderBytes), 503 (over
 /// maxConnections); the last three close the connection.

@@ -105,7 +105,8 @@ struct OtlpOptions {
   std::size_t maxPending = 65536;
 };
 
-/// Named "otlp:{endpoint}".
+/// Named "otlp:{endpoint}". Exports traces only: connection and topology
+/// events are taken (written) and make no span.
 class OtlpSink : public Sink {
   using clock_point = std::chrono::steady_clock::time_point;
 

@@ -29,10 +29,15 @@ namespace varanus::sinks {
 /// Command filters apply to command events (started/succeeded/failed).
 /// Connection events (connectionOpened/Closed) pass when `connectionEvents`
 /// is set and neither `failedOnly` nor `minDurationMicros` asks for a
-/// selection of commands only.
+/// selection of commands only. Topology events (serverDescriptionChanged,
+/// serverHeartbeatSucceeded, ...) pass unless `failedOnly` or
+/// `minDurationMicros` is set; the event name filters select them by
+/// name. (A Lines::commands sink also leaves out the serverHeartbeat*
+/// events unless includeEvents names them: see Sink::write.)
 struct SinkFilter {
-  /// Event names (the `event` key: commandStarted, connectionClosed, ...)
-  /// to keep (case-insensitive); empty = all. Applied before the others.
+  /// Event names (the `event` key: commandStarted, connectionClosed,
+  /// serverHeartbeatStarted, ...) to keep (case-insensitive); empty = all.
+  /// Applied before the others.
   std::vector<std::string> includeEvents;
   /// Event names to drop (case-insensitive).
   std::vector<std::string> excludeEvents;
@@ -135,7 +140,10 @@ class Sink {
   void set_close_deadline(std::chrono::steady_clock::time_point t) noexcept { closeDeadline_ = t; }
 
  protected:
-  /// One event that passed the filter. Throw on failure.
+  /// One event that passed the filter. Throw on failure. Besides command
+  /// and connection events it may be a topology event (EventType::topology:
+  /// the SDAM name in commandName, its fields in document) whose
+  /// `connection` is null.
   virtual void write_(const RenderedEvent& event) = 0;
   virtual void flush_() {}
   virtual void close_() {}
