@@ -198,7 +198,7 @@ Doc run_server_status(CommandContext& ctx) {
   bson_t* r = d.get();
   append_utf8(r, "host", ctx.state.topology.host(ctx.session.member));
   BSON_APPEND_UTF8(r, "version", "6.0.0");
-  BSON_APPEND_UTF8(r, "process", "mongod");
+  BSON_APPEND_UTF8(r, "process", ctx.state.options.mongos ? "mongos" : "mongod");
   BSON_APPEND_INT64(r, "pid", getpid());
   BSON_APPEND_INT64(r, "uptime", duration_cast<seconds>(up).count());
   BSON_APPEND_INT64(r, "uptimeMillis", duration_cast<milliseconds>(up).count());

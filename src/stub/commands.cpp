@@ -71,6 +71,11 @@ Doc cursor_reply(std::string_view ns, const std::vector<BsonBytes>& docs, std::i
 
 CommandResult run_command(CommandContext& ctx, const CommandInput& in) {
   CommandResult out;
+  // A mongos has no replica-set commands of its own: "no such command".
+  if (ctx.state.options.mongos && (in.name == "replSetStepDown" || in.name == "replSetStepUp")) {
+    out.reply = error_reply(59, "CommandNotFound", "no such command: '" + in.name + "'");
+    return out;
+  }
   if (is_hello(in.name)) {
     out.reply = hello_reply(ctx, in);
     return out;

@@ -51,11 +51,53 @@ void append_strings(bson_t* out, const char* key, const std::vector<std::string>
   bson_append_array_end(out, &arr);
 }
 
+// A mongos's hello (MongosHelloResponse and the cluster hello command):
+// isWritablePrimary (ismaster for isMaster) true, msg "isdbgrid" and
+// topologyVersion first; no setName, hosts, me, secondary or readOnly. In
+// mongos's field order; drivers type the server Mongos from `msg`.
+Doc mongos_hello_reply(CommandContext& ctx, const CommandInput& in, const bson_t* req) {
+  Topology::MemberState st = ctx.state.topology.state(ctx.session.member);
+  Doc reply;
+  bson_t* r = reply.get();
+  BSON_APPEND_BOOL(r, in.name == "hello" ? "isWritablePrimary" : "ismaster", true);
+  BSON_APPEND_UTF8(r, "msg", "isdbgrid");
+  bson_t tv;
+  BSON_APPEND_DOCUMENT_BEGIN(r, "topologyVersion", &tv);
+  BSON_APPEND_OID(&tv, "processId", &st.processId);
+  BSON_APPEND_INT64(&tv, "counter", st.counter);
+  bson_append_document_end(r, &tv);
+  if (get_bool(req, "helloOk")) BSON_APPEND_BOOL(r, "helloOk", true);
+  BSON_APPEND_INT32(r, "maxBsonObjectSize", 16 * 1024 * 1024);
+  BSON_APPEND_INT32(r, "maxMessageSizeBytes", wire::kDefaultMaxMessageSize);
+  BSON_APPEND_INT32(r, "maxWriteBatchSize", 100000);
+  BSON_APPEND_DATE_TIME(r, "localTime", now_ms());
+  BSON_APPEND_INT32(r, "logicalSessionTimeoutMinutes", 30);
+  BSON_APPEND_INT64(r, "connectionId", ctx.session.connectionId);
+  BSON_APPEND_INT32(r, "maxWireVersion", ctx.state.options.maxWireVersion);
+  BSON_APPEND_INT32(r, "minWireVersion", 0);
+  if (!ctx.session.compressors.empty()) {
+    std::vector<std::string> names;
+    for (auto c : ctx.session.compressors) names.emplace_back(wire::to_string(c));
+    append_strings(r, "compression", names);
+  }
+  if (const auto mechs = get_string(req, "saslSupportedMechs")) {
+    if (auto arr = sasl_supported_mechs(ctx, *mechs))
+      BSON_APPEND_ARRAY(r, "saslSupportedMechs", arr->get());
+  }
+  if (const BsonView spec = get_document(req, "speculativeAuthenticate"); spec.data) {
+    if (auto first = speculative_authenticate(ctx, spec))
+      BSON_APPEND_DOCUMENT(r, "speculativeAuthenticate", first->get());
+  }
+  BSON_APPEND_DOUBLE(r, "ok", 1.0);
+  return reply;
+}
+
 }  // namespace
 
 Doc hello_reply(CommandContext& ctx, const CommandInput& in) {
   StaticDoc req(in.body);
   negotiate_compression(ctx, req.get());
+  if (ctx.state.options.mongos) return mongos_hello_reply(ctx, in, req.get());
   const Topology& topo = ctx.state.topology;
   Topology::MemberState st = topo.state(ctx.session.member);
   // hello answers isWritablePrimary; the legacy isMaster answers ismaster.

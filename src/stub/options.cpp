@@ -21,6 +21,9 @@ then serves until SIGTERM or SIGINT.
   --replset NAME           run as a replica set named NAME ...
   --members N              ... of N members on N consecutive ports (port 0: N free
                            ports); the first member starts as primary
+  --mongos                 answer hellos as a mongos does (msg "isdbgrid", no
+                           setName/hosts/me); one process is one mongos, so
+                           start two for two; not with --replset
   --close-after N          fault: close each connection when its N-th message arrives
   --delay-ms M             fault: delay every reply by M milliseconds
   --reset                  fault: close connections with RST instead of FIN
@@ -124,6 +127,8 @@ ParseResult parse_options(int argc, char** argv) {
       o.verbose = true;
     } else if (arg == "--reset") {
       o.faults.reset = true;
+    } else if (arg == "--mongos") {
+      o.mongos = true;
     } else if (arg == "--tls-cert" || arg == "--tls-key" || arg == "--tls-ca") {
       if (!need_value()) return bad(std::string(arg) + " needs a file name");
       (arg == "--tls-cert"  ? o.tlsCert
@@ -164,6 +169,12 @@ ParseResult parse_options(int argc, char** argv) {
   }
   if (o.tlsCert.empty() && (!o.tlsKey.empty() || !o.tlsCa.empty())) {
     r.message = "varanus-stub: --tls-key and --tls-ca need --tls-cert\n";
+    return r;
+  }
+  if (o.mongos && !o.replSet.empty()) {
+    r.message =
+        "varanus-stub: --mongos and --replset " + o.replSet +
+        " cannot be combined: a mongos belongs to no replica set (start one stub per mongos)\n";
     return r;
   }
   if (o.members > 1 && o.replSet.empty()) {

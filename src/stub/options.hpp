@@ -27,6 +27,7 @@ struct Options {
                                                wire::Compressor::zstd};
   std::string replSet;  ///< empty: standalone
   int members = 1;
+  bool mongos = false;  ///< answer hellos as a mongos (msg "isdbgrid"); not with replSet
   FaultSettings faults;
   bool verbose = false;
   std::string tlsCert;  ///< PEM certificate (chain): serve TLS only (empty: plaintext)

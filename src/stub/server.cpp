@@ -98,8 +98,9 @@ int run_server(const Options& options) {
   for (const auto& h : hosts) std::printf("%s\n", h.c_str());
   std::fflush(stdout);
   if (options.replSet.empty()) {
-    std::fprintf(stderr, "varanus-stub: listening on %s (%d threads%s)\n", hosts[0].c_str(),
-                 options.threads, tls ? ", TLS" : "");
+    std::fprintf(stderr, "varanus-stub: %slistening on %s (%d threads%s)\n",
+                 options.mongos ? "mongos " : "", hosts[0].c_str(), options.threads,
+                 tls ? ", TLS" : "");
   } else {
     std::fprintf(stderr, "varanus-stub: replica set %s, %d members, primary %s (%d threads)\n",
                  options.replSet.c_str(), options.members, hosts[0].c_str(), options.threads);

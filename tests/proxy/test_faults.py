@@ -22,32 +22,14 @@ import sys
 import tempfile
 import unittest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proxy_harness import Proxy, open_fds  # noqa: E402  (puts ../integration on the path)
 from harness import Server, free_port, main_with_stub, start_stub, wait_for  # noqa: E402
 from test_wire import Wire  # noqa: E402
 
 import bson  # noqa: E402
 
 PROXY = STUB = STUB_ADDR = ""
-
-
-def open_fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-class Proxy(Server):
-    def __init__(self, tmp, upstream, *extra):
-        self.events_path = os.path.join(tmp, "events.jsonl")
-        super().__init__([PROXY, "--listen", "127.0.0.1:0", "--upstream", upstream,
-                          "--log-file", self.events_path, *extra],
-                         address_from="stderr", address_regex=r"listening on ([^\s,]+)")
-
-    def events(self):
-        try:
-            with open(self.events_path) as f:
-                return [json.loads(line) for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
 
 
 def unterminated(events):
@@ -86,7 +68,7 @@ class FaultsTest(unittest.TestCase):
                  "descriptors back to the baseline")
 
     def test_client_aborts_mid_request_and_mid_reply(self):
-        with Proxy(self.tmp.name, STUB_ADDR) as px:
+        with Proxy(PROXY, self.tmp.name, STUB_ADDR) as px:
             baseline = open_fds(px.proc.pid)
             bystander = Wire(px.address)
             # Mid-request: half a frame, then gone.
@@ -112,7 +94,7 @@ class FaultsTest(unittest.TestCase):
             run_dir = os.path.join(self.tmp.name, f"reset-{reset}")  # an event log each
             os.makedirs(run_dir)
             with self.subTest(reset=reset), start_stub(STUB) as stub, \
-                    Proxy(run_dir, stub.address) as px:
+                    Proxy(PROXY, run_dir, stub.address) as px:
                 baseline = open_fds(px.proc.pid)
                 bystander = Wire(px.address)
                 victims = []
@@ -139,7 +121,7 @@ class FaultsTest(unittest.TestCase):
 
     def test_upstream_unreachable_then_back(self):
         port = free_port()
-        with Proxy(self.tmp.name, f"127.0.0.1:{port}", "--connect-timeout", "1") as px:
+        with Proxy(PROXY, self.tmp.name, f"127.0.0.1:{port}", "--connect-timeout", "1") as px:
             s = socket.create_connection((px.host, px.port), timeout=5)
             self.assertEqual(s.recv(1), b"")  # closed: nothing listens there yet
             s.close()
@@ -152,7 +134,7 @@ class FaultsTest(unittest.TestCase):
                 w.close()
 
     def test_many_clients_killed_at_once(self):
-        with Proxy(self.tmp.name, STUB_ADDR) as px:
+        with Proxy(PROXY, self.tmp.name, STUB_ADDR) as px:
             baseline = open_fds(px.proc.pid)
             bystander = Wire(px.address)
             # A child process opens 50 connections, each with a request in

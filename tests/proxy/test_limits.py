@@ -23,15 +23,12 @@ import tempfile
 import unittest
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from harness import Server, free_port, main_with_stub, wait_for  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proxy_harness import Proxy, open_fds  # noqa: E402  (puts ../integration on the path)
+from harness import free_port, main_with_stub, wait_for  # noqa: E402
 from test_wire import Wire  # noqa: E402
 
 PROXY = STUB = STUB_ADDR = ""
-
-
-def open_fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def metric(admin, name):
@@ -40,28 +37,6 @@ def metric(admin, name):
             if line.startswith(name + " "):
                 return float(line.split()[1])
     return None
-
-
-class Proxy(Server):
-    """varanus in front of the stub, events to a file, admin on a free port."""
-
-    def __init__(self, tmp, *extra, upstream=None, prefix=()):
-        self.events_path = os.path.join(tmp, "events.jsonl")
-        self.admin = f"127.0.0.1:{free_port()}"
-        super().__init__([*prefix, PROXY, "--listen", "127.0.0.1:0", "--upstream",
-                          upstream or STUB_ADDR, "--log-file", self.events_path,
-                          "--admin", self.admin, *extra],
-                         address_from="stderr", address_regex=r"listening on ([^\s,]+)")
-
-    def events(self):
-        try:
-            with open(self.events_path) as f:
-                return [json.loads(line) for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
-
-    def closed_events(self):
-        return [e for e in self.events() if e["event"] == "connectionClosed"]
 
 
 def connect(address):
@@ -77,7 +52,8 @@ class LimitsTest(unittest.TestCase):
         self.tmp.cleanup()
 
     def test_client_gone_while_upstream_hangs(self):
-        with Proxy(self.tmp.name, "--half-close-timeout", "0.5") as proxy:
+        with Proxy(PROXY, self.tmp.name, STUB_ADDR, "--half-close-timeout", "0.5",
+                   admin=True) as proxy:
             pid = proxy.proc.pid
             baseline = open_fds(pid)
             wires = []
@@ -106,7 +82,8 @@ class LimitsTest(unittest.TestCase):
             self.assertEqual(metric(proxy.admin, "varanus_connections_active"), 0)
 
     def test_client_gone_after_its_reply_is_no_timeout(self):
-        with Proxy(self.tmp.name, "--half-close-timeout", "30") as proxy:
+        with Proxy(PROXY, self.tmp.name, STUB_ADDR, "--half-close-timeout", "30",
+                   admin=True) as proxy:
             w = Wire(proxy.address)
             w.send_msg({"ping": 1, "$db": "admin"})
             w.recv()
@@ -117,7 +94,7 @@ class LimitsTest(unittest.TestCase):
             self.assertEqual(metric(proxy.admin, "varanus_half_close_timeouts_total"), 0)
 
     def test_idle_timeout(self):
-        with Proxy(self.tmp.name, "--idle-timeout", "0.4") as proxy:
+        with Proxy(PROXY, self.tmp.name, STUB_ADDR, "--idle-timeout", "0.4", admin=True) as proxy:
             w = Wire(proxy.address)
             w.send_msg({"ping": 1, "$db": "admin"})
             w.recv()
@@ -128,7 +105,7 @@ class LimitsTest(unittest.TestCase):
             w.close()
 
     def test_busy_connection_outlives_idle_timeout(self):
-        with Proxy(self.tmp.name, "--idle-timeout", "0.5") as proxy:
+        with Proxy(PROXY, self.tmp.name, STUB_ADDR, "--idle-timeout", "0.5", admin=True) as proxy:
             w = Wire(proxy.address)
             # 15 pings 0.1 s apart (the stub's sleep): 1.5 s of traffic with
             # no gap of 0.5 s.
@@ -139,7 +116,7 @@ class LimitsTest(unittest.TestCase):
             w.close()
 
     def test_max_connections(self):
-        with Proxy(self.tmp.name, "--max-connections", "3") as proxy:
+        with Proxy(PROXY, self.tmp.name, STUB_ADDR, "--max-connections", "3", admin=True) as proxy:
             kept = [Wire(proxy.address) for _ in range(3)]
             for w in kept:
                 w.send_msg({"ping": 1, "$db": "admin"})
@@ -165,8 +142,8 @@ class LimitsTest(unittest.TestCase):
     def test_out_of_descriptors_pauses_accept_and_recovers(self):
         # 64 open files (prlimit sets it and execs varanus): the listener,
         # epoll, sinks and the admin endpoint take some; each client two.
-        proxy = Proxy(self.tmp.name, "--max-connections", "1000", "--io-threads", "1",
-                      prefix=("prlimit", "--nofile=64:64"))
+        proxy = Proxy(PROXY, self.tmp.name, STUB_ADDR, "--max-connections", "1000",
+                      "--io-threads", "1", admin=True, prefix=("prlimit", "--nofile=64:64"))
         with proxy:
             wait_for(lambda: re.search(r"warning: maxConnections 1000 needs about 2064 open "
                                        r"files, the limit is 64", proxy.stderr()),
@@ -199,7 +176,7 @@ class LimitsTest(unittest.TestCase):
 
     def test_outage_lines_are_rate_limited(self):
         dead = f"127.0.0.1:{free_port()}"  # nothing listens there
-        with Proxy(self.tmp.name, upstream=dead) as proxy:
+        with Proxy(PROXY, self.tmp.name, dead, admin=True) as proxy:
             for _ in range(60):
                 c = connect(proxy.address)
                 self.assertEqual(c.recv(1), b"")  # closed: upstream unreachable
