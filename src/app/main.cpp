@@ -219,17 +219,14 @@ int run_proxy(const std::vector<std::string>& args) {
     tc.setName = cfg.upstream.replicaSet;
     tc.heartbeatFrequency = cfg.upstream.heartbeatFrequency.value_or(std::chrono::seconds(10));
     tc.connectTimeout = cfg.proxy.connectTimeout;
+    // The upstream leg's TLS, as loaded at start (SIGHUP reloads the
+    // relay's; the monitor keeps its connections' context).
+    if (tls->upstream) tc.tls = tls->upstream->get();
     try {
       topology = std::make_unique<proxy::TopologyMonitor>(std::move(tc));
     } catch (const std::exception& e) {
       diag(std::string("varanus: upstream ") + cfg.upstream.to_string() + ": " + e.what());
       return 2;
-    }
-    if (cfg.proxy.tls.upstream.enabled) {
-      diag(
-          "varanus: warning: the topology monitor does not speak TLS yet: no topology events; "
-          "hello replies are still rewritten and every member a driver learns of gets a listener");
-      topology.reset();
     }
   }
   sinks::HealthCheck health =
