@@ -11,6 +11,15 @@ target_link_libraries(varanus_doctest_main PUBLIC doctest::doctest varanus::opti
 # they nor their neighbours fail on a busy 2-core machine.
 function(varanus_add_test name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBS;SERIAL" ${ARGN})
+  # A ';' in a test case's name splits it into two CTest entries that run
+  # no case and pass: refuse it here.
+  foreach(_src IN LISTS ARG_SOURCES)
+    get_filename_component(_path "${_src}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
+    file(STRINGS "${_path}" _bad REGEX "TEST_CASE\\(\"[^\"]*;")
+    if(_bad)
+      message(FATAL_ERROR "${_src}: a TEST_CASE name with ';' would not run under CTest: ${_bad}")
+    endif()
+  endforeach()
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE varanus_doctest_main ${ARG_LIBS})
   target_compile_definitions(${name} PRIVATE VARANUS_TESTDATA_DIR="${VARANUS_TESTDATA_DIR}")

@@ -520,7 +520,7 @@ TEST_CASE("a replica-set upstream: a listener per seed, each said on its own lin
   CHECK(run.errText.find("varanus: member m2:27018 via 127.0.0.1:") != std::string::npos);
 }
 
-TEST_CASE("the real binary reads VARANUS_* variables; a bad one exits 2 naming it") {
+TEST_CASE("the real binary reads VARANUS_* variables, a bad one exits 2 naming it") {
   struct ScopedEnv {
     const char* name;
     ScopedEnv(const char* n, const char* v) : name(n) { ::setenv(n, v, 1); }

@@ -303,7 +303,7 @@ TEST_CASE("SDAM monitoring spec tests: the events each update yields, in order")
   CHECK(ran >= 7);
 }
 
-TEST_CASE("RTT alone is no change; a new topologyVersion counter is") {
+TEST_CASE("RTT alone is no change, a new topologyVersion counter is") {
   Topology t({{"a:27017"}, std::string("rs"), false});
   const std::string hello =
       R"({"ok": 1, "isWritablePrimary": true, "setName": "rs", "hosts": ["a:27017"],)"
@@ -338,7 +338,7 @@ TEST_CASE("RTT alone is no change; a new topologyVersion counter is") {
   CHECK(t.description().type == TopologyType::ReplicaSetNoPrimary);
 }
 
-TEST_CASE("a failed check: Unknown with the error; ok: 0 names errmsg") {
+TEST_CASE("a failed check: Unknown with the error, ok: 0 names errmsg") {
   Topology t({{"a:27017"}, std::string("rs"), false});
   Update u = t.apply(ServerDescription::from_error("a:27017", "connection refused"));
   CHECK(u.applied);

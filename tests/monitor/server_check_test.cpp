@@ -61,7 +61,7 @@ TEST_CASE("RTT: the first sample, then a 0.2-weighted average") {
   CHECK_FALSE(rtt.value());
 }
 
-TEST_CASE("the first hello is plain; after a topologyVersion, the awaitable one") {
+TEST_CASE("the first hello is plain, after a topologyVersion, the awaitable one") {
   ServerCheck check("a:27017", 10'000ms);
   CHECK_FALSE(check.awaited());
   CHECK(to_json(check.hello_command()) ==

@@ -233,7 +233,7 @@ TEST_CASE("closing fails every pending request, exhaust streams included") {
   CHECK(f.out.events.back().message == "upstream reset: Connection reset by peer");
 }
 
-TEST_CASE("sensitive commands are redacted; the request decides, the reply inherits") {
+TEST_CASE("sensitive commands are redacted, the request decides, the reply inherits") {
   Fixture f;
   SUBCASE("saslStart in any case") {
     f.client(msg(
@@ -265,7 +265,7 @@ TEST_CASE("sensitive commands are redacted; the request decides, the reply inher
   }
 }
 
-TEST_CASE("hellos are labelled handshake, heartbeat and awaited; metadata reaches every event") {
+TEST_CASE("hellos are labelled handshake, heartbeat and awaited, metadata reaches every event") {
   Fixture f;
   wire::Frame hs = wire::build_op_query(
       1, 0, 0, "admin.$cmd", 0, -1,

@@ -359,7 +359,7 @@ TEST_CASE("a 20 MB message is relayed intact") {
   CHECK(back == big);
 }
 
-TEST_CASE("busy polling: in a ping-pong the I/O thread polls instead of sleeping; 0 turns it off") {
+TEST_CASE("busy polling: in a ping-pong the I/O thread polls instead of sleeping, 0 turns it off") {
   FakeUpstream up(FakeUpstream::echo);
   for (const auto window : {2000us, 0us}) {
     CAPTURE(window.count());
@@ -922,7 +922,7 @@ std::string reply_json(Client& c) {
 
 }  // namespace
 
-TEST_CASE("members: hello replies name the listeners; a named member gets one first") {
+TEST_CASE("members: hello replies name the listeners, a named member gets one first") {
   std::vector<std::string> hosts(2);
   auto a = std::make_shared<Member>(Member{&hosts, {}});
   auto b = std::make_shared<Member>(Member{&hosts, {}});

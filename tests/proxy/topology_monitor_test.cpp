@@ -545,7 +545,7 @@ TEST_CASE("streaming off: a plain hello every heartbeat, no awaited hello") {
   CHECK(status["varanusStub"]["awaitedHelloOut"].get<std::int64_t>() == 0);
 }
 
-TEST_CASE("TLS: a set over TLS with its CA; an untrusted one is Unknown naming the cause") {
+TEST_CASE("TLS: a set over TLS with its CA, an untrusted one is Unknown naming the cause") {
   namespace vt = varanus::test;
   Stub stub({"--replset", "rs0", "--members", "3", "--listen", "127.0.0.1:0", "--tls-cert",
              vt::cert("server.pem"), "--tls-key", vt::cert("server.key")},

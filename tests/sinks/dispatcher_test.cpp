@@ -691,7 +691,7 @@ TEST_CASE("mongodb-log sinks write no handshake or heartbeat hellos") {
   CHECK(events->lines.size() == 2);
 }
 
-TEST_CASE("lines: commands reuses kept started events; a reused requestID keeps the newer") {
+TEST_CASE("lines: commands reuses kept started events, a reused requestID keeps the newer") {
   monitor::Stats stats;
   sinks::Dispatcher d(stats);
   sinks::RenderOptions o;

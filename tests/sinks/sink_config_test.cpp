@@ -234,7 +234,7 @@ TEST_CASE("the example sinks config is valid") {
   CHECK(p.admin->port == 9108);
 }
 
-TEST_CASE("lines, documents and extendedJson per sink; --log-lines for the default sink") {
+TEST_CASE("lines, documents and extendedJson per sink, --log-lines for the default sink") {
   auto p = plan(R"({"outputs": [{"type": "stdout", "lines": "commands", "documents": "string",
                                  "extendedJson": "canonical"}, {"type": "stderr"}]})");
   REQUIRE(p.sinks.size() == 2);
@@ -313,7 +313,7 @@ TEST_CASE("otlp sinks: config keys, --otlp-endpoint, errors naming the key") {
       app::SinkConfigError);
 }
 
-TEST_CASE("the capture summary leaves topology events out; \"topology\" is no event name") {
+TEST_CASE("the capture summary leaves topology events out, \"topology\" is no event name") {
   // The summary (`varanus replay --summary`) counts commands only.
   app::Summary summary;
   monitor::Event topology;

@@ -304,7 +304,7 @@ TEST_CASE("sink options apply to topology lines: bounds, strings, type names, ca
   CHECK_FALSE(c.contains("durationMicros"));
 }
 
-TEST_CASE("filters: topology events by name; command selections leave them out") {
+TEST_CASE("filters: topology events by name, command selections leave them out") {
   const auto events = life();
   auto kept = [&](const sinks::SinkFilter& f) {
     std::vector<std::string> out;
@@ -452,7 +452,7 @@ TEST_CASE("metrics: primary changes, heartbeat failures, member types and round 
   CHECK(promtool(text) == "rc=0\n");
 }
 
-TEST_CASE("metrics: the same primary back after a blip is no change; members are bounded") {
+TEST_CASE("metrics: the same primary back after a blip is no change, members are bounded") {
   sinks::MetricsSink m;
   std::vector<std::string> reports;
   m.set_error_handler([&](std::string_view l) { reports.emplace_back(l); });
@@ -492,7 +492,7 @@ TEST_CASE("metrics: the same primary back after a blip is no change; members are
   CHECK(promtool(text) == "rc=0\n");
 }
 
-TEST_CASE("/stats: the latest topology, with via and round-trip times; null without one") {
+TEST_CASE("/stats: the latest topology, with via and round-trip times, null without one") {
   monitor::Stats stats;
   auto metrics = std::make_shared<sinks::MetricsSink>();
   sinks::AdminServer admin(sinks::AdminOptions{}, stats, nullptr, metrics);

@@ -86,7 +86,7 @@ Frame rewritten_reply(std::int32_t id, std::int32_t to, std::uint32_t flags = 0)
 
 }  // namespace
 
-TEST_CASE("a hello's reply is rewritten; other replies pass uncopied") {
+TEST_CASE("a hello's reply is rewritten, other replies pass uncopied") {
   HelloReplyStream s;
   const Frame req1 = hello_request(1), req2 = find_request(2);
   s.client_bytes(concat({&req1, &req2}));

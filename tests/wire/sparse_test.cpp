@@ -204,7 +204,7 @@ TEST_CASE("a string cut at the budget ends on a whole UTF-8 character") {
   }
 }
 
-TEST_CASE("after the budget: large scalars are left out, small fields kept; kind-2 dropped") {
+TEST_CASE("after the budget: large scalars are left out, small fields kept, kind-2 dropped") {
   Owned body;
   const std::string pad(200'000, 'p');
   BSON_APPEND_UTF8(body.b, "first", pad.c_str());   // crosses: cut
