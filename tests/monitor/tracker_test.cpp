@@ -970,7 +970,7 @@ TEST_CASE("closing fails pending requests with the compressor they came with") {
   CHECK_FALSE(ev[3].compressor.has_value());
 }
 
-TEST_CASE("past maxPendingRequests without a reply, inspection stops; each request ends once") {
+TEST_CASE("past maxPendingRequests without a reply, inspection stops and each request ends once") {
   monitor::TrackerOptions o;
   o.maxPendingRequests = 5;
   Fixture f(o);
