@@ -12,8 +12,11 @@ more), while a PyMongo client pings MongoDB through varanus.
   2 x the baseline + 0.3 ms (scheduling noise on a shared machine), as
   tests/integration/test_bomb_flood.py; the figures are printed.
 
-The flood runs in a child process (its own interpreter, so the pings
-measured here never wait for its GIL). Timing-sensitive: run alone.
+The flood runs in two child processes (their own interpreters, so the
+pings measured here never wait for their GIL) at nice 19: on the shared
+2-core machine the load generator's own CPU would otherwise be measured
+as the proxy's latency (varanus's admin thread, which does the work
+asked of the proxy, runs at normal priority). Timing-sensitive: run alone.
 
     test_admin_flood.py VARANUS_BIN STUB_BIN [unittest args]
 """
@@ -35,14 +38,18 @@ from pymongo import MongoClient  # noqa: E402
 PROXY = STUB = STUB_ADDR = ""
 SLOW_CLIENTS = 50  # of the endpoint's 64 connections (AdminOptions::maxConnections)
 FLOOD_SECONDS = 8.0
+# Requests a second from each of the two flood processes. Paced, not flat
+# out: on the shared 2-core machine two unpaced Python clients (8,000/s)
+# take both cores, and the pings then measure the test's own load.
+FLOOD_RATE = 1500
 
-# The flood: keep-alive connections sending GETs of the documented paths,
+# The flood: keep-alive connections sending, at a paced rate, GETs of the documented paths,
 # unknown paths and other methods; the status of every answer is checked
 # against what it must be. Prints "started" after its first answer, then
 # {"requests": N, "seconds": S, "wrong": [...], "wrongCount": W} at the end.
 FLOOD = r"""
 import http.client, json, sys, time
-host, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+host, port, seconds, rate = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 cases = [("GET", "/healthz", 200), ("GET", "/nope", 404), ("POST", "/metrics", 405),
          ("GET", "/stats", 200), ("DELETE", "/stats", 405), ("GET", "/metrics/x", 404),
          ("GET", "/healthz", 200), ("PUT", "/healthz", 405), ("GET", "/metrics", 200),
@@ -50,6 +57,9 @@ cases = [("GET", "/healthz", 200), ("GET", "/nope", 404), ("POST", "/metrics", 4
 n, wrong, t0 = 0, [], time.monotonic()
 conn = http.client.HTTPConnection(host, port, timeout=5)
 while time.monotonic() - t0 < seconds:
+    ahead = n / rate - (time.monotonic() - t0)
+    if ahead > 0:
+        time.sleep(ahead)  # paced: `rate` requests a second
     method, path, want = cases[n % len(cases)]
     try:
         conn.request(method, path)
@@ -108,8 +118,9 @@ class AdminFlood(unittest.TestCase):
                     s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finished
                     slow.append(s)
                 floods = [subprocess.Popen([sys.executable, "-c", FLOOD, ahost, aport,
-                                            str(FLOOD_SECONDS)],
-                                           stdout=subprocess.PIPE, text=True)
+                                            str(FLOOD_SECONDS), str(FLOOD_RATE)],
+                                           stdout=subprocess.PIPE, text=True,
+                                           preexec_fn=lambda: os.nice(19))
                           for _ in range(2)]
                 for f in floods:  # each says when its first answer came
                     self.assertEqual(f.stdout.readline().strip(), "started")
@@ -146,7 +157,7 @@ class AdminFlood(unittest.TestCase):
         for r in results:
             self.assertEqual(r["wrongCount"], 0, r["wrong"])
         self.assertGreater(scrapes, 0)
-        self.assertGreaterEqual(rate, 1000, "the flood did not reach 1,000 requests a second")
+        self.assertGreaterEqual(rate, 2000, "the flood did not reach 2,000 requests a second")
         self.assertLess(worst_scrape, 1.0, "a /metrics scrape waited behind the flood")
         self.assertLessEqual(during, 2 * baseline + 0.0003, stderr[-2000:])
 
