@@ -26,6 +26,7 @@
 #include "varanus/wire/bson_view.hpp"
 #include "varanus/wire/bson_walk.hpp"
 #include "varanus/wire/command.hpp"
+#include "varanus/wire/sparse.hpp"
 
 namespace varanus::monitor {
 namespace {
@@ -33,6 +34,12 @@ namespace {
 std::int64_t micros_between(std::chrono::steady_clock::time_point a,
                             std::chrono::steady_clock::time_point b) {
   return std::chrono::duration_cast<std::chrono::microseconds>(b - a).count();
+}
+
+std::int32_t load_le32(const std::uint8_t* p) noexcept {
+  return static_cast<std::int32_t>(
+      static_cast<std::uint32_t>(p[0]) | static_cast<std::uint32_t>(p[1]) << 8 |
+      static_cast<std::uint32_t>(p[2]) << 16 | static_cast<std::uint32_t>(p[3]) << 24);
 }
 
 std::string_view utf8_at(wire::BsonView doc, std::string_view dotted) {
@@ -142,6 +149,16 @@ void Tracker::publish(Event&& e) {
 
 void Tracker::start_command(Pending p, std::int32_t requestId, wire::BoundedBytes command,
                             bool unacked, wire::BsonBytes impliedReply, Clock now) {
+  if (!unacked && options_.maxPendingRequests != 0 &&
+      pending_.size() >= options_.maxPendingRequests && !pending_.contains(requestId)) {
+    // A client pipelining without reading replies (or an upstream that
+    // stopped answering): each pending request costs memory until its
+    // reply comes. Past the bound, stop inspecting; the relay goes on.
+    return halt(StopCause::backlog,
+                "client: more than " + std::to_string(options_.maxPendingRequests) +
+                    " requests without a reply",
+                now);
+  }
   ++stats_.commands;
   p.start = now.mono;
   Event started = command_event(EventType::commandStarted, requestId, p, now);
@@ -261,6 +278,40 @@ std::optional<wire::Error> compression_bomb(std::span<const std::uint8_t> frame)
 
 }  // namespace
 
+wire::Result<wire::Message> Tracker::decode_frame(std::span<const std::uint8_t> frame,
+                                                  const wire::DecodeOptions& opts,
+                                                  std::vector<std::uint8_t>& keep) {
+  // A compressed OP_MSG large enough that the FrameReader would have
+  // reduced it sparsely, were it not compressed: inflated as a stream into
+  // the same reduction, never whole, and only as far as it is needed.
+  const std::size_t budget = sparse_budget(options_);
+  constexpr std::size_t kPayloadAt = 25;
+  if (budget == 0 || frame.size() < kPayloadAt ||
+      load_le32(frame.data() + 12) != static_cast<std::int32_t>(wire::OpCode::compressed) ||
+      load_le32(frame.data() + 16) != static_cast<std::int32_t>(wire::OpCode::msg))
+    return wire::decode(frame, opts);
+  const std::int32_t usize = load_le32(frame.data() + 20);
+  if (usize < 0 || (static_cast<std::size_t>(usize) + 16) / 4 <= budget)
+    return wire::decode(frame, opts);
+  auto reduced = wire::inflate_sparse(frame, budget, options_.maxMessageSize);
+  if (!reduced) return reduced.error();
+  keep = std::move(reduced->frame);
+  ++sparseInflated_;
+  frameReduced_ = frameReduced_ || reduced->reduced;
+  // What was never inflated goes back to the connection's budget.
+  if (options_.decompressBytesPerSecond != 0) {
+    const double cap = static_cast<double>(std::max<std::uint64_t>(
+        options_.decompressBytesPerSecond, static_cast<std::uint64_t>(options_.maxMessageSize)));
+    decompressTokens_ =
+        std::min(cap, decompressTokens_ +
+                          static_cast<double>(static_cast<std::size_t>(usize) - reduced->inflated));
+  }
+  stats_.inflatedBytes += reduced->inflated;
+  auto decoded = wire::decode(keep, opts);
+  if (decoded) decoded->compressor = reduced->compressor;
+  return decoded;
+}
+
 void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
   wire::DecodeOptions opts;
   opts.maxMessageSize = options_.maxMessageSize;
@@ -269,7 +320,10 @@ void Tracker::on_request(std::span<const std::uint8_t> frame, Clock now) {
   // and rejects a bad one; an observer only needs the bytes to be in bounds.
   opts.verifyChecksum = false;
   if (auto bomb = compression_bomb(frame)) return stop("client message", *bomb, now);
-  auto decoded = wire::decode(frame, opts);
+  // Over budget: relayed uninspected; its reply (if any) finds no request.
+  if (!afford_decompression(frame, now)) return;
+  std::vector<std::uint8_t> inflated;  // a large compressed message, reduced
+  auto decoded = decode_frame(frame, opts, inflated);
   if (!decoded) return stop("client message", decoded.error(), now);
   const wire::Message& msg = *decoded;
   const std::int32_t requestId = msg.header.requestId;
@@ -373,7 +427,24 @@ void Tracker::on_reply(std::span<const std::uint8_t> frame, Clock now) {
   opts.validateBson = false;
   opts.verifyChecksum = false;
   if (auto bomb = compression_bomb(frame)) return stop("upstream message", *bomb, now);
-  auto decoded = wire::decode(frame, opts);
+  if (!afford_decompression(frame, now)) {
+    // Over budget: the request this answers cannot be told apart from a
+    // success or a failure; it ends, failed, saying why (an exhaust stream
+    // it continued ends with it: later replies find no request).
+    const auto responseTo = static_cast<std::int32_t>(load_le32(frame.data() + 8));
+    if (auto found = pending_.find(responseTo); found != pending_.end()) {
+      auto node = pending_.extract(found);
+      Event failed =
+          command_event(EventType::commandFailed, responseTo, std::move(node.mapped()), now);
+      failed.replyBytes = frameBytes_;
+      failed.message = "reply not inspected: " + throttleReason_;
+      spareNode_ = std::move(node);
+      publish(std::move(failed));
+    }
+    return;
+  }
+  std::vector<std::uint8_t> inflated;
+  auto decoded = decode_frame(frame, opts, inflated);
   if (!decoded) return stop("upstream message", decoded.error(), now);
   const wire::Message& msg = *decoded;
   if (const auto* m = std::get_if<wire::OpMsg>(&msg.body);
@@ -496,13 +567,51 @@ void Tracker::fail_all(std::string_view message, Clock now) {
 
 void Tracker::stop(std::string_view where, const wire::Error& error, Clock now) {
   if (!inspecting_) return;
-  inspecting_ = false;
   ++stats_.decodeErrors;
   const bool oversized = error.code == wire::Errc::length_too_large ||
                          error.code == wire::Errc::uncompressed_size_too_large;
-  stopCause_ = oversized ? StopCause::oversized : StopCause::malformed;
-  stopReason_ = std::string(where) + ": " + error.message();
+  halt(oversized ? StopCause::oversized : StopCause::malformed,
+       std::string(where) + ": " + error.message(), now);
+}
+
+void Tracker::halt(StopCause cause, std::string reason, Clock now) {
+  if (!inspecting_) return;
+  inspecting_ = false;
+  stopCause_ = cause;
+  stopReason_ = std::move(reason);
   fail_all("inspection stopped: " + stopReason_, now);
+}
+
+bool Tracker::afford_decompression(std::span<const std::uint8_t> frame, Clock now) {
+  const std::uint64_t rate = options_.decompressBytesPerSecond;
+  constexpr std::size_t kUsizeAt = 20;
+  if (rate == 0 || frame.size() < kUsizeAt + 4 ||
+      load_le32(frame.data() + 12) != static_cast<std::int32_t>(wire::OpCode::compressed))
+    return true;
+  const std::int32_t usize = load_le32(frame.data() + kUsizeAt);
+  if (usize <= 0) return true;  // decode says what is wrong with it
+  // A token bucket of output bytes: refilled at `rate`, holding a second's
+  // worth and never less than one frame of the largest size.
+  const double cap = static_cast<double>(
+      std::max<std::uint64_t>(rate, static_cast<std::uint64_t>(options_.maxMessageSize)));
+  if (!decompressPrimed_) {
+    decompressPrimed_ = true;
+    decompressTokens_ = cap;
+    decompressRefill_ = now.mono;
+  } else if (now.mono > decompressRefill_) {
+    const double seconds = std::chrono::duration<double>(now.mono - decompressRefill_).count();
+    decompressTokens_ = std::min(cap, decompressTokens_ + seconds * static_cast<double>(rate));
+    decompressRefill_ = now.mono;
+  }
+  if (decompressTokens_ >= static_cast<double>(usize)) {
+    decompressTokens_ -= static_cast<double>(usize);
+    return true;
+  }
+  ++stats_.uninspectedCompressed;
+  if (throttleReason_.empty())
+    throttleReason_ = "compressed frames past the decompression budget (" + std::to_string(rate) +
+                      " bytes a second a connection) are relayed without inspection";
+  return false;
 }
 
 bool Tracker::quiescent() const noexcept {

@@ -760,6 +760,7 @@ class Session {
   std::optional<EndReason> reason_;
   steady::time_point lastActive_;  // the batch of the last read (idleTimeout only)
   bool sniffed_ = false;           // the client's first bytes were looked at
+  bool throttleSaid_ = false;      // the inspector's throttle_reason was said
 };
 
 // ---- ServerState ---------------------------------------------------------------
@@ -1733,6 +1734,13 @@ void Session::inspect(Side from, std::span<const std::uint8_t> bytes, monitor::C
   } else {
     inspector_->server_data(bytes, readAt);
   }
+  if (!throttleSaid_) {
+    if (const std::string_view why = inspector_->throttle_reason(); !why.empty()) {
+      throttleSaid_ = true;
+      server_.diag("varanus: connection " + std::to_string(id_) + " (client " + clientName_ +
+                   "): " + std::string(why));
+    }
+  }
   if (!inspector_->inspecting()) inspection_stopped();
 }
 
@@ -1761,8 +1769,16 @@ void Worker::inspect_deferred() {
 
 void Session::inspection_stopped() {
   const std::string_view why = inspector_->stop_reason();
-  const bool oversized = inspector_->stop_cause() == monitor::StopCause::oversized;
-  server_.stats.add(oversized ? server_.stats.oversizedFrames : server_.stats.decodeErrors);
+  switch (inspector_->stop_cause()) {
+    case monitor::StopCause::oversized:
+      server_.stats.add(server_.stats.oversizedFrames);
+      break;
+    case monitor::StopCause::backlog:
+      server_.stats.add(server_.stats.pendingOverflows);
+      break;
+    default:
+      server_.stats.add(server_.stats.decodeErrors);
+  }
   server_.diag("varanus: connection " + std::to_string(id_) + " (client " + clientName_ +
                "): inspection stopped, relaying goes on: " + std::string(why));
 }

@@ -31,6 +31,7 @@ class TrackerInspector final : public Inspector {
   std::string_view stop_reason() const noexcept override { return tracker_.stop_reason(); }
   bool idle() const noexcept override { return tracker_.quiescent(); }
   monitor::StopCause stop_cause() const noexcept override { return tracker_.stop_cause(); }
+  std::string_view throttle_reason() const noexcept override { return tracker_.throttle_reason(); }
 
  private:
   // Stats::commands, frames and sparseFrames follow the tracker's own counts; a
@@ -46,6 +47,12 @@ class TrackerInspector final : public Inspector {
       stats_.add(stats_.frames, static_cast<std::int64_t>(frames - framesCounted_));
       framesCounted_ = frames;
     }
+    const std::uint64_t uninspected = tracker_.stats().uninspectedCompressed;
+    if (uninspected != uninspectedCounted_) {
+      stats_.add(stats_.uninspectedCompressed,
+                 static_cast<std::int64_t>(uninspected - uninspectedCounted_));
+      uninspectedCounted_ = uninspected;
+    }
     const std::uint64_t sparse = tracker_.sparse_frames();
     if (sparse != sparseCounted_) {
       stats_.add(stats_.sparseFrames, static_cast<std::int64_t>(sparse - sparseCounted_));
@@ -58,6 +65,7 @@ class TrackerInspector final : public Inspector {
   std::uint64_t counted_ = 0;
   std::uint64_t sparseCounted_ = 0;
   std::uint64_t framesCounted_ = 0;
+  std::uint64_t uninspectedCounted_ = 0;
 };
 
 }  // namespace

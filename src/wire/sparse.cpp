@@ -9,6 +9,7 @@
 
 #include "bytes.hpp"
 #include "varanus/wire/bson_walk.hpp"
+#include "varanus/wire/compression.hpp"
 #include "varanus/wire/message.hpp"
 
 namespace varanus::wire {
@@ -380,6 +381,84 @@ std::ptrdiff_t SparseMsg::step_document(const std::uint8_t* p, std::size_t n) {
   if (total <= small_) return keep(p, parsed, total);
   if (container) return descend(p, header, child, total);
   return drop(parsed, total);
+}
+
+bool SparseMsg::finish_skipped() {
+  if (mode_ != Mode::parse || skipLeft_ == 0 || copyLeft_ != 0 || then_ != Then::nothing ||
+      checksum_ || !carry_.empty())
+    return false;
+  // After the skip, only container ends may follow: a sequence or the
+  // frame ends where it does, a document or array with its NUL.
+  std::uint64_t q = pos_ + skipLeft_;
+  std::size_t nuls = 0;
+  for (auto it = stack_.rbegin(); it != stack_.rend(); ++it) {
+    if (it->level == Level::document || it->level == Level::array) {
+      if (it->end != q + 1) return false;
+      ++q;
+      ++nuls;
+    } else if (it->end != q) {
+      return false;
+    }
+  }
+  if (q != length_) return false;
+  pos_ += skipLeft_;
+  skipLeft_ = 0;
+  reduced_ = true;
+  const std::vector<std::uint8_t> ends(nuls, 0);
+  feed(ends);
+  return done();
+}
+
+Result<SparseInflated> inflate_sparse(std::span<const std::uint8_t> frame, std::size_t budget,
+                                      std::int32_t maxMessageSize) {
+  constexpr std::size_t kPayloadAt = kHeaderSize + 9;  // originalOpcode, uncompressedSize, id
+  if (frame.size() < kPayloadAt)
+    return detail::make_error(Errc::truncated, frame.size(), "OP_COMPRESSED header incomplete");
+  if (detail::load_i32(frame.data() + 12) != static_cast<std::int32_t>(OpCode::compressed) ||
+      detail::load_i32(frame.data() + 16) != static_cast<std::int32_t>(OpCode::msg))
+    return detail::make_error(Errc::invalid_field, 12, "not an OP_COMPRESSED OP_MSG");
+  const std::int32_t usize = detail::load_i32(frame.data() + 20);
+  if (usize < 0)
+    return detail::make_error(Errc::invalid_field, 20, "uncompressedSize " + std::to_string(usize));
+  if (static_cast<std::int64_t>(usize) + static_cast<std::int64_t>(kHeaderSize) > maxMessageSize)
+    return detail::make_error(Errc::uncompressed_size_too_large, 20,
+                              "uncompressedSize " + std::to_string(usize) + " + 16 > maximum " +
+                                  std::to_string(maxMessageSize));
+  const std::uint8_t cid = frame[24];
+  if (cid > 3)
+    return detail::make_error(Errc::unknown_compressor, 24, "compressorId " + std::to_string(cid));
+  SparseInflated out;
+  out.compressor = static_cast<Compressor>(cid);
+  SparseMsg sparse(budget);
+  std::uint8_t head[kHeaderSize];
+  detail::store_u32(head, static_cast<std::uint32_t>(usize) + kHeaderSize);
+  std::memcpy(head + 4, frame.data() + 4, 8);  // requestID, responseTo
+  detail::store_u32(head + 12, static_cast<std::uint32_t>(OpCode::msg));
+  sparse.feed(head);
+  bool early = false;
+  auto n =
+      decompress_stream(out.compressor, frame.subspan(kPayloadAt), static_cast<std::size_t>(usize),
+                        static_cast<std::size_t>(maxMessageSize) - kHeaderSize,
+                        [&](std::span<const std::uint8_t> chunk) {
+                          sparse.feed(chunk);
+                          if (sparse.failed()) return false;
+                          early = sparse.finish_skipped();
+                          return !early;
+                        });
+  if (!n) {
+    Error e = n.error();
+    e.offset = kPayloadAt;
+    return e;
+  }
+  if (sparse.failed() || !sparse.done())
+    return detail::make_error(
+        Errc::section_overrun, kHeaderSize,
+        (sparse.failed() ? sparse.error() : std::string("sparse OP_MSG: the frame ends early")) +
+            " (inside the decompressed " + std::string(to_string(out.compressor)) + " payload)");
+  out.frame.assign(sparse.frame().begin(), sparse.frame().end());
+  out.reduced = sparse.reduced() || early;
+  out.inflated = *n;
+  return out;
 }
 
 }  // namespace varanus::wire

@@ -9,9 +9,15 @@ without inflating, so the figure measures varanus alone. Other clients'
 ping p50 during the flood must stay within 2 x the baseline (+0.3 ms of
 scheduling noise on a shared machine); the figures are printed.
 
+The second case floods with frames the guard lets in (zlib inserts
+claiming 62 MB at ~180:1, documents in a kind-1 sequence): inspection
+inflates each only as far as its events need (design notes 22), and the
+same bound holds.
+
     test_bomb_flood.py VARANUS_BIN STUB_BIN [unittest args]
 """
 import os
+import random
 import socket
 import statistics
 import struct
@@ -19,10 +25,11 @@ import sys
 import threading
 import time
 import unittest
+import urllib.request
 import zlib
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Server, main_with_stub  # noqa: E402
+from harness import Server, free_port, main_with_stub  # noqa: E402
 
 from pymongo import MongoClient  # noqa: E402
 
@@ -57,12 +64,43 @@ def pings(client, n):
     return out
 
 
+def under_ratio_frame():
+    """A zlib insert claiming 60 MB that is no bomb: ~190:1, under the
+    guard's 256:1, so inspection takes it. Its documents travel in a kind-1
+    sequence after the body, as drivers send bulk writes."""
+    rng = random.Random(25)
+    pad = bytearray(CLAIMED // 64)
+    for i in range(0, len(pad), 640):  # a random byte every 640 keeps it near 190:1
+        pad[i] = rng.randrange(256)
+    doc_body = b"\x05pad\x00" + struct.pack("<i", len(pad)) + b"\x00" + bytes(pad)
+    doc = struct.pack("<i", 4 + len(doc_body) + 1) + doc_body + b"\x00"
+    docs = doc * 63
+    body = b"\x02insert\x00" + struct.pack("<i", 2) + b"c\x00" + \
+        b"\x02$db\x00" + struct.pack("<i", 5) + b"test\x00"
+    body_doc = struct.pack("<i", 4 + len(body) + 1) + body + b"\x00"
+    seq = struct.pack("<i", 4 + len(b"documents\x00") + len(docs)) + b"documents\x00" + docs
+    original = struct.pack("<I", 0) + b"\x00" + body_doc + b"\x01" + seq
+    packed = zlib.compress(original, 9)
+    rest = struct.pack("<iiB", 2013, len(original), 2) + packed
+    return struct.pack("<iiii", 16 + len(rest), 7, 0, 2012) + rest
+
+
+def metric(admin, name):
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
 class BombFlood(unittest.TestCase):
-    def test_other_clients_ping_p50_within_2x_during_a_bomb_flood(self):
-        frame = bomb_frame()
-        self.assertLess(len(frame) * 256, CLAIMED)  # a real bomb
+    def flood(self, frame, extra_args=()):
+        """Other clients' ping p50 before and during a flood of `frame` from
+        four connections (CHUNK bytes every 0.1 s each); the proxy's stderr."""
+        admin = f"127.0.0.1:{free_port()}"
         with Server([PROXY, "--listen", "127.0.0.1:0", "--upstream", STUB_ADDR,
-                     "--max-message-size", str(64 * 1024 * 1024)], name="proxy",
+                     "--max-message-size", str(64 * 1024 * 1024), "--admin", admin,
+                     *extra_args], name="proxy",
                     address_from="stderr", address_regex=r"listening on ([^\s,]+)") as px:
             host, port = px.address.rsplit(":", 1)
             client = MongoClient(px.uri(directConnection="true"))
@@ -88,7 +126,7 @@ class BombFlood(unittest.TestCase):
             for t in threads:
                 t.start()
             try:
-                # Let every connection get whole bombs through first.
+                # Let every connection get whole frames through first.
                 deadline = time.monotonic() + 30
                 while sent[0] < 4 * (len(frame) // CHUNK + 1) and time.monotonic() < deadline:
                     pings(client, 10)
@@ -98,11 +136,33 @@ class BombFlood(unittest.TestCase):
                 for t in threads:
                     t.join(10)
             client.close()
+            sparse = metric(admin, "varanus_sparse_frames_total")
             stderr = px.stderr()
+        return baseline, during, sparse, stderr
+
+    def test_other_clients_ping_p50_within_2x_during_a_bomb_flood(self):
+        frame = bomb_frame()
+        self.assertLess(len(frame) * 256, CLAIMED)  # a real bomb
+        baseline, during, _, stderr = self.flood(frame)
         print(f"\nping p50: baseline {baseline * 1000:.3f} ms, during a 4-connection zlib "
               f"bomb flood ({len(frame)} bytes claiming {CLAIMED}) {during * 1000:.3f} ms",
               file=sys.stderr)
         self.assertIn("decompression bomb guard", stderr)
+        self.assertLessEqual(during, 2 * baseline + 0.0003, stderr[-2000:])
+
+    def test_other_clients_ping_p50_within_2x_during_a_flood_under_the_ratio(self):
+        # Frames the guard lets in: inspection inflates each only as far as
+        # its events need (the body and the first documents: the kind-1
+        # sequence after them is never inflated), not 60 MB.
+        frame = under_ratio_frame()
+        self.assertGreater(len(frame) * 256, CLAIMED)  # not refused by the guard
+        baseline, during, sparse, stderr = self.flood(frame)
+        print(f"\nping p50: baseline {baseline * 1000:.3f} ms, during a 4-connection zlib "
+              f"flood under the ratio ({len(frame)} bytes claiming {CLAIMED}, "
+              f"{sparse:.0f} inspected as they inflated) {during * 1000:.3f} ms",
+              file=sys.stderr)
+        self.assertNotIn("decompression bomb guard", stderr)
+        self.assertGreaterEqual(sparse, 4, "the frames were not inspected")
         self.assertLessEqual(during, 2 * baseline + 0.0003, stderr[-2000:])
 
 

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -69,10 +70,10 @@ struct Fixture {
   Recorder out;
   FakeTime clock;
   monitor::Tracker tracker;
-  Fixture()
+  explicit Fixture(monitor::TrackerOptions options = {})
       : tracker(std::make_shared<monitor::ConnectionInfo>(
                     monitor::ConnectionInfo{1, "127.0.0.1:50000", "127.0.0.1:27017", "", "", {}}),
-                out) {}
+                out, options) {}
   void client(const wire::Frame& f, std::chrono::microseconds t = 0us) {
     tracker.client_data(f, clock.at(t));
   }
@@ -967,4 +968,246 @@ TEST_CASE("closing fails pending requests with the compressor they came with") {
   CHECK(ev[2].durationMicros == 25);
   CHECK(ev[3].requestId == 2);
   CHECK_FALSE(ev[3].compressor.has_value());
+}
+
+TEST_CASE("past maxPendingRequests without a reply, inspection stops and each request ends once") {
+  monitor::TrackerOptions o;
+  o.maxPendingRequests = 5;
+  Fixture f(o);
+  // Unacknowledged writes wait for nothing: they never count.
+  for (int id = 100; id < 120; ++id)
+    f.client(
+        msg(id, 0, R"({"insert": "c", "documents": [{"a": 1}], "$db": "d"})", wire::kMoreToCome));
+  CHECK(f.tracker.inspecting());
+  for (int id = 1; id <= 5; ++id) f.client(msg(id, 0, R"({"find": "c", "$db": "d"})"));
+  CHECK(f.tracker.inspecting());
+  // A reply frees a slot.
+  f.server(msg(901, 1, R"({"ok": 1})"));
+  f.client(msg(6, 0, R"({"find": "c", "$db": "d"})"));
+  CHECK(f.tracker.inspecting());
+  const std::size_t before = f.out.events.size();
+  f.client(msg(7, 0, R"({"find": "c", "$db": "d"})"));  // the sixth in flight
+  CHECK_FALSE(f.tracker.inspecting());
+  CHECK(f.tracker.stop_cause() == monitor::StopCause::backlog);
+  CHECK(f.tracker.stop_reason() == "client: more than 5 requests without a reply");
+  CHECK(f.tracker.stats().decodeErrors == 0);  // not a decode error: counted apart
+  // Requests 2..6 fail, in order, with the reason; request 7 was never started.
+  REQUIRE(f.out.events.size() == before + 5);
+  for (std::size_t i = 0; i < 5; ++i) {
+    const auto& e = f.out.events[before + i];
+    CHECK(e.type == EventType::commandFailed);
+    CHECK(e.requestId == static_cast<std::int32_t>(2 + i));
+    CHECK(e.message == "inspection stopped: client: more than 5 requests without a reply");
+  }
+  // Late replies find nothing to pair; closing fails nothing more.
+  f.server(msg(902, 3, R"({"ok": 1})"));
+  f.tracker.closed("client closed", f.clock.at(0us));
+  int started = 0;
+  int terminal = 0;
+  for (const auto& e : f.out.events) {
+    if (e.type == EventType::commandStarted) ++started;
+    if (e.type == EventType::commandSucceeded || e.type == EventType::commandFailed) ++terminal;
+  }
+  CHECK(started == 20 + 6);
+  CHECK(terminal == started);
+}
+
+TEST_CASE("1M pipelined requests without replies keep at most maxPendingRequests") {
+  Fixture f;  // the default bound
+  REQUIRE(monitor::TrackerOptions{}.maxPendingRequests == 1000);
+  int id = 1;
+  for (; id <= 1'000'000 && f.tracker.inspecting(); ++id)
+    f.client(msg(id, 0, R"({"find": "c", "filter": {"a": 1}, "$db": "d"})"));
+  CHECK(id == 1002);  // stopped at the 1,001st, after 1,000 started
+  CHECK(f.tracker.stop_cause() == monitor::StopCause::backlog);
+  CHECK(f.tracker.stats().commands == 1000);
+  // More bytes cost nothing: inspection ignores them.
+  for (int i = 0; i < 1000; ++i) f.client(msg(id + i, 0, R"({"ping": 1, "$db": "d"})"));
+  CHECK(f.tracker.stats().commands == 1000);
+  CHECK(f.out.events.size() == 2000);  // 1,000 started + 1,000 failed
+}
+
+namespace {
+// A compressed find whose uncompressedSize is `pad` bytes and a little.
+wire::Frame compressed_find(std::int32_t id, std::size_t pad) {
+  auto z = wire::build_op_compressed(msg(id, 0,
+                                         std::string(R"({"find": "c", "filter": {"s": ")") +
+                                             std::string(pad, 'x') + R"("}, "$db": "d"})"),
+                                     wire::Compressor::zlib);
+  REQUIRE(z.ok());
+  return *z;
+}
+std::int32_t usize_of(const wire::Frame& f) {
+  return static_cast<std::int32_t>(f[20] | f[21] << 8 | f[22] << 16 | f[23] << 24);
+}
+}  // namespace
+
+TEST_CASE("compressed frames past the connection's decompression budget go uninspected") {
+  const auto first = compressed_find(1, 39'900);
+  const std::int32_t usize = usize_of(first);
+  REQUIRE(usize > 39'900);
+  REQUIRE(usize < 40'000);
+  monitor::TrackerOptions o;
+  o.decompressBytesPerSecond = 100'000;
+  // The bucket holds max(rate, maxMessageSize): five frames and 10 bytes.
+  o.maxMessageSize = 5 * usize + 10;
+  Fixture f(o);
+  // Five frames of ~40,000 fit, the sixth does not.
+  f.client(first);
+  for (int id = 2; id <= 6; ++id) f.client(compressed_find(id, 39'900));
+  CHECK(f.tracker.stats().commands == 5);
+  CHECK(f.tracker.stats().uninspectedCompressed == 1);
+  CHECK(f.tracker.inspecting());  // inspection goes on: only that frame was skipped
+  CHECK(f.tracker.throttle_reason().find("decompression budget (100000 bytes a second") !=
+        std::string::npos);
+  // Uncompressed traffic is inspected as before.
+  f.client(msg(7, 0, R"({"ping": 1, "$db": "admin"})"));
+  CHECK(f.tracker.stats().commands == 6);
+  f.server(msg(907, 7, R"({"ok": 1})"));
+  // A compressed reply past the budget ends its request, failed, saying why.
+  auto reply = wire::build_op_compressed(msg(901, 1, R"({"ok": 1})"), wire::Compressor::zstd);
+  REQUIRE(reply.ok());
+  f.server(*reply);
+  const auto& last = f.out.events.back();
+  CHECK(last.type == EventType::commandFailed);
+  CHECK(last.requestId == 1);
+  CHECK(last.message.find("reply not inspected: compressed frames past the decompression") == 0);
+  CHECK(f.tracker.stats().uninspectedCompressed == 2);
+  // Half a second refills 50,000 bytes: one more frame of ~40,000 passes, not two.
+  // (The reply it skipped cost nothing.)
+  f.client(compressed_find(8, 39'900), 500'000us);
+  f.client(compressed_find(9, 39'900), 500'000us);
+  CHECK(f.tracker.stats().commands == 7);
+  CHECK(f.tracker.stats().uninspectedCompressed == 3);
+  // Replies within the budget pair as usual.
+  auto ok2 = wire::build_op_compressed(msg(902, 2, R"({"ok": 1})"), wire::Compressor::zstd);
+  REQUIRE(ok2.ok());
+  f.server(*ok2, 2'000'000us);
+  CHECK(f.out.events.back().type == EventType::commandSucceeded);
+  CHECK(f.out.events.back().requestId == 2);
+  // Every started event still ends once.
+  f.tracker.closed("client closed", f.clock.at(3'000'000us));
+  int started = 0;
+  int terminal = 0;
+  for (const auto& e : f.out.events) {
+    if (e.type == EventType::commandStarted) ++started;
+    if (e.type == EventType::commandSucceeded || e.type == EventType::commandFailed) ++terminal;
+  }
+  CHECK(started == 7);
+  CHECK(terminal == 7);
+}
+
+TEST_CASE("a large compressed message is inflated only as far as its bounded events need") {
+  // Bulk inserts (body, then a kind-1 sequence) and a large find reply,
+  // compressed, against the same messages uncompressed in 16 KiB reads
+  // (sparse framing): the same events, and the insert is never inflated
+  // past what the bound keeps.
+  monitor::TrackerOptions options;
+  options.documentBound = {1000, false};
+  REQUIRE(monitor::sparse_budget(options) == 64 * 1024);
+  struct Side {
+    Recorder out;
+    monitor::Tracker tracker;
+    explicit Side(const monitor::TrackerOptions& o)
+        : tracker(std::make_shared<monitor::ConnectionInfo>(
+                      monitor::ConnectionInfo{1, "127.0.0.1:50000", "127.0.0.1:27017", "", "", {}}),
+                  out, o) {}
+  };
+  // Letters at random: about 2:1 for zlib and zstd, far from a bomb.
+  std::mt19937 rng(25);
+  auto noise = [&](std::size_t n) {
+    std::string s(n, 'a');
+    for (char& ch : s) ch = static_cast<char>('a' + rng() % 16);
+    return s;
+  };
+  bson_t* body = bson_new();
+  BSON_APPEND_UTF8(body, "insert", "big");
+  BSON_APPEND_UTF8(body, "$db", "bench");
+  std::vector<wire::BsonBytes> docs;  // each one's bytes (their buffers never move)
+  std::vector<wire::BsonView> views;
+  for (int i = 0; i < 100; ++i) {
+    bson_t* d = bson_new();
+    BSON_APPEND_INT32(d, "_id", i);
+    BSON_APPEND_UTF8(d, "pad", noise(20'000).c_str());
+    docs.emplace_back(bson_get_data(d), bson_get_data(d) + d->len);
+    bson_destroy(d);
+    views.push_back(
+        wire::BsonView{docs.back().data(), static_cast<std::uint32_t>(docs.back().size())});
+  }
+  wire::DocumentSequence seq{"documents", views};
+  const wire::Frame insert = wire::build_op_msg(1, 0, 0, wire::BsonView::of(body), {&seq, 1});
+  bson_t* reply = bson_new();
+  {
+    bson_t cursor, batch;
+    BSON_APPEND_DOCUMENT_BEGIN(reply, "cursor", &cursor);
+    BSON_APPEND_ARRAY_BEGIN(&cursor, "firstBatch", &batch);
+    for (int i = 0; i < 100; ++i) {
+      const std::string key = std::to_string(i);
+      BSON_APPEND_UTF8(&batch, key.c_str(), noise(20'000).c_str());
+    }
+    bson_append_array_end(&cursor, &batch);
+    BSON_APPEND_INT64(&cursor, "id", 31337);
+    BSON_APPEND_UTF8(&cursor, "ns", "bench.big");
+    bson_append_document_end(reply, &cursor);
+    BSON_APPEND_DOUBLE(reply, "ok", 1.0);
+  }
+  const wire::Frame find = msg(2, 0, R"({"find": "big", "$db": "bench"})");
+  const wire::Frame found = wire::build_op_msg(900, 2, 0, wire::BsonView::of(reply));
+  REQUIRE(insert.size() > 2'000'000);
+  REQUIRE(found.size() > 2'000'000);
+
+  for (wire::Compressor c : {wire::Compressor::zlib, wire::Compressor::zstd}) {
+    CAPTURE(wire::to_string(c));
+    Side plain(options), packed(options);
+    FakeTime clock;
+    auto split = [&](bool fromClient, const wire::Frame& f) {
+      for (std::size_t at = 0; at < f.size(); at += 16384) {
+        const auto part = std::span(f).subspan(at, std::min<std::size_t>(16384, f.size() - at));
+        if (fromClient)
+          plain.tracker.client_data(part, clock.at(0us));
+        else
+          plain.tracker.server_data(part, clock.at(0us));
+      }
+    };
+    split(true, insert);
+    split(true, find);
+    split(false, found);
+    auto zi = wire::build_op_compressed(insert, c);
+    auto zf = wire::build_op_compressed(found, c);
+    REQUIRE(zi.ok());
+    REQUIRE(zf.ok());
+    REQUIRE(zi->size() * 256 > insert.size());  // not a bomb: the guard lets it in
+    packed.tracker.client_data(*zi, clock.at(0us));
+    const std::uint64_t afterInsert = packed.tracker.stats().inflatedBytes;
+    packed.tracker.client_data(find, clock.at(0us));
+    packed.tracker.server_data(*zf, clock.at(0us));
+    MESSAGE(wire::to_string(c) << ": insert of " << insert.size() - 16 << " bytes, " << afterInsert
+                               << " inflated; reply of " << found.size() - 16 << ", "
+                               << packed.tracker.stats().inflatedBytes - afterInsert);
+    CHECK(afterInsert < 4 * 64 * 1024);  // stopped early
+    CHECK(packed.tracker.stats().inflatedBytes - afterInsert == found.size() - 16);
+    CHECK(packed.tracker.sparse_frames() == 2);
+    REQUIRE(packed.tracker.inspecting());
+    const auto a = plain.out.commands();
+    const auto b = packed.out.commands();
+    REQUIRE(a.size() == 3);  // the insert's start, the find's start and end
+    REQUIRE(b.size() == 3);
+    for (std::size_t i = 0; i < 3; ++i) {
+      CAPTURE(i);
+      CHECK(a[i].type == b[i].type);
+      CHECK(a[i].commandName == b[i].commandName);
+      CHECK(a[i].document == b[i].document);
+      CHECK(a[i].documentCut == b[i].documentCut);
+      CHECK(a[i].documentOmitted == b[i].documentOmitted);
+      CHECK(a[i].summary.cursorId == b[i].summary.cursorId);
+      CHECK(a[i].summary.nReturned == b[i].summary.nReturned);
+    }
+    CHECK(b[0].compressor == c);
+    CHECK(b[0].documentCut);
+    CHECK(b[2].type == EventType::commandSucceeded);
+    CHECK(b[2].summary.cursorId == 31337);
+    CHECK(b[2].compressor == c);
+  }
+  bson_destroy(body);
+  bson_destroy(reply);
 }

@@ -6,7 +6,9 @@ three things:
 - the documented outcome: inspection of that connection stops (fail open:
   varanus keeps relaying, the upstream answers or closes as mongod would),
   counted in varanus_decode_errors_total or varanus_oversized_frames_total,
-  with one stderr line naming the connection; or, for input that decodes,
+  with one stderr line naming the connection (a client pipelining past
+  maxPendingRequests: varanus_pending_overflows_total); or, for input that
+  decodes,
   events whose lines are valid JSON;
 - no other connection is affected: a bystander connection pings before and
   after, and varanus is still running;
@@ -23,6 +25,7 @@ import tempfile
 import time
 import unittest
 import urllib.request
+import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 from harness import Server, free_port, main_with_stub, wait_for  # noqa: E402
@@ -32,6 +35,7 @@ import bson  # noqa: E402
 
 PROXY = STUB = STUB_ADDR = ""
 OP_MSG = 2013
+OP_COMPRESSED = 2012
 
 
 def metric(admin, name):
@@ -40,6 +44,15 @@ def metric(admin, name):
             if line.startswith(name + " "):
                 return float(line.split()[1])
     return 0.0
+
+
+def rss_kib(pid):
+    """Resident set size of process `pid`, KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def op_msg(body_bytes, request_id=7):
@@ -170,6 +183,74 @@ class HostileTest(unittest.TestCase):
         finally:
             s.close()
         self.ping_bystander()
+        self.lines_are_json()
+
+    # -- compression -----------------------------------------------------------
+    def test_compressed_frame_claiming_2gb_uncompressed(self):
+        # OP_COMPRESSED whose uncompressedSize claims 2 GB (2^31 - 1) for a
+        # few bytes of zlib: refused from its header (over maxMessageSize,
+        # and the decompression bomb guard), nothing allocated or inflated;
+        # counted as oversized, one line naming the claim; relayed as is
+        # (the stub refuses it as mongod would).
+        payload = zlib.compress(struct.pack("<I", 0) + b"\x00" +
+                                bson.encode({"ping": 1, "$db": "admin"}))
+        rest = struct.pack("<iiB", OP_MSG, 2 ** 31 - 1, 2) + payload
+        frame = struct.pack("<iiii", 16 + len(rest), 31, 0, OP_COMPRESSED) + rest
+        rss_before = rss_kib(self.proxy.proc.pid)
+        self.send_hostile(frame, "varanus_oversized_frames_total")
+        self.assertIn("uncompressedSize 2147483647", self.proxy.stderr())
+        grown = rss_kib(self.proxy.proc.pid) - rss_before
+        print(f"\n2 GB claim: RSS {rss_before} KiB -> +{grown} KiB", file=sys.stderr)
+        self.assertLess(grown, 16 * 1024, "a 2 GB claim allocated memory")
+
+    # -- pipelining ------------------------------------------------------------
+    def test_pipelined_requests_past_the_pending_cap(self):
+        # A client pipelines pings without reading replies to an upstream
+        # that answers none (the stub delays this connection's replies by
+        # 20 s): past 1,000 requests without a reply (maxPendingRequests)
+        # inspection of the connection stops (varanus_pending_overflows_total,
+        # one line), the 1,000 pending fail with the reason, the relay goes
+        # on, and varanus's memory stays bounded (before the cap: 1M
+        # pipelined requests cost +250 MB).
+        self.ping_bystander()
+        w = Wire(self.proxy.address)
+        try:
+            # (Its own reply is delayed too: the first of the 1,000 pending.)
+            w.send_msg({"stubFault": 1, "delayMs": 20000, "thisConnection": True,
+                        "$db": "admin"})
+            before = metric(self.admin, "varanus_pending_overflows_total")
+            rss_before = rss_kib(self.proxy.proc.pid)
+            ping = bson.encode({"ping": 1, "$db": "admin"})
+            chunk = b"".join(op_msg(ping, request_id=1000 + i) for i in range(1000))
+            w.sock.settimeout(2.0)
+            sent = 0
+            try:
+                while sent < 1_000_000:  # until the buffers on the way are full
+                    w.sock.sendall(chunk)
+                    sent += 1000
+            except socket.timeout:
+                pass
+            self.assertGreater(sent, 1000, "too few requests got through to pass the cap")
+            wait_for(lambda: metric(self.admin, "varanus_pending_overflows_total") > before,
+                     "varanus_pending_overflows_total counted")
+            wait_for(lambda: "more than 1000 requests without a reply" in self.proxy.stderr(),
+                     "one line naming the cause")
+            grown = rss_kib(self.proxy.proc.pid) - rss_before
+            reason = "inspection stopped: client: more than 1000 requests without a reply"
+
+            def failed_with_reason():
+                with open(self.events_path, "rb") as f:
+                    return sum(1 for line in f if reason.encode() in line)
+            # Every started event ends once: the 1,000 pending fail with it.
+            wait_for(lambda: failed_with_reason() >= 1000, "1,000 failed events")
+            self.assertEqual(failed_with_reason(), 1000)
+            print(f"\npending cap: {sent} pings pipelined ({sent * len(chunk) // 1000 // 1024} "
+                  f"KiB), RSS {rss_before} KiB -> +{grown} KiB", file=sys.stderr)
+            self.assertLess(grown, 32 * 1024, "memory grew with the requests in flight")
+        finally:
+            w.close()
+        self.ping_bystander()
+        self.assertIsNone(self.proxy.proc.poll())
         self.lines_are_json()
 
     def test_slowloris_clients_hold_no_one_up(self):

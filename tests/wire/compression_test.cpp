@@ -175,3 +175,43 @@ TEST_CASE("a corrupted checksum inside a compressed OP_MSG is caught") {
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().code == Errc::bad_checksum);
 }
+
+TEST_CASE("decompress_stream hands the output in chunks and stops when told, zlib and zstd early") {
+  Bytes input;
+  for (int i = 0; i < 1'000'000; ++i) input.push_back(static_cast<std::uint8_t>(i % 251));
+  for (Compressor c : kAll) {
+    CAPTURE(to_string(c));
+    auto packed = compress(c, input);
+    REQUIRE(packed.ok());
+    Bytes whole;
+    auto all = decompress_stream(c, *packed, input.size(), 1 << 21,
+                                 [&](std::span<const std::uint8_t> chunk) {
+                                   CHECK(chunk.size() <= 64 * 1024);
+                                   whole.insert(whole.end(), chunk.begin(), chunk.end());
+                                   return true;
+                                 });
+    REQUIRE(all.ok());
+    CHECK(*all == input.size());
+    CHECK(whole == input);
+    std::size_t seen = 0;
+    auto first = decompress_stream(c, *packed, input.size(), 1 << 21,
+                                   [&](std::span<const std::uint8_t> chunk) {
+                                     seen += chunk.size();
+                                     return false;  // enough
+                                   });
+    REQUIRE(first.ok());
+    CHECK(seen <= 64 * 1024);
+    if (c == Compressor::zlib || c == Compressor::zstd)
+      CHECK(*first == seen);  // stopped there
+    else
+      CHECK(*first == input.size());  // whole first: snappy's API cannot stop
+    // Wrong claims fail as decompress() fails them.
+    auto more = decompress_stream(c, *packed, input.size() + 1, 1 << 21,
+                                  [](std::span<const std::uint8_t>) { return true; });
+    REQUIRE_FALSE(more.ok());
+    auto over = decompress_stream(c, *packed, input.size(), 1000,
+                                  [](std::span<const std::uint8_t>) { return true; });
+    REQUIRE_FALSE(over.ok());
+    CHECK(over.error().code == Errc::uncompressed_size_too_large);
+  }
+}

@@ -435,3 +435,119 @@ TEST_CASE("FrameReader: a broken sparse frame fails the stream with the reason")
   r.feed(std::span(large).subspan(100'000));
   CHECK(r.next().status == FrameStatus::error);  // sticky
 }
+
+namespace {
+// An insert of `n` documents of ~docBytes each in a kind-1 sequence after
+// the body: how drivers send bulk writes.
+Bytes large_insert(int n, std::size_t docBytes, bool checksum = false) {
+  Owned body;
+  BSON_APPEND_UTF8(body.b, "insert", "big");
+  BSON_APPEND_UTF8(body.b, "$db", "bench");
+  std::vector<Owned> docs(static_cast<std::size_t>(n));
+  std::vector<BsonView> views;
+  const std::string pad(docBytes, 'q');
+  for (int i = 0; i < n; ++i) {
+    BSON_APPEND_INT32(docs[static_cast<std::size_t>(i)].b, "_id", i);
+    BSON_APPEND_UTF8(docs[static_cast<std::size_t>(i)].b, "pad", pad.c_str());
+    views.push_back(docs[static_cast<std::size_t>(i)].view());
+  }
+  DocumentSequence seq{"documents", views};
+  return build_op_msg(11, 0, 0, body.view(), std::span(&seq, 1), checksum);
+}
+
+Bytes compressed(const Bytes& frame, Compressor c) {
+  auto z = build_op_compressed(frame, c);
+  REQUIRE(z.ok());
+  return *z;
+}
+}  // namespace
+
+TEST_CASE("inflate_sparse: a large compressed insert inflates only as far as the budget needs") {
+  const Bytes frame = large_insert(100, 100'000);  // ~10 MB
+  REQUIRE(frame.size() > 10'000'000);
+  const SparseMsg plain = reduce(frame, 64 * 1024, 65536);
+  REQUIRE(plain.done());
+  const Bytes want(plain.frame().begin(), plain.frame().end());
+  for (Compressor c : {Compressor::zlib, Compressor::zstd, Compressor::snappy}) {
+    CAPTURE(to_string(c));
+    const Bytes z = compressed(frame, c);
+    auto r = inflate_sparse(z, 64 * 1024);
+    REQUIRE_MESSAGE(r.ok(), (r ? std::string() : r.error().message()));
+    CHECK(r->compressor == c);
+    CHECK(r->reduced);
+    // The same reduced frame as the uncompressed message gives.
+    CHECK(r->frame == want);
+    const OpMsg m = decoded(r->frame);
+    CHECK(m.body.to_relaxed_json() == decoded(frame).body.to_relaxed_json());
+    REQUIRE(m.sequences.size() == 1);
+    CHECK(m.sequences[0].documents.size() >= 1);
+    MESSAGE(to_string(c) << ": " << r->inflated << " of " << frame.size() - 16
+                         << " bytes inflated");
+    if (c == Compressor::snappy) {
+      CHECK(r->inflated == frame.size() - 16);  // snappy cannot stop
+    } else {
+      // Stopped a chunk (64 KiB) or so past what the budget keeps.
+      CHECK(r->inflated < 4 * 64 * 1024);
+    }
+  }
+}
+
+TEST_CASE("inflate_sparse: a compressed find reply is inflated to the end for its ok and id") {
+  Owned body;
+  find_reply(body, 1000, 1000, 777);
+  const Bytes frame = build_op_msg(7, 3, 0, body.view());
+  const SparseMsg plain = reduce(frame, 64 * 1024, frame.size());
+  REQUIRE(plain.done());
+  for (Compressor c : {Compressor::zlib, Compressor::zstd}) {
+    CAPTURE(to_string(c));
+    auto r = inflate_sparse(compressed(frame, c), 64 * 1024);
+    REQUIRE(r.ok());
+    CHECK(r->inflated == frame.size() - 16);
+    CHECK(r->frame == Bytes(plain.frame().begin(), plain.frame().end()));
+    CHECK(cursor_id(decoded(r->frame).body) == 777);
+  }
+}
+
+TEST_CASE("inflate_sparse: with a checksum the rest is inflated (the checksum comes last)") {
+  const Bytes frame = large_insert(20, 50'000, true);
+  auto r = inflate_sparse(compressed(frame, Compressor::zstd), 64 * 1024);
+  REQUIRE(r.ok());
+  CHECK(r->inflated == frame.size() - 16);
+  CHECK(decoded(r->frame).sequences.at(0).identifier == "documents");
+}
+
+TEST_CASE("inflate_sparse: wrong sizes, corrupt streams and other opcodes fail with the reason") {
+  const Bytes frame = large_insert(5, 100'000);
+  Bytes z = compressed(frame, Compressor::zlib);
+  SUBCASE("truncated") {
+    z.resize(z.size() - 100);
+    auto r = inflate_sparse(z, 1'000'000);  // no early stop: it must reach the end
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == Errc::decompression_failed);
+  }
+  SUBCASE("claims more than the stream holds") {
+    const std::uint32_t usize = static_cast<std::uint32_t>(frame.size() - 16 + 10);
+    for (int i = 0; i < 4; ++i) z[20 + i] = static_cast<std::uint8_t>(usize >> (8 * i));
+    auto r = inflate_sparse(z, 1'000'000);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == Errc::decompressed_size_mismatch);
+  }
+  SUBCASE("claims less than the stream holds") {
+    const std::uint32_t usize = static_cast<std::uint32_t>(frame.size() - 16 - 10);
+    for (int i = 0; i < 4; ++i) z[20 + i] = static_cast<std::uint8_t>(usize >> (8 * i));
+    auto r = inflate_sparse(z, 1'000'000);
+    REQUIRE_FALSE(r.ok());
+  }
+  SUBCASE("over maxMessageSize") {
+    auto r = inflate_sparse(z, 64 * 1024, 100'000);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == Errc::uncompressed_size_too_large);
+  }
+  SUBCASE("not an OP_MSG inside") {
+    z[16] = 0xD4;  // OP_QUERY (2004)
+    z[17] = 0x07;
+    auto r = inflate_sparse(z, 64 * 1024);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == Errc::invalid_field);
+  }
+}

@@ -41,6 +41,12 @@ namespace varanus::monitor {
     "Frames that failed to decode; inspection of that connection stopped, relaying went on")  \
   X(oversizedFrames, "varanus_oversized_frames_total", counter,                               \
     "Frames over the maximum message size; inspection stopped, relaying went on")             \
+  X(pendingOverflows, "varanus_pending_overflows_total", counter,                             \
+    "Connections whose inspection stopped with more than maxPendingRequests requests "        \
+    "without a reply; relaying went on")                                                      \
+  X(uninspectedCompressed, "varanus_uninspected_compressed_frames_total", counter,            \
+    "OP_COMPRESSED frames relayed without inspection: past their connection's "               \
+    "decompression budget")                                                                   \
   X(sparseFrames, "varanus_sparse_frames_total", counter,                                     \
     "Large frames inspected as they streamed past, keeping only a bounded part of them")      \
   X(busyPollHits, "varanus_busy_poll_hits_total", counter,                                    \

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -26,6 +27,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "varanus/monitor/event.hpp"
 #include "varanus/wire/bounded.hpp"
@@ -45,6 +47,20 @@ struct TrackerOptions {
   /// Read each reply's summary (Event::summary: batch size, n, cursor id,
   /// ...). Off when no sink shows it.
   bool replySummary = true;
+  /// Requests in flight (waiting for a reply) a connection may have.
+  /// Drivers have one per connection (two with a streaming hello), so the
+  /// default is far above any driver; a client pipelining past it (1M
+  /// requests to an upstream that never answers cost +250 MB) stops
+  /// inspection of the connection (StopCause::backlog): its pending
+  /// requests fail with that reason, the relay goes on. 0: no bound.
+  std::size_t maxPendingRequests = 1000;
+  /// Decompression work inspection may spend per connection, in bytes of
+  /// uncompressed output per second (a token bucket holding up to one
+  /// second's worth, and always at least one maxMessageSize frame).
+  /// OP_COMPRESSED frames past it are relayed without inspection: counted
+  /// (TrackerStats::uninspectedCompressed), a request gets no events, a
+  /// reply fails its request with the reason. 0: no bound.
+  std::uint64_t decompressBytesPerSecond = 64ull << 20;
 };
 
 /// The sparse framing budget (wire/sparse.hpp) the Tracker uses with these
@@ -66,12 +82,19 @@ enum class StopCause : std::uint8_t {
   none,       ///< still inspecting
   oversized,  ///< a message (or a claimed uncompressed size) over maxMessageSize
   malformed,  ///< bytes that do not frame or decode as the wire protocol
+  backlog,    ///< more than maxPendingRequests requests without a reply
 };
 
 struct TrackerStats {
   std::uint64_t commands = 0;      ///< started events emitted
   std::uint64_t frames = 0;        ///< whole frames inspected, both directions
   std::uint64_t decodeErrors = 0;  ///< frames that failed to decode (inspection then stops)
+  /// OP_COMPRESSED frames relayed without inspection: past the
+  /// connection's decompression budget (decompressBytesPerSecond).
+  std::uint64_t uninspectedCompressed = 0;
+  /// Bytes inflated by large compressed messages reduced as they inflate
+  /// (wire::inflate_sparse): less than they hold when inflating stopped early.
+  std::uint64_t inflatedBytes = 0;
 };
 
 class Tracker {
@@ -91,11 +114,15 @@ class Tracker {
   /// False once a frame failed to decode or framing failed: the proxy keeps
   /// relaying, the tracker ignores further bytes. `why` names the cause.
   bool inspecting() const noexcept { return inspecting_; }
-  /// Large messages inspected sparsely (never buffered whole), both ways.
+  /// Large messages inspected sparsely (never buffered whole; compressed
+  /// ones never inflated whole), both ways.
   std::uint64_t sparse_frames() const noexcept {
-    return fromClient_.sparse_frames() + fromServer_.sparse_frames();
+    return fromClient_.sparse_frames() + fromServer_.sparse_frames() + sparseInflated_;
   }
   const std::string& stop_reason() const noexcept { return stopReason_; }
+  /// Why compressed frames of this connection went uninspected (the first
+  /// time it happened), or empty: the proxy says it once.
+  const std::string& throttle_reason() const noexcept { return throttleReason_; }
   StopCause stop_cause() const noexcept { return stopCause_; }
   /// True when nothing is in flight: every byte read so far is part of a
   /// whole message, and no request waits for a reply except heartbeat
@@ -137,6 +164,18 @@ class Tracker {
   /// Stops inspection for `error`, found in what `where` names ("client
   /// framing", "upstream message"), and fails what is pending.
   void stop(std::string_view where, const wire::Error& error, Clock now);
+  /// Stops inspection with `cause` and `reason`; fails what is pending.
+  void halt(StopCause cause, std::string reason, Clock now);
+  /// Charges the decompression of an OP_COMPRESSED `frame` to this
+  /// connection's budget: false (and counted) when it is spent, and the
+  /// frame must go uninspected. True for any other frame.
+  bool afford_decompression(std::span<const std::uint8_t> frame, Clock now);
+  /// Decodes a whole frame; a large compressed OP_MSG (when events keep
+  /// bounded documents) is inflated as a stream into a sparse reduction
+  /// (wire::inflate_sparse) held in `keep`, which the Message points into.
+  wire::Result<wire::Message> decode_frame(std::span<const std::uint8_t> frame,
+                                           const wire::DecodeOptions& opts,
+                                           std::vector<std::uint8_t>& keep);
   Event make_event(EventType type, Clock now) const;
   /// The one way to build a command event from the request `p` it is about:
   /// names, request size, duration since `p.start`, hello kind, exhaust,
@@ -171,6 +210,11 @@ class Tracker {
   bool closed_ = false;
   bool handshakeSeen_ = false;
   std::string stopReason_;
+  std::string throttleReason_;
+  std::uint64_t sparseInflated_ = 0;  // compressed frames reduced as they inflated
+  double decompressTokens_ = 0;       // bytes of output the budget allows now
+  std::chrono::steady_clock::time_point decompressRefill_{};
+  bool decompressPrimed_ = false;  // the bucket was filled (at the first compressed frame)
   StopCause stopCause_ = StopCause::none;
   TrackerStats stats_;
   std::uint64_t bytesFromClient_ = 0;

@@ -36,6 +36,10 @@ class Inspector {
   /// Why inspection stopped: oversized and malformed traffic are counted
   /// apart. The default, for inspectors that do not say, is malformed.
   virtual monitor::StopCause stop_cause() const noexcept { return monitor::StopCause::malformed; }
+  /// Non-empty once part of the traffic went uninspected while inspection
+  /// goes on (compressed frames past the decompression budget): the
+  /// Session says it once per connection.
+  virtual std::string_view throttle_reason() const noexcept { return {}; }
   /// True when no request is in flight and no message is half read (see
   /// monitor::Tracker::quiescent). A stopping proxy closes such a
   /// connection at once; the others get the grace period. The default

@@ -35,6 +35,8 @@
 #include <string>
 #include <vector>
 
+#include "varanus/wire/message.hpp"
+
 namespace varanus::wire {
 
 class SparseMsg {
@@ -58,6 +60,12 @@ class SparseMsg {
   std::uint64_t position() const noexcept { return pos_; }
   /// Something of the original was left out or cut.
   bool reduced() const noexcept { return reduced_; }
+  /// When all the frame still holds would be left out (a skip that runs,
+  /// past container ends only, to the end of the frame; no checksum):
+  /// finishes the frame without those bytes and returns true (done()).
+  /// Else false, and nothing changes. A caller that produces the bytes at
+  /// a cost (decompression) stops there.
+  bool finish_skipped();
 
  private:
   enum class Mode { parse, done, failed };
@@ -105,5 +113,22 @@ class SparseMsg {
   Then then_ = Then::nothing;
   std::size_t thenAt_ = 0;
 };
+
+/// An OP_COMPRESSED frame whose original message is an OP_MSG, reduced
+/// as it is decompressed: the payload inflates as a stream
+/// (decompress_stream) into a SparseMsg(budget), so what is kept is the
+/// reduced OP_MSG frame (the original header rebuilt: same ids, OP_MSG),
+/// never the whole message; and inflating stops as soon as all that is
+/// left would be left out (finish_skipped: a large kind-1 sequence at the
+/// end of the message, as drivers send bulk writes). zlib and zstd stop
+/// there; snappy inflates whole (its API cannot stop).
+struct SparseInflated {
+  std::vector<std::uint8_t> frame;  ///< the reduced OP_MSG frame
+  Compressor compressor = Compressor::noop;
+  bool reduced = false;      ///< something was left out or cut
+  std::size_t inflated = 0;  ///< bytes decompressed: uncompressedSize, or fewer
+};
+Result<SparseInflated> inflate_sparse(std::span<const std::uint8_t> frame, std::size_t budget,
+                                      std::int32_t maxMessageSize = kDefaultMaxMessageSize);
 
 }  // namespace varanus::wire
