@@ -51,6 +51,12 @@ namespace {
 
 using namespace varanus;
 
+/// "127.x.y.z:port", "[::1]:port", "localhost:port".
+bool loopback_address(const std::string& hostPort) {
+  const std::string host = hostPort.substr(0, hostPort.rfind(':'));
+  return host.rfind("127.", 0) == 0 || host == "[::1]" || host == "::1" || host == "localhost";
+}
+
 void diag(std::string_view line) {
   static const auto out = proxy::stderr_diagnostics();
   out(line);
@@ -342,7 +348,16 @@ int run_proxy(const std::vector<std::string>& args) {
     });
     topology->start();
   }
-  if (!adminAddress.empty()) diag("varanus: admin endpoint on http://" + adminAddress);
+  if (!adminAddress.empty()) {
+    diag("varanus: admin endpoint on http://" + adminAddress);
+    // Loopback unless an address was given: one beyond it was asked for,
+    // and is said, since the endpoint has no authentication.
+    if (!loopback_address(adminAddress))
+      diag("varanus: warning: the admin endpoint " + adminAddress +
+           " is reachable from other machines and needs no authentication (/metrics, /stats "
+           "name databases, collections and clients); bind it to 127.0.0.1 unless a "
+           "firewall or container network limits who reaches it");
+  }
   if (!limitWarning.empty()) diag(limitWarning);
 
   int status = 0;

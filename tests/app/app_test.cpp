@@ -765,3 +765,18 @@ TEST_CASE("varanus reports an address it cannot listen on and exits 1") {
   CHECK(c.errText.find("varanus: cannot listen on 127.0.0.1:" + port + ": ") == 0);
   ::close(fd);
 }
+
+TEST_CASE("an admin endpoint beyond loopback is said with a warning, loopback is not") {
+  Child wide({"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--admin", "0.0.0.0:0"});
+  REQUIRE(wide.wait_stderr("admin endpoint on http://0.0.0.0:"));
+  CHECK(wide.wait_stderr("varanus: warning: the admin endpoint 0.0.0.0:"));
+  CHECK(wide.errText.find("is reachable from other machines and needs no authentication") !=
+        std::string::npos);
+  Child local({"--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:1", "--admin", "127.0.0.1:0"});
+  REQUIRE(local.wait_stderr("admin endpoint on http://127.0.0.1:"));
+  // Everything said at start-up has been said once it stops.
+  REQUIRE(::kill(local.pid, SIGTERM) == 0);
+  CHECK(local.finish() == 0);
+  CHECK(local.errText.find("SIGTERM: stopping") != std::string::npos);
+  CHECK(local.errText.find("warning: the admin endpoint") == std::string::npos);
+}

@@ -96,7 +96,8 @@ def connections_to(ports):
     found = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            lines = open(table).read().splitlines()[1:]
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
@@ -265,6 +266,12 @@ class ReplSetTest(unittest.TestCase):
         self.assertIn("host", status)
         m = re.search(r"^varanus_hello_rewrites_total (\d+)$", self.metrics(), re.M)
         self.assertTrue(m and int(m.group(1)) >= 1, self.metrics()[:2000])
+        # The events keep what the server said: the members' own addresses.
+        def hello_events():
+            return [e for e in self.events.named("commandSucceeded")
+                    if e.get("commandName") == "hello" and "hosts" in e.get("reply", {})]
+        wait_for(lambda: hello_events(), "the hello's succeeded event", 10)
+        self.assertEqual(sorted(hello_events()[0]["reply"]["hosts"]), sorted(self.members))
 
     def test_step_down_seen_by_driver_and_by_varanus_in_order(self):
         oracle = Oracle()
@@ -401,6 +408,35 @@ class ReplSetTest(unittest.TestCase):
                  and any(a == listener and o == "Unknown" and n == "RSSecondary"
                          for a, o, n in oracle.server_changes),
                  "PyMongo's ServerListener to see it leave and return", 15)
+
+    def test_member_removed_its_listener_stops_accepting(self):
+        c = self.client()
+        c.t.c.insert_one({"x": 1})
+        gone = self.members[2]
+        wait_for(lambda: self.server_type(gone) == "RSSecondary", "a known secondary", 15)
+        listener = self.via(gone)
+        host, port = listener.rsplit(":", 1)
+        # A connection open through it before the member leaves.
+        held = socket.create_connection((host, int(port)), timeout=5)
+        self.addCleanup(held.close)
+        r = command(self.members[0], {"stubRemoveMember": gone, "$db": "admin"})
+        self.assertEqual(r.get("ok"), 1.0, r)
+        wait_for(lambda: any(e["address"] == gone for e in self.events.named("serverClosed")),
+                 "serverClosed for the removed member", 15)
+        self.assertIsNone(self.server_type(gone))
+        wait_for(lambda: "left the set" in self.proxy.stderr(), "the line saying it left", 10)
+
+        def refused():
+            try:
+                socket.create_connection((host, int(port)), timeout=2).close()
+                return False
+            except OSError:
+                return True
+        wait_for(refused, "its listener to stop accepting", 10)
+        # The open connection goes on.
+        held.sendall(op_msg(7, {"ping": 1, "$db": "admin"}))
+        self.assertEqual(bson.BSON(read_frame(held)[21:]).decode().get("ok"), 1.0)
+        c.t.c.insert_one({"y": 1})
 
     def test_node_driver_discovers_and_fails_over_through_varanus(self):
         wait_for(lambda: len(self.member_lines()) >= 1, "member lines", 10)

@@ -297,6 +297,8 @@ class PrometheusScrape(unittest.TestCase):
             "varanus_tls_handshake_failures_total",  # tests/integration/test_tls.py
             "varanus_client_tls_at_plaintext_listener_total",  # tests/integration/test_tls.py
             "varanus_pending_overflows_total",  # tests/proxy/test_hostile.py
+            # A replica-set upstream: tests/integration/test_replset.py, test_mongos.py
+            "varanus_hello_rewrites_total",
             # tests/monitor/tracker_test.cpp (a budget of bytes a second: no
             # real workload reaches the default)
             "varanus_uninspected_compressed_frames_total",
