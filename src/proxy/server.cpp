@@ -73,6 +73,18 @@
 // when the worker reaps the session, after the batch's inspections, so that
 // what was read before the end is inspected first.
 //
+// In front of a replica set (ProxyConfig::members) there is a Listener per
+// member, each with its own Upstream; workers[0] accepts on all of them.
+// add_member binds a new one at once, from any thread (a hello reply
+// naming a member without a listener, or the topology monitor), and hands
+// its epoll registration to workers[0]. In replica-set mode each Session
+// runs its bytes through a wire::HelloReplyStream: client bytes only to
+// note hello requestIDs; upstream bytes either pass as read (the usual
+// held-and-sent path) or, when a hello reply is in them, are replaced by
+// the stream's output (the reply held until whole, then rewritten), sent
+// at once (nothing of that direction waits: it was read in state open).
+// The inspector always sees what the server sent.
+//
 // Batches: reads, sends and inspections happen only where Worker::run puts
 // them (read every ready socket, send_held, the again rounds, end_batch,
 // reap); no helper flushes the batch behind its caller's back. A read that
