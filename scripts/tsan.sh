@@ -4,7 +4,7 @@
 # rescuer). Any data race fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:history_size=4}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:history_size=4:suppressions=$PWD/scripts/tsan.supp}
 BUILD_DIR=build-tsan WERROR=ON BUILD_TYPE=RelWithDebInfo \
   CMAKE_EXTRA="-DVARANUS_TSAN=ON -DVARANUS_INTEGRATION_TESTS=OFF" \
   bash scripts/build.sh

@@ -135,6 +135,18 @@ void load_ca(SSL_CTX* ctx, std::string_view what, const std::string& caFile) {
     const std::string why = drain_errors();
     throw_file(what, caFile, "no usable PEM CA certificate in the file (" + why + ")");
   }
+  // OpenSSL caches a certificate's extensions (key identifiers, ...) the
+  // first time a verification looks at them, under a lock that its readers
+  // skip: two handshakes verifying against the same CA at once race on the
+  // cache (ThreadSanitizer reported it on the relay's I/O threads). Filled
+  // here, before any handshake, the cache is only read afterwards.
+  if (X509_STORE* store = SSL_CTX_get_cert_store(ctx)) {
+    STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(store);
+    for (int i = 0; i < sk_X509_OBJECT_num(objects); ++i) {
+      if (X509* cert = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objects, i)))
+        X509_check_purpose(cert, -1, 0);
+    }
+  }
 }
 
 std::string name_text(const X509_NAME* name) {
